@@ -1,0 +1,412 @@
+"""A small local stand-in for the Azure Functions host (dev and test only).
+
+The real host (Core Tools) cannot be installed on these machines, so this runner drives
+`function_app.app` through its real triggers, read from `app.get_functions()`:
+
+* HTTP triggers served on a loopback port under `/api/<route>`, auth levels honoured
+  (function key as `?code=` or `x-functions-key`; admin level needs the master key);
+* queue triggers fed from Azurite with the host's semantics: base64 messages, dequeue
+  count, retry after `visibilityTimeout`, `<queue>-poison` after `maxDequeueCount`
+  (host.json), up to `batchSize` messages at once;
+* timer triggers on their NCRONTAB schedule, or fired on demand;
+* queue output bindings written to Azurite after the function returns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import json
+import logging
+import os
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import azure.functions as func
+from aiohttp import web
+from azure.core.exceptions import ResourceExistsError
+from azure.functions.queue import QueueMessage
+from azure.functions.timer import TimerRequest
+from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from sandbox.serve import BackgroundServer
+
+log = logging.getLogger("devhost")
+T = TypeVar("T")
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class HostKeys:
+    """Function keys (`default` and per function) and the master key."""
+
+    master: str = "local-master-key"
+    default: str = "local-function-key"
+    per_function: dict[str, str] = field(default_factory=dict)
+
+    def allows(self, level: str, function_name: str, given: str | None) -> bool:
+        if level == "anonymous":
+            return True
+        if not given:
+            return False
+        if given == self.master:
+            return True
+        return level == "function" and given in {self.default, self.per_function.get(function_name)}
+
+
+@dataclass
+class QueueOptions:
+    """The host.json `extensions.queues` values the runner honours."""
+
+    max_dequeue_count: int = 5
+    visibility_timeout: float = 0.0
+    batch_size: int = 16
+    max_polling_interval: float = 2.0
+
+    @classmethod
+    def from_host_json(cls, path: Path = ROOT / "host.json") -> QueueOptions:
+        queues = json.loads(path.read_text()).get("extensions", {}).get("queues", {})
+        return cls(
+            max_dequeue_count=int(queues.get("maxDequeueCount", 5)),
+            visibility_timeout=_timespan(queues.get("visibilityTimeout", "00:00:00")),
+            batch_size=int(queues.get("batchSize", 16)),
+            max_polling_interval=_timespan(queues.get("maxPollingInterval", "00:01:00")),
+        )
+
+
+def _timespan(value: str) -> float:
+    hours, minutes, seconds = value.split(":")
+    return int(hours) * 3600 + int(minutes) * 60 + float(seconds)
+
+
+class _Out(func.Out[Any]):
+    def __init__(self) -> None:
+        self._value: Any = None
+
+    def set(self, val: Any) -> None:
+        self._value = val
+
+    def get(self) -> Any:
+        return self._value
+
+
+@dataclass
+class _Function:
+    name: str
+    fn: Callable[..., Any]
+    trigger: dict[str, Any]
+    outputs: list[dict[str, Any]]
+
+
+@dataclass
+class _HttpRoute:
+    function: _Function
+    pattern: re.Pattern[str]
+    methods: set[str]
+    auth_level: str
+
+
+class LocalFunctionsHost:
+    """Loads a FunctionApp and drives its triggers as the Functions host would."""
+
+    def __init__(self, app: func.FunctionApp, connection_string: str, *,
+                 keys: HostKeys | None = None, queues: QueueOptions | None = None,
+                 env: Mapping[str, str] | None = None, poll_queues: bool = True,
+                 run_timers: bool = False, port: int = 0) -> None:
+        self.keys = keys or HostKeys()
+        self.queue_options = queues or QueueOptions.from_host_json()
+        self.connection_string = connection_string
+        self._env = env if env is not None else os.environ
+        self._poll = poll_queues
+        self._run_timers = run_timers
+        self.functions = [self._describe(f) for f in _indexed(app)]
+        self.routes = [self._route(f) for f in self.functions if f.trigger["type"] == "httpTrigger"]
+        web_app = web.Application(client_max_size=64 * 1024 * 1024)
+        web_app.router.add_route("*", "/{tail:.*}", self._handle_http)
+        self.server = BackgroundServer(web_app, port=port)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._queue_clients: dict[str, QueueClient] = {}
+        self._in_flight = 0
+        self.invocations: dict[str, int] = {f.name: 0 for f in self.functions}
+        self.failures: dict[str, int] = {f.name: 0 for f in self.functions}
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    def start(self) -> LocalFunctionsHost:
+        self.server.start()
+        self.server.call(self._start_background())
+        return self
+
+    async def _start_background(self) -> None:
+        for f in self.functions:
+            if f.trigger["type"] == "queueTrigger":
+                await self._ensure_queue(self._resolve(f.trigger["queueName"]))
+                if self._poll:
+                    self._tasks.append(asyncio.create_task(self._poll_queue(f)))
+            if f.trigger["type"] == "timerTrigger" and self._run_timers:
+                self._tasks.append(asyncio.create_task(self._timer_loop(f)))
+
+    def stop(self) -> None:
+        self.server.call(self._stop_background())
+        self.server.stop()
+
+    async def _stop_background(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for client in self._queue_clients.values():
+            await client.close()
+
+    def __enter__(self) -> LocalFunctionsHost:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def call(self, coro: Awaitable[T], timeout: float = 60) -> T:
+        """Run a coroutine on the host's event loop (where the app's clients live) and wait."""
+        return self.server.call(coro, timeout)
+
+    async def run(self, coro: Awaitable[T]) -> T:
+        """Await a coroutine on the host's loop from another event loop (async tests)."""
+        future = asyncio.run_coroutine_threadsafe(coro, self.server.loop)  # type: ignore[arg-type]
+        return await asyncio.wrap_future(future)
+
+    # -- metadata ------------------------------------------------------------------------------
+
+    @staticmethod
+    def _describe(function: Any) -> _Function:
+        bindings = [b.get_dict_repr() for b in function.get_bindings()]
+        for b in bindings:
+            b["direction"] = getattr(b["direction"], "name", b["direction"])
+        trigger = next(b for b in bindings if b["type"].endswith("Trigger"))
+        outputs = [b for b in bindings if b["direction"] == "OUT" and b["type"] == "queue"]
+        return _Function(function.get_function_name(), function.get_user_function(), trigger, outputs)
+
+    def _route(self, f: _Function) -> _HttpRoute:
+        template = f.trigger.get("route") or f.name
+        methods = {getattr(m, "value", m).upper() for m in f.trigger.get("methods") or ["GET", "POST"]}
+        level = getattr(f.trigger.get("authLevel"), "value", f.trigger.get("authLevel") or "function")
+        return _HttpRoute(f, _route_regex(template), methods, str(level).lower())
+
+    def _resolve(self, value: str) -> str:
+        """Binding expressions `%Setting%` read app settings, as the host does."""
+        def lookup(match: re.Match[str]) -> str:
+            name = match.group(1)
+            if name not in self._env:
+                raise KeyError(f"binding expression %{name}% names an app setting that is not set")
+            return self._env[name]
+
+        return re.sub(r"%([^%]+)%", lookup, value)
+
+    # -- HTTP -------------------------------------------------------------------------------------
+
+    async def _handle_http(self, request: web.Request) -> web.StreamResponse:
+        path = request.path
+        if not path.startswith("/api/"):
+            return web.Response(status=404)
+        tail = path[len("/api/"):]
+        matches = [(r, m) for r in self.routes if (m := r.pattern.fullmatch(tail))]
+        if not matches:
+            return web.Response(status=404)
+        allowed = [(r, m) for r, m in matches if request.method in r.methods]
+        if not allowed:
+            return web.Response(status=405)
+        route, match = allowed[0]
+        key = request.query.get("code") or request.headers.get("x-functions-key")
+        if not self.keys.allows(route.auth_level, route.function.name, key):
+            return web.Response(status=401)
+        body = await request.read()
+        params = {k: v for k, v in request.query.items() if k != "code"}
+        http_request = func.HttpRequest(
+            request.method, str(request.url), headers=dict(request.headers), params=params,
+            route_params={k: v for k, v in match.groupdict().items() if v is not None}, body=body)
+        outputs = {o["name"]: _Out() for o in route.function.outputs}
+        try:
+            response = await self._invoke(route.function, {route.function.trigger["name"]: http_request,
+                                                            **outputs})
+            await self._write_outputs(route.function, outputs)
+        except Exception:
+            log.exception("function %s failed", route.function.name)
+            return web.Response(status=500)
+        return _to_aiohttp(response)
+
+    async def _invoke(self, f: _Function, kwargs: dict[str, Any]) -> Any:
+        self.invocations[f.name] += 1
+        wanted = inspect.signature(f.fn).parameters
+        result = f.fn(**{k: v for k, v in kwargs.items() if k in wanted})
+        if inspect.isawaitable(result):
+            result = await result
+        return result
+
+    # -- queues -------------------------------------------------------------------------------------
+
+    async def _ensure_queue(self, name: str) -> QueueClient:
+        client = self._queue_clients.get(name)
+        if client is None:
+            client = QueueClient.from_connection_string(
+                self.connection_string, name, message_encode_policy=BinaryBase64EncodePolicy(),
+                message_decode_policy=BinaryBase64DecodePolicy())
+            try:
+                await client.create_queue()
+            except ResourceExistsError:
+                pass
+            self._queue_clients[name] = client
+        return client
+
+    async def _write_outputs(self, f: _Function, outputs: dict[str, _Out]) -> None:
+        for binding in f.outputs:
+            value = outputs[binding["name"]].get()
+            if value is None:
+                continue
+            client = await self._ensure_queue(self._resolve(binding["queueName"]))
+            for item in value if isinstance(value, list) else [value]:
+                data = item if isinstance(item, bytes) else str(item).encode()
+                await client.send_message(data)
+
+    async def _poll_queue(self, f: _Function) -> None:
+        delay = 0.05
+        while True:
+            try:
+                handled = await self.process_queue_once(f.name)
+            except Exception:
+                log.exception("polling queue of %s failed", f.name)
+                handled = 0
+            delay = 0.05 if handled else min(delay * 2, self.queue_options.max_polling_interval)
+            await asyncio.sleep(0 if handled else delay)
+
+    async def process_queue_once(self, function_name: str) -> int:
+        """Receive one batch for a queue-triggered function and run it; returns messages handled."""
+        f = self._function(function_name)
+        client = await self._ensure_queue(self._resolve(f.trigger["queueName"]))
+        options = self.queue_options
+        visibility = max(int(options.visibility_timeout), 0) or None
+        messages = [m async for m in client.receive_messages(
+            messages_per_page=options.batch_size, max_messages=options.batch_size,
+            visibility_timeout=max(30, int(options.visibility_timeout) + 30))]
+        self._in_flight += len(messages)
+        try:
+            await asyncio.gather(*(self._run_message(f, client, m, visibility) for m in messages))
+        finally:
+            self._in_flight -= len(messages)
+        return len(messages)
+
+    async def _run_message(self, f: _Function, client: QueueClient, message: Any,
+                           visibility: int | None) -> None:
+        body = message.content
+        queue_message = QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
+                                     insertion_time=message.inserted_on, expiration_time=message.expires_on,
+                                     pop_receipt=message.pop_receipt)
+        outputs = {o["name"]: _Out() for o in f.outputs}
+        try:
+            await self._invoke(f, {f.trigger["name"]: queue_message, **outputs})
+            await self._write_outputs(f, outputs)
+        except Exception:
+            self.failures[f.name] += 1
+            log.exception("function %s failed on message %s (dequeue count %s)", f.name, message.id,
+                          message.dequeue_count)
+            if message.dequeue_count >= self.queue_options.max_dequeue_count:
+                poison = await self._ensure_queue(f"{client.queue_name}-poison")
+                await poison.send_message(body)
+                await client.delete_message(message)
+            else:
+                await client.update_message(message, visibility_timeout=visibility or 0)
+            return
+        await client.delete_message(message)
+
+    async def drain(self, timeout: float = 30) -> None:
+        """Process queue-triggered functions until their queues are empty (tests, on demand)."""
+        queue_functions = [f for f in self.functions if f.trigger["type"] == "queueTrigger"]
+        deadline = asyncio.get_running_loop().time() + timeout
+        while asyncio.get_running_loop().time() < deadline:
+            handled = 0
+            if not self._poll:
+                for f in queue_functions:
+                    handled += await self.process_queue_once(f.name)
+            if not handled and not self._in_flight and await self._all_empty(queue_functions):
+                return
+            await asyncio.sleep(0 if handled else 0.02)
+        raise TimeoutError("queues did not drain in time")
+
+    async def _all_empty(self, functions: list[_Function]) -> bool:
+        for f in functions:
+            client = await self._ensure_queue(self._resolve(f.trigger["queueName"]))
+            if (await client.get_queue_properties()).approximate_message_count:
+                return False
+        return True
+
+    async def queue_messages(self, queue: str) -> list[bytes]:
+        """Peek at up to 32 visible messages of a queue (decoded)."""
+        client = await self._ensure_queue(queue)
+        return [m.content for m in await client.peek_messages(max_messages=32)]
+
+    # -- timers -------------------------------------------------------------------------------------
+
+    async def fire_timer(self, function_name: str, past_due: bool = False) -> None:
+        """Run a timer-triggered function now."""
+        f = self._function(function_name)
+        await self._invoke(f, {f.trigger["name"]: TimerRequest(past_due=past_due)})
+
+    async def _timer_loop(self, f: _Function) -> None:
+        from croniter import croniter
+
+        schedule = croniter(self._resolve(f.trigger["schedule"]), datetime.now(UTC), second_at_beginning=True)
+        while True:
+            due = schedule.get_next(datetime)
+            await asyncio.sleep(max(0.0, (due - datetime.now(UTC)).total_seconds()))
+            try:
+                await self.fire_timer(f.name)
+            except Exception:
+                self.failures[f.name] += 1
+                log.exception("timer function %s failed", f.name)
+
+    def _function(self, name: str) -> _Function:
+        for f in self.functions:
+            if f.name == name:
+                return f
+        raise KeyError(f"no function named {name}")
+
+
+def _indexed(app: func.FunctionApp) -> list[Any]:
+    """`get_functions()` validates names and refuses a second call, so index each app once."""
+    cached = getattr(app, "_devhost_functions", None)
+    if cached is None:
+        cached = app.get_functions()
+        app._devhost_functions = cached  # type: ignore[attr-defined]
+    return cached
+
+
+def _route_regex(template: str) -> re.Pattern[str]:
+    """Turn a Functions route template (`a/{id}`, `{id:int}`, `{id?}`, `{*rest}`) into a regex."""
+    parts = []
+    for piece in re.split(r"(\{[^}]+\})", template.strip("/")):
+        if piece.startswith("{"):
+            name = piece[1:-1].split(":")[0]
+            if name.startswith("*"):
+                parts.append(f"(?P<{name[1:]}>.*)")
+            else:
+                parts.append(f"(?P<{name.rstrip('?')}>[^/]+){'?' if name.endswith('?') else ''}")
+        else:
+            parts.append(re.escape(piece))
+    return re.compile("".join(parts))
+
+
+def _to_aiohttp(response: Any) -> web.Response:
+    if response is None:
+        return web.Response(status=204)
+    if isinstance(response, func.HttpResponse):
+        headers = dict(response.headers)
+        if response.mimetype and "content-type" not in {k.lower() for k in headers}:
+            charset = f"; charset={response.charset}" if response.charset else ""
+            headers["Content-Type"] = f"{response.mimetype}{charset}"
+        return web.Response(status=response.status_code, body=response.get_body(), headers=headers)
+    return web.Response(status=200, text=str(response))

@@ -1,0 +1,81 @@
+"""Typed errors. Each carries the context an admin needs to find the item (never a secret)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class SyncError(Exception):
+    """Base of the app's errors; `context` holds ids such as room, booking_id, event_id."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        self.context = {k: v for k, v in context.items() if v is not None}
+        details = ", ".join(f"{k}={v}" for k, v in self.context.items())
+        super().__init__(f"{message} ({details})" if details else message)
+        self.message = message
+
+
+class SettingsError(SyncError):
+    """A setting is missing or malformed; the message names it and what it expects."""
+
+    def __init__(self, name: str, problem: str) -> None:
+        super().__init__(f"setting {name} {problem}")
+        self.name = name
+
+
+class StateError(SyncError):
+    """Table Storage refused or failed an operation."""
+
+
+class ConcurrencyError(StateError):
+    """Someone else wrote the entity first (ETag mismatch or already exists); re-read and retry."""
+
+
+class NotFoundError(StateError):
+    """The entity does not exist."""
+
+
+class EntityTooLargeError(StateError):
+    """An entity or a string property exceeds Azure Table Storage's limits."""
+
+
+class RuleError(SyncError):
+    """A mapping rule was refused (unknown, duplicate, child resource, …)."""
+
+
+class RemoteError(SyncError):
+    """A call to anny or Graph failed."""
+
+    retryable: bool = False
+
+
+class RemoteGone(RemoteError):
+    """The item no longer exists on the remote side (404 / 410)."""
+
+
+class RemoteConflict(RemoteError):
+    """The remote refused the write as a conflict (409/412)."""
+
+
+class RemoteThrottled(RemoteError):
+    """Throttled (429) after the client's own retries; retry later."""
+
+    retryable = True
+
+
+class RemoteUnavailable(RemoteError):
+    """5xx, timeout or connection failure; retry later."""
+
+    retryable = True
+
+
+class RemoteAuthError(RemoteError):
+    """401/403: credentials or permissions are wrong; retrying will not help."""
+
+
+class RemoteBadRequest(RemoteError):
+    """The remote refused the request as invalid (400/422)."""
+
+
+class SyncStateExpired(RemoteError):
+    """A Graph delta token expired (410 syncStateNotFound): start a new baseline."""

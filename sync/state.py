@@ -1,0 +1,472 @@
+"""The app's state in Azure Table Storage (DESIGN §4.2), async on `azure.data.tables.aio`.
+
+Tables (names prefixed with TABLE_PREFIX):
+
+| table          | PartitionKey            | RowKey                 | holds                               |
+| -------------- | ----------------------- | ---------------------- | ----------------------------------- |
+| rules          | `rule`                  | `res~<anny resource>`  | the rule (resource → room)          |
+|                | `rule`                  | `room~<mailbox>`       | uniqueness guard of the room side   |
+| links          | `b~<anny id>`           | `link`                 | link, found by anny id              |
+|                | `r~<mailbox>`           | `<event id>`           | link, found by room + event id      |
+| subscriptions  | `sub`                   | `<subscription id>`    | room, expiry, clientState           |
+| rooms          | `room`                  | `<mailbox>`            | delta link, window, run marker      |
+| status         | `status`                | `integration`          | active / inactive / deleting, …     |
+| events         | `evt`                   | `<anny event id>`      | processed webhook event ids         |
+
+Every key part is escaped by `sync.keys.encode_key`. Writes that can race carry the ETag
+read before; a lost race raises `ConcurrencyError`. Filters use parameter substitution.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from azure.core import MatchConditions
+from azure.core.exceptions import (
+    HttpResponseError,
+    ResourceExistsError,
+    ResourceModifiedError,
+    ResourceNotFoundError,
+)
+from azure.data.tables import TableTransactionError, UpdateMode
+from azure.data.tables.aio import TableClient, TableServiceClient
+
+from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError, StateError
+from sync.keys import decode_key, encode_key, normalise_mailbox
+from sync.settings import StorageSettings
+
+MAX_ENTITY_BYTES = 1024 * 1024
+MAX_STRING_BYTES = 64 * 1024
+TABLES = ("rules", "links", "subscriptions", "rooms", "status", "events")
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+# --- domain records -------------------------------------------------------------------------
+
+
+@dataclass
+class Rule:
+    anny_resource_id: str
+    room: str
+    created_at: datetime = field(default_factory=utcnow)
+    activated_at: datetime | None = None
+
+
+@dataclass
+class Link:
+    """A pair of items kept in step: an anny booking/blocker and an Outlook event."""
+
+    room: str
+    origin: str  # "anny" (mirror event) or "outlook" (mirror blocker)
+    anny_id: str = ""
+    event_id: str = ""
+    state: str = "synced"  # "pending" while a create is in flight
+    generation: int = 0
+    transaction_id: str = ""
+    event_change_key: str = ""
+    anny_updated_at: str = ""
+    fingerprint: str = ""
+    suppressed: bool = False  # anny admin deleted our blocker: do not recreate until the event changes
+    start: str = ""
+    end: str = ""
+    updated_at: datetime = field(default_factory=utcnow)
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class Subscription:
+    subscription_id: str
+    room: str
+    expires_at: datetime
+    client_state: str
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class RoomState:
+    room: str
+    delta_link: str = ""
+    window_start: str = ""
+    window_end: str = ""
+    running_since: datetime | None = None
+    run_id: str = ""
+    rerun_requested: bool = False
+    category_ensured: bool = False
+    last_run_at: datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class IntegrationStatus:
+    state: str = "inactive"  # active | inactive | deleting
+    activated_at: datetime | None = None
+    window_start: str = ""
+    window_end: str = ""
+    last_error: str = ""
+    last_error_at: datetime | None = None
+    etag: str | None = field(default=None, compare=False)
+
+
+# --- size limits (Azurite does not enforce them; Azure does) -------------------------------
+
+
+def _value_bytes(value: Any) -> int:
+    if isinstance(value, str):
+        return len(value.encode("utf-16-le")) + 4
+    if isinstance(value, bytes):
+        return len(value) + 4
+    return 8
+
+
+def check_entity_size(entity: dict[str, Any], **context: Any) -> None:
+    """Raise EntityTooLargeError where Azure would refuse the entity (strings ≤ 64 KiB, entity ≤ 1 MiB)."""
+    total = 4 + 2 * (len(entity["PartitionKey"]) + len(entity["RowKey"]))
+    for name, value in entity.items():
+        if name in ("PartitionKey", "RowKey"):
+            continue
+        if isinstance(value, str) and len(value.encode("utf-16-le")) > MAX_STRING_BYTES:
+            raise EntityTooLargeError(f"property {name} exceeds 64 KiB", **context)
+        total += 8 + 2 * len(name) + _value_bytes(value)
+    if total > MAX_ENTITY_BYTES:
+        raise EntityTooLargeError("entity exceeds 1 MiB", **context)
+
+
+# --- (de)serialising dataclasses ------------------------------------------------------------
+
+
+def _to_entity(record: Any, pk: str, rk: str) -> dict[str, Any]:
+    entity: dict[str, Any] = {"PartitionKey": pk, "RowKey": rk}
+    for f in dataclasses.fields(record):
+        if f.name == "etag":
+            continue
+        value = getattr(record, f.name)
+        if value is None:
+            continue
+        if isinstance(value, (list, dict, frozenset, set)):
+            value = json.dumps(sorted(value) if isinstance(value, (set, frozenset)) else value)
+        entity[f.name] = value
+    return entity
+
+
+def _from_entity(cls: type, entity: Any) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    values = {k: v for k, v in entity.items() if k in names and k != "etag"}
+    for key, value in values.items():
+        if isinstance(value, datetime) and value.tzinfo is None:
+            values[key] = value.replace(tzinfo=UTC)
+    record = cls(**values)
+    record.etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
+    return record
+
+
+# --- the store --------------------------------------------------------------------------------
+
+
+class StateStore:
+    """Async repository over the app's tables. Use as `async with StateStore(...) as store:`."""
+
+    def __init__(self, storage: StorageSettings, prefix: str = "annysync") -> None:
+        self._storage = storage
+        self._prefix = prefix
+        self._service: TableServiceClient | None = None
+        self._tables: dict[str, TableClient] = {}
+        self._credential: Any = None
+        self.operations = 0  # Table requests made, for benchmarks and status
+
+    async def __aenter__(self) -> StateStore:
+        await self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def open(self, create_tables: bool = True) -> None:
+        if self._storage.connection_string:
+            self._service = TableServiceClient.from_connection_string(self._storage.connection_string)
+        else:
+            from azure.identity.aio import DefaultAzureCredential
+
+            self._credential = DefaultAzureCredential(
+                managed_identity_client_id=self._storage.client_id or None)
+            self._service = TableServiceClient(self._storage.table_service_uri, credential=self._credential)
+        for name in TABLES:
+            self._tables[name] = self._service.get_table_client(f"{self._prefix}{name}")
+        if create_tables:
+            for name in TABLES:
+                await self._create_table(name)
+
+    async def _create_table(self, name: str) -> None:
+        try:
+            await self._tables[name].create_table()
+        except ResourceExistsError:
+            pass
+
+    async def close(self) -> None:
+        for client in self._tables.values():
+            await client.close()
+        if self._service is not None:
+            await self._service.close()
+        if self._credential is not None:
+            await self._credential.close()
+
+    async def drop_all(self) -> None:
+        """Delete the app's tables (integration deletion and tests)."""
+        for client in self._tables.values():
+            try:
+                await client.delete_table()
+            except ResourceNotFoundError:
+                pass
+
+    # -- primitive operations, each counted and with errors mapped ----------------------------
+
+    async def _get(self, table: str, pk: str, rk: str) -> Any | None:
+        self.operations += 1
+        try:
+            return await self._tables[table].get_entity(pk, rk)
+        except ResourceNotFoundError:
+            return None
+        except HttpResponseError as exc:
+            raise StateError(f"reading {table} failed: {exc.message}", table=table) from exc
+
+    async def _create(self, table: str, entity: dict[str, Any]) -> str | None:
+        check_entity_size(entity, table=table)
+        self.operations += 1
+        try:
+            meta = await self._tables[table].create_entity(entity)
+        except ResourceExistsError as exc:
+            raise ConcurrencyError("entity exists already", table=table, key=entity["RowKey"]) from exc
+        return meta.get("etag")
+
+    async def _replace(self, table: str, entity: dict[str, Any], etag: str | None) -> str | None:
+        """Write `entity`; with an ETag only if unchanged since read, without one create-only."""
+        if etag is None:
+            return await self._create(table, entity)
+        check_entity_size(entity, table=table)
+        self.operations += 1
+        try:
+            meta = await self._tables[table].update_entity(
+                entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
+        except (ResourceModifiedError, ResourceNotFoundError) as exc:
+            raise ConcurrencyError("entity changed since it was read", table=table,
+                                   key=entity["RowKey"]) from exc
+        return meta.get("etag")
+
+    async def _upsert(self, table: str, entity: dict[str, Any]) -> str | None:
+        check_entity_size(entity, table=table)
+        self.operations += 1
+        meta = await self._tables[table].upsert_entity(entity, mode=UpdateMode.REPLACE)
+        return meta.get("etag")
+
+    async def _delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
+        self.operations += 1
+        kwargs: dict[str, Any] = {}
+        if etag is not None:
+            kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
+        try:
+            await self._tables[table].delete_entity(pk, rk, **kwargs)
+        except ResourceModifiedError as exc:
+            raise ConcurrencyError("entity changed since it was read", table=table, key=rk) from exc
+        except ResourceNotFoundError:
+            pass
+
+    async def _query(self, table: str, query: str, **parameters: Any) -> AsyncIterator[Any]:
+        self.operations += 1
+        async for entity in self._tables[table].query_entities(query, parameters=parameters):
+            yield entity
+
+    # -- rules ------------------------------------------------------------------------------------
+
+    async def add_rule(self, rule: Rule) -> Rule:
+        """Store a rule; both the resource and the room must be unmapped (atomic on both sides)."""
+        rule.room = normalise_mailbox(rule.room)
+        entity = _to_entity(rule, "rule", "res~" + encode_key(rule.anny_resource_id))
+        guard = {"PartitionKey": "rule", "RowKey": "room~" + encode_key(rule.room),
+                 "anny_resource_id": rule.anny_resource_id}
+        self.operations += 1
+        try:
+            await self._tables["rules"].submit_transaction([("create", entity), ("create", guard)])
+        except (TableTransactionError, ResourceExistsError) as exc:
+            raise ConcurrencyError("resource or room is mapped already", anny_resource=rule.anny_resource_id,
+                                   room=rule.room) from exc
+        return rule
+
+    async def get_rule(self, anny_resource_id: str) -> Rule | None:
+        entity = await self._get("rules", "rule", "res~" + encode_key(anny_resource_id))
+        return _from_entity(Rule, entity) if entity else None
+
+    async def get_rule_for_room(self, room: str) -> Rule | None:
+        guard = await self._get("rules", "rule", "room~" + encode_key(normalise_mailbox(room)))
+        return await self.get_rule(guard["anny_resource_id"]) if guard else None
+
+    async def list_rules(self) -> list[Rule]:
+        rules = [_from_entity(Rule, e) async for e in self._query(
+            "rules", "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",
+            pk="rule", low="res~", high="res\x7f")]
+        return sorted(rules, key=lambda r: r.anny_resource_id)
+
+    async def save_rule(self, rule: Rule) -> None:
+        await self._upsert("rules", _to_entity(rule, "rule", "res~" + encode_key(rule.anny_resource_id)))
+
+    async def remove_rule(self, anny_resource_id: str) -> Rule:
+        rule = await self.get_rule(anny_resource_id)
+        if rule is None:
+            raise NotFoundError("no rule for this anny resource", anny_resource=anny_resource_id)
+        self.operations += 1
+        await self._tables["rules"].submit_transaction([
+            ("delete", {"PartitionKey": "rule", "RowKey": "res~" + encode_key(anny_resource_id)}),
+            ("delete", {"PartitionKey": "rule", "RowKey": "room~" + encode_key(rule.room)}),
+        ])
+        return rule
+
+    # -- links ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _anny_key(anny_id: str) -> tuple[str, str]:
+        return "b~" + encode_key(anny_id), "link"
+
+    @staticmethod
+    def _event_key(room: str, event_id: str) -> tuple[str, str]:
+        return "r~" + encode_key(normalise_mailbox(room)), encode_key(event_id)
+
+    def _owner_key(self, link: Link) -> tuple[str, str]:
+        """The entity that settles races: keyed by the side the link started from."""
+        if link.origin == "anny":
+            return self._anny_key(link.anny_id)
+        return self._event_key(link.room, link.event_id)
+
+    def _index_key(self, link: Link) -> tuple[str, str] | None:
+        if link.origin == "anny":
+            return self._event_key(link.room, link.event_id) if link.event_id else None
+        return self._anny_key(link.anny_id) if link.anny_id else None
+
+    async def link_by_anny_id(self, anny_id: str) -> Link | None:
+        entity = await self._get("links", *self._anny_key(anny_id))
+        return _from_entity(Link, entity) if entity else None
+
+    async def link_by_event(self, room: str, event_id: str) -> Link | None:
+        entity = await self._get("links", *self._event_key(room, event_id))
+        return _from_entity(Link, entity) if entity else None
+
+    async def owner_link(self, link: Link) -> Link | None:
+        """Re-read the authoritative copy of a link (with its ETag)."""
+        entity = await self._get("links", *self._owner_key(link))
+        return _from_entity(Link, entity) if entity else None
+
+    async def save_link(self, link: Link, previous_index: tuple[str, str] | None = None) -> Link:
+        """Write the link's owner entity (ETag-guarded; create-only without an ETag), then its index.
+
+        A lost race raises ConcurrencyError and writes nothing.
+        """
+        link.room = normalise_mailbox(link.room)
+        link.updated_at = utcnow()
+        context = {"room": link.room, "anny_id": link.anny_id or None, "event_id": link.event_id or None}
+        try:
+            link.etag = await self._replace("links", _to_entity(link, *self._owner_key(link)), link.etag)
+        except ConcurrencyError as exc:
+            raise ConcurrencyError("link was written by someone else", **context) from exc
+        index = self._index_key(link)
+        if index is not None:
+            await self._upsert("links", _to_entity(link, *index))
+        if previous_index and previous_index != index:
+            await self._delete("links", *previous_index)
+        return link
+
+    def index_key_of(self, link: Link) -> tuple[str, str] | None:
+        return self._index_key(link)
+
+    async def delete_link(self, link: Link) -> None:
+        """Remove both entities of a link (ETag-guarded on the owner)."""
+        await self._delete("links", *self._owner_key(link), etag=link.etag)
+        index = self._index_key(link)
+        if index is not None:
+            await self._delete("links", *index)
+
+    async def links_of_room(self, room: str) -> list[Link]:
+        pk = "r~" + encode_key(normalise_mailbox(room))
+        return [_from_entity(Link, e) async for e in self._query("links", "PartitionKey eq @pk", pk=pk)]
+
+    # -- subscriptions ------------------------------------------------------------------------------
+
+    async def save_subscription(self, sub: Subscription) -> Subscription:
+        sub.room = normalise_mailbox(sub.room)
+        sub.etag = await self._upsert("subscriptions", _to_entity(sub, "sub", encode_key(sub.subscription_id)))
+        return sub
+
+    async def get_subscription(self, subscription_id: str) -> Subscription | None:
+        entity = await self._get("subscriptions", "sub", encode_key(subscription_id))
+        return _from_entity(Subscription, entity) if entity else None
+
+    async def subscriptions_of_room(self, room: str) -> list[Subscription]:
+        return [_from_entity(Subscription, e) async for e in self._query(
+            "subscriptions", "PartitionKey eq @pk and room eq @room", pk="sub", room=normalise_mailbox(room))]
+
+    async def list_subscriptions(self) -> list[Subscription]:
+        return [_from_entity(Subscription, e) async for e in self._query(
+            "subscriptions", "PartitionKey eq @pk", pk="sub")]
+
+    async def delete_subscription(self, subscription_id: str) -> None:
+        await self._delete("subscriptions", "sub", encode_key(subscription_id))
+
+    # -- per-room sync state ---------------------------------------------------------------------
+
+    async def get_room_state(self, room: str) -> RoomState:
+        """The room's state; a fresh unsaved one (etag None) when there is none yet."""
+        room = normalise_mailbox(room)
+        entity = await self._get("rooms", "room", encode_key(room))
+        return _from_entity(RoomState, entity) if entity else RoomState(room=room)
+
+    async def save_room_state(self, state: RoomState) -> RoomState:
+        """ETag-guarded write (create-only when never saved); a lost race raises ConcurrencyError."""
+        state.room = normalise_mailbox(state.room)
+        try:
+            state.etag = await self._replace("rooms", _to_entity(state, "room", encode_key(state.room)),
+                                             state.etag)
+        except ConcurrencyError as exc:
+            raise ConcurrencyError("room state was written by someone else", room=state.room) from exc
+        return state
+
+    async def list_room_states(self) -> list[RoomState]:
+        return [_from_entity(RoomState, e) async for e in self._query("rooms", "PartitionKey eq @pk", pk="room")]
+
+    async def delete_room_state(self, room: str) -> None:
+        await self._delete("rooms", "room", encode_key(normalise_mailbox(room)))
+
+    # -- integration status ---------------------------------------------------------------------------
+
+    async def get_status(self) -> IntegrationStatus:
+        entity = await self._get("status", "status", "integration")
+        return _from_entity(IntegrationStatus, entity) if entity else IntegrationStatus()
+
+    async def save_status(self, status: IntegrationStatus) -> IntegrationStatus:
+        status.etag = await self._replace("status", _to_entity(status, "status", "integration"), status.etag)
+        return status
+
+    # -- processed webhook event ids ------------------------------------------------------------------
+
+    async def is_processed(self, event_id: str) -> bool:
+        return await self._get("events", "evt", encode_key(event_id)) is not None
+
+    async def mark_processed(self, event_id: str, keep_for: timedelta) -> None:
+        entity = {"PartitionKey": "evt", "RowKey": encode_key(event_id), "expires_at": utcnow() + keep_for}
+        await self._upsert("events", entity)
+
+    async def purge_processed(self, now: datetime | None = None) -> int:
+        """Forget event ids whose retention ended; returns how many were removed."""
+        expired = [e async for e in self._query(
+            "events", "PartitionKey eq @pk and expires_at lt @now", pk="evt", now=now or utcnow())]
+        for entity in expired:
+            await self._delete("events", entity["PartitionKey"], entity["RowKey"])
+        return len(expired)
+
+
+def room_of_key(partition_key: str) -> str:
+    """The mailbox of a links partition key `r~…` (used by maintenance tools)."""
+    return decode_key(partition_key.removeprefix("r~"))

@@ -1,0 +1,107 @@
+"""The local functions runner drives HTTP, queue and timer triggers as the Functions host does."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from azure.storage.queue.aio import QueueClient
+
+from devhost.azurite import Azurite
+from devhost.host import HostKeys, LocalFunctionsHost, QueueOptions
+from tests.apps import trivial_app
+
+QUEUE = "trivial-work"
+
+
+@pytest.fixture
+def host(azurite: Azurite) -> Iterator[LocalFunctionsHost]:
+    for bucket in trivial_app.seen.values():
+        bucket.clear()
+    runner = LocalFunctionsHost(
+        trivial_app.app, azurite.connection_string, keys=HostKeys(master="m-key", default="f-key"),
+        queues=QueueOptions(max_dequeue_count=3, visibility_timeout=0, batch_size=4),
+        env={"TRIVIAL_QUEUE": QUEUE}, poll_queues=False).start()
+    runner.call(_clear_queues(runner))
+    yield runner
+    runner.stop()
+
+
+async def _clear_queues(runner: LocalFunctionsHost) -> None:
+    for name in (QUEUE, f"{QUEUE}-poison"):
+        await (await runner._ensure_queue(name)).clear_messages()
+
+
+async def test_http_trigger_with_function_key_enqueues_outputs(host: LocalFunctionsHost) -> None:
+    async with httpx.AsyncClient(base_url=host.url) as client:
+        answer = await client.post("/api/echo/ada?code=f-key", content=b"payload")
+    assert answer.status_code == 202 and answer.text == "hello ada"
+    assert answer.headers["content-type"].startswith("text/plain")
+    messages = [json.loads(m) for m in await host.run(host.queue_messages(QUEUE))]
+    assert messages == [{"name": "ada", "body": "payload"}, {"name": "ada-2"}]
+
+
+async def test_http_auth_levels_are_honoured(host: LocalFunctionsHost) -> None:
+    async with httpx.AsyncClient(base_url=host.url) as client:
+        assert (await client.post("/api/echo/x")).status_code == 401
+        assert (await client.post("/api/echo/x?code=wrong")).status_code == 401
+        assert (await client.post("/api/echo/x", headers={"x-functions-key": "f-key"})).status_code == 202
+        assert (await client.post("/api/echo/x?code=m-key")).status_code == 202
+        assert (await client.get("/api/secret?code=f-key")).status_code == 401
+        assert (await client.get("/api/secret?code=m-key")).text == "admin only"
+        assert (await client.get("/api/open", params={"a": "1"})).json() == {"a": "1"}
+        assert (await client.get("/api/echo/x?code=f-key")).status_code == 405
+        assert (await client.get("/api/nothing-here")).status_code == 404
+    assert await host.run(host.queue_messages(QUEUE)) != []
+
+
+async def test_queue_messages_are_base64_and_processed(host: LocalFunctionsHost, azurite: Azurite) -> None:
+    async with QueueClient.from_connection_string(azurite.connection_string, QUEUE) as raw:
+        await raw.send_message(base64.b64encode(json.dumps({"name": "grace"}).encode()).decode())
+    await host.run(host.drain())
+    assert trivial_app.seen["queue"] == ["grace"]
+    assert trivial_app.seen["attempts"] == [("grace", 1)]
+
+
+async def test_failing_message_lands_in_poison_after_max_dequeue_count(host: LocalFunctionsHost) -> None:
+    async with httpx.AsyncClient(base_url=host.url) as client:
+        await client.post("/api/echo/fail-me?code=f-key")
+    await host.run(host.drain())
+    attempts = [count for name, count in trivial_app.seen["attempts"] if name == "fail-me"]
+    assert attempts == [1, 2, 3]
+    assert trivial_app.seen["queue"] == ["fail-me-2"]
+    poison = [json.loads(m) for m in await host.run(host.queue_messages(f"{QUEUE}-poison"))]
+    assert poison == [{"name": "fail-me", "body": ""}]
+    assert host.failures["consume"] == 3
+
+
+async def test_timer_fires_on_demand_and_on_schedule(azurite: Azurite) -> None:
+    trivial_app.seen["timer"].clear()
+    runner = LocalFunctionsHost(trivial_app.app, azurite.connection_string, env={"TRIVIAL_QUEUE": QUEUE},
+                                poll_queues=False, run_timers=True).start()
+    try:
+        await runner.run(runner.fire_timer("tick", past_due=True))
+        assert trivial_app.seen["timer"][0] is True
+        for _ in range(50):
+            if len(trivial_app.seen["timer"]) >= 2:
+                break
+            await asyncio.sleep(0.1)
+        assert trivial_app.seen["timer"][1:2] == [False]
+    finally:
+        runner.stop()
+
+
+def test_queue_options_come_from_host_json() -> None:
+    options = QueueOptions.from_host_json()
+    assert options.max_dequeue_count == 5 and options.max_polling_interval == 2.0
+
+
+def test_unset_binding_expression_is_reported(azurite: Azurite) -> None:
+    runner = LocalFunctionsHost(trivial_app.app, azurite.connection_string, env={}, poll_queues=False)
+    with pytest.raises(KeyError, match="TRIVIAL_QUEUE"):
+        runner.start()
+    runner.server.stop()

@@ -1,0 +1,153 @@
+"""The Table Storage repository against Azurite: every operation, races and limits."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError
+from sync.state import IntegrationStatus, Link, RoomState, Rule, StateStore, Subscription
+from tests.test_keys import GRAPH_ID
+
+ROOM = "Room.Alpha@Contoso.example"
+
+
+async def test_rules_add_get_list_remove(store: StateStore) -> None:
+    await store.add_rule(Rule("res-1", ROOM))
+    await store.add_rule(Rule("res/2#?", "room.beta@contoso.example"))
+    assert (await store.get_rule("res-1")).room == "room.alpha@contoso.example"
+    assert (await store.get_rule_for_room("ROOM.ALPHA@contoso.example")).anny_resource_id == "res-1"
+    assert [r.anny_resource_id for r in await store.list_rules()] == ["res-1", "res/2#?"]
+    removed = await store.remove_rule("res/2#?")
+    assert removed.room == "room.beta@contoso.example"
+    assert await store.get_rule_for_room("room.beta@contoso.example") is None
+    assert [r.anny_resource_id for r in await store.list_rules()] == ["res-1"]
+
+
+async def test_rule_for_a_mapped_resource_or_room_is_refused(store: StateStore) -> None:
+    await store.add_rule(Rule("res-1", ROOM))
+    with pytest.raises(ConcurrencyError, match="mapped already"):
+        await store.add_rule(Rule("res-1", "other@contoso.example"))
+    with pytest.raises(ConcurrencyError, match="mapped already"):
+        await store.add_rule(Rule("res-9", ROOM.upper()))
+    assert len(await store.list_rules()) == 1
+
+
+async def test_removing_an_unknown_rule_says_so(store: StateStore) -> None:
+    with pytest.raises(NotFoundError, match="no rule"):
+        await store.remove_rule("nope")
+
+
+async def test_link_is_found_by_anny_id_and_by_room_and_event(store: StateStore) -> None:
+    link = Link(room=ROOM, origin="anny", anny_id="b-1", state="pending", transaction_id="tx")
+    await store.save_link(link)
+    assert (await store.link_by_anny_id("b-1")).state == "pending"
+    link.event_id, link.state, link.event_change_key = GRAPH_ID, "synced", "ck1"
+    await store.save_link(link)
+    by_event = await store.link_by_event(ROOM.lower(), GRAPH_ID)
+    assert by_event is not None and by_event.anny_id == "b-1" and by_event.event_change_key == "ck1"
+    assert [x.anny_id for x in await store.links_of_room(ROOM)] == ["b-1"]
+    await store.delete_link(await store.link_by_anny_id("b-1"))
+    assert await store.link_by_anny_id("b-1") is None
+    assert await store.link_by_event(ROOM, GRAPH_ID) is None
+
+
+async def test_outlook_origin_link_is_owned_by_the_event(store: StateStore) -> None:
+    link = await store.save_link(Link(room=ROOM, origin="outlook", event_id=GRAPH_ID, state="pending"))
+    link.anny_id = "blk-7"
+    link.state = "synced"
+    await store.save_link(link)
+    assert (await store.link_by_anny_id("blk-7")).event_id == GRAPH_ID
+    assert (await store.owner_link(link)).state == "synced"
+
+
+async def test_moving_a_link_to_another_event_drops_the_old_index(store: StateStore) -> None:
+    link = await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id="old"))
+    previous = store.index_key_of(link)
+    link.event_id = "new"
+    await store.save_link(link, previous_index=previous)
+    assert await store.link_by_event(ROOM, "old") is None
+    assert (await store.link_by_event(ROOM, "new")).anny_id == "b-1"
+
+
+async def test_concurrent_link_writers_exactly_one_wins(store: StateStore) -> None:
+    await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id="e"))
+    first, second = await store.link_by_anny_id("b-1"), await store.link_by_anny_id("b-1")
+    first.fingerprint, second.fingerprint = "writer-1", "writer-2"
+    results = await asyncio.gather(store.save_link(first), store.save_link(second), return_exceptions=True)
+    lost = [r for r in results if isinstance(r, ConcurrencyError)]
+    assert len(lost) == 1
+    winner = "writer-1" if results[0] is first else "writer-2"
+    assert (await store.link_by_anny_id("b-1")).fingerprint == winner
+
+
+async def test_two_creators_of_one_link_exactly_one_wins(store: StateStore) -> None:
+    a = Link(room=ROOM, origin="anny", anny_id="b-2", transaction_id="x")
+    b = Link(room=ROOM, origin="anny", anny_id="b-2", transaction_id="y")
+    results = await asyncio.gather(store.save_link(a), store.save_link(b), return_exceptions=True)
+    assert sum(isinstance(r, ConcurrencyError) for r in results) == 1
+    assert (await store.link_by_anny_id("b-2")).transaction_id in {"x", "y"}
+
+
+async def test_subscriptions_round_trip(store: StateStore) -> None:
+    expires = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
+    await store.save_subscription(Subscription("sub/1", ROOM, expires, "state-secret"))
+    await store.save_subscription(Subscription("sub-2", "other@contoso.example", expires, "s2"))
+    sub = await store.get_subscription("sub/1")
+    assert sub.room == ROOM.lower() and sub.expires_at == expires and sub.client_state == "state-secret"
+    assert [s.subscription_id for s in await store.subscriptions_of_room(ROOM)] == ["sub/1"]
+    assert len(await store.list_subscriptions()) == 2
+    await store.delete_subscription("sub/1")
+    assert await store.get_subscription("sub/1") is None
+
+
+async def test_room_state_marker_is_etag_guarded(store: StateStore) -> None:
+    fresh = await store.get_room_state(ROOM)
+    assert fresh.etag is None and fresh.delta_link == ""
+    fresh.delta_link = "https://graph/delta?token=1"
+    await store.save_room_state(fresh)
+    one, two = await store.get_room_state(ROOM), await store.get_room_state(ROOM)
+    one.run_id = "run-a"
+    await store.save_room_state(one)
+    two.run_id = "run-b"
+    with pytest.raises(ConcurrencyError):
+        await store.save_room_state(two)
+    assert (await store.get_room_state(ROOM)).run_id == "run-a"
+    assert [r.room for r in await store.list_room_states()] == [ROOM.lower()]
+    await store.delete_room_state(ROOM)
+    assert (await store.get_room_state(ROOM)).etag is None
+
+
+async def test_integration_status_round_trips_and_races(store: StateStore) -> None:
+    status = await store.get_status()
+    assert status.state == "inactive"
+    status.state = "active"
+    status.activated_at = datetime(2026, 11, 24, 7, 0, tzinfo=UTC)
+    await store.save_status(status)
+    stale = IntegrationStatus(state="deleting")
+    with pytest.raises(ConcurrencyError):
+        await store.save_status(stale)
+    assert (await store.get_status()).activated_at == status.activated_at
+
+
+async def test_processed_event_ids_are_remembered_then_purged(store: StateStore) -> None:
+    assert not await store.is_processed("evt/1")
+    await store.mark_processed("evt/1", timedelta(hours=1))
+    await store.mark_processed("evt-old", timedelta(seconds=-1))
+    assert await store.is_processed("evt/1")
+    assert await store.purge_processed() == 1
+    assert await store.is_processed("evt/1") and not await store.is_processed("evt-old")
+
+
+async def test_oversized_values_are_refused_before_azure_would(store: StateStore) -> None:
+    with pytest.raises(EntityTooLargeError, match="64 KiB"):
+        await store.save_room_state(RoomState(room=ROOM, delta_link="x" * 40_000))
+    assert (await store.get_room_state(ROOM)).etag is None
+
+
+async def test_operations_are_counted(store: StateStore) -> None:
+    before = store.operations
+    await store.get_status()
+    assert store.operations == before + 1
