@@ -113,14 +113,6 @@ def _header_name(raw: str) -> str:
     return value
 
 
-def _queue_name(raw: str) -> str:
-    value = raw.strip()
-    ok = 3 <= len(value) <= 56 and value.replace("-", "").isalnum() and value == value.lower()
-    if not ok or value.startswith("-") or "--" in value:
-        raise ValueError("expected a storage queue name: 3-56 lowercase letters, digits and single dashes")
-    return value
-
-
 def _table_prefix(raw: str) -> str:
     value = raw.strip()
     if not (value.isalnum() and value[:1].isalpha() and 1 <= len(value) <= 40):
@@ -239,13 +231,8 @@ class Settings:
     processed_event_hours: int = setting(
         "PROCESSED_EVENT_RETENTION_HOURS", "How long processed anny webhook event ids are remembered.",
         _int_between(1, 24 * 30), "72")
-    queue_name: str = setting(
-        "SYNC_QUEUE_NAME", "Storage queue carrying the sync work items.", _queue_name, "sync-work")
     table_prefix: str = setting(
         "TABLE_PREFIX", "Prefix of the app's table names.", _table_prefix, "annysync")
-    nightly_schedule: str = setting(
-        "NIGHTLY_SCHEDULE", "NCRONTAB (UTC) of the nightly run: renew subscriptions, roll window, reconcile.",
-        _non_empty, "0 0 2 * * *")
     storage: StorageSettings = field(default_factory=StorageSettings, metadata={"env": None})
 
     @classmethod
@@ -302,7 +289,7 @@ def _read(spec: SettingSpec, env: Mapping[str, str]) -> Any:
     raw = env.get(spec.env)
     if raw is None or (spec.required and not raw.strip()):
         if spec.required:
-            raise SettingsError(spec.env, f"is missing; expected {spec.doc[0].lower()}{spec.doc[1:]}")
+            raise SettingsError(spec.env, f"is missing; expected: {spec.doc}")
         raw = spec.default or ""
     try:
         return spec.parse(raw)

@@ -34,7 +34,7 @@ def test_defaults_apply_when_only_required_settings_are_given() -> None:
 
 
 @pytest.mark.parametrize(("changes", "message"), [
-    ({"ANNY_API_TOKEN": None}, "setting ANNY_API_TOKEN is missing; expected anny API token"),
+    ({"ANNY_API_TOKEN": None}, "setting ANNY_API_TOKEN is missing; expected: anny API token"),
     ({"ANNY_ORGANIZATION_ID": "  "}, "setting ANNY_ORGANIZATION_ID is missing"),
     ({"ANNY_WEBHOOK_SECRET": None}, "setting ANNY_WEBHOOK_SECRET is missing"),
     ({"PUBLIC_BASE_URL": None}, "setting PUBLIC_BASE_URL is missing"),
@@ -52,7 +52,6 @@ def test_defaults_apply_when_only_required_settings_are_given() -> None:
     ({"GRAPH_AUTH_MODE": "static_token", "GRAPH_STATIC_TOKEN": "x"}, "static_token is only allowed"),
     ({"SUBSCRIPTION_LIFETIME_MINUTES": "20000"}, "SUBSCRIPTION_LIFETIME_MINUTES is malformed .*60 to 10080"),
     ({"ANNY_WEBHOOK_SECRET_HEADER": "x secret"}, "ANNY_WEBHOOK_SECRET_HEADER is malformed .*header name"),
-    ({"SYNC_QUEUE_NAME": "Sync_Work"}, "SYNC_QUEUE_NAME is malformed .*queue name"),
     ({"TABLE_PREFIX": "9x"}, "TABLE_PREFIX is malformed"),
     ({"AzureWebJobsStorage": None}, "AzureWebJobsStorage is missing; expected a connection string"),
     ({"AzureWebJobsStorage": "garbage"}, "AzureWebJobsStorage is malformed"),

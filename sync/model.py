@@ -1,0 +1,155 @@
+"""Domain objects: anny bookings, Outlook events, what the app wants to write, the sync window."""
+
+from __future__ import annotations
+
+import calendar
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, tzinfo
+from zoneinfo import ZoneInfo
+
+from sync.keys import fingerprint
+
+CANCELLED_STATUSES = frozenset({"canceled", "cancelled", "rejected", "declined", "expired"})
+BLOCKER_MARKER = "[m365-sync:"  # written into the note of every blocker this app creates
+ANNY_CATEGORY = "anny"
+ANNY_CATEGORY_COLOR = "preset22"  # dark blue
+NEUTRAL_SENSITIVITIES = frozenset({"private", "confidential"})
+
+
+@dataclass(frozen=True)
+class AnnyBooking:
+    """A booking or blocker as read from the anny API."""
+
+    id: str
+    start: datetime
+    end: datetime
+    resource_id: str
+    parent_resource_id: str = ""
+    number: str = ""
+    status: str = "accepted"
+    is_blocker: bool = False
+    canceled: bool = False
+    is_series_master: bool = False
+    service_name: str = ""
+    resource_name: str = ""
+    title: str = ""
+    note: str = ""
+    updated_at: str = ""
+
+    @property
+    def is_cancelled(self) -> bool:
+        return self.canceled or self.status.lower() in CANCELLED_STATUSES
+
+    @property
+    def made_by_this_app(self) -> bool:
+        return self.is_blocker and BLOCKER_MARKER in self.note
+
+    @property
+    def resource_ids(self) -> tuple[str, ...]:
+        """The resources a rule may map it by: its own and its parent's."""
+        return tuple(r for r in (self.resource_id, self.parent_resource_id) if r)
+
+    def blocker_fingerprint(self) -> str:
+        return fingerprint(_utc_iso(self.start), _utc_iso(self.end))
+
+
+@dataclass(frozen=True)
+class OutlookEvent:
+    """An instance in a room calendar as read from Graph (times in UTC), or a removal."""
+
+    id: str
+    change_key: str = ""
+    subject: str = ""
+    start: datetime | None = None
+    end: datetime | None = None
+    is_all_day: bool = False
+    show_as: str = "busy"
+    sensitivity: str = "normal"
+    is_cancelled: bool = False
+    categories: tuple[str, ...] = ()
+    type: str = "singleInstance"
+    removed: bool = False
+
+    @property
+    def looks_like_ours(self) -> bool:
+        return ANNY_CATEGORY in self.categories
+
+    def mirror_fingerprint(self) -> str:
+        """Comparable with `DesiredEvent.fingerprint` of what we wrote."""
+        return event_fingerprint(self.subject, self.start, self.end, self.is_cancelled)
+
+
+@dataclass(frozen=True)
+class DesiredEvent:
+    """The mirror event an anny booking should have."""
+
+    anny_id: str
+    subject: str
+    start: datetime
+    end: datetime
+
+    @property
+    def fingerprint(self) -> str:
+        return event_fingerprint(self.subject, self.start, self.end, False)
+
+
+@dataclass(frozen=True)
+class DesiredBlocker:
+    """The anny blocker an Outlook event should have."""
+
+    event_id: str
+    title: str
+    start: datetime
+    end: datetime
+
+    @property
+    def fingerprint(self) -> str:
+        return fingerprint(self.title, _utc_iso(self.start), _utc_iso(self.end))
+
+
+def event_fingerprint(subject: str, start: datetime | None, end: datetime | None, cancelled: bool) -> str:
+    return fingerprint(subject, _utc_iso(start), _utc_iso(end), cancelled)
+
+
+def _utc_iso(value: datetime | None) -> str:
+    if value is None:
+        return ""
+    return value.astimezone(ZoneInfo("UTC")).replace(microsecond=0).isoformat()
+
+
+@dataclass(frozen=True)
+class SyncWindow:
+    """From the start of today (in the configured zone) to N calendar months later."""
+
+    start: datetime
+    end: datetime
+
+    @classmethod
+    def starting(cls, today: date, months: int, zone: tzinfo) -> SyncWindow:
+        start = datetime.combine(today, time.min, zone)
+        return cls(start, datetime.combine(add_months(today, months), time.min, zone))
+
+    @classmethod
+    def now(cls, now: datetime, months: int, zone_name: str) -> SyncWindow:
+        zone = ZoneInfo(zone_name)
+        return cls.starting(now.astimezone(zone).date(), months, zone)
+
+    def overlaps(self, start: datetime, end: datetime) -> bool:
+        return start < self.end and end > self.start
+
+    @property
+    def key(self) -> str:
+        return f"{_utc_iso(self.start)}/{_utc_iso(self.end)}"
+
+
+def add_months(day: date, months: int) -> date:
+    month_index = day.month - 1 + months
+    year, month = day.year + month_index // 12, month_index % 12 + 1
+    return date(year, month, min(day.day, calendar.monthrange(year, month)[1]))
+
+
+def whole_days(start: datetime, end: datetime, zone: tzinfo) -> tuple[datetime, datetime]:
+    """An all-day event's span as whole days in `zone` (Graph gives midnight-to-midnight dates)."""
+    first = start.date()
+    last = max(end.date(), first + timedelta(days=1))
+    return datetime.combine(first, time.min, zone), datetime.combine(last, time.min, zone)

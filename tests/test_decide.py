@@ -1,0 +1,282 @@
+"""The pure sync decisions, without any I/O: every branch, and convergence as a property."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sync.decide import (
+    CheckRemoved,
+    CreateBlocker,
+    CreateEvent,
+    DeleteBlocker,
+    DeleteEvent,
+    ForgetLink,
+    InboundContext,
+    OutboundContext,
+    RestoreMirror,
+    Skip,
+    SuppressBlocker,
+    UpdateBlocker,
+    UpdateEvent,
+    decide_booking,
+    decide_event,
+    decide_removed_event,
+    desired_blocker,
+    desired_event,
+)
+from sync.model import BLOCKER_MARKER, AnnyBooking, OutlookEvent, SyncWindow
+from sync.state import Link
+
+BERLIN = ZoneInfo("Europe/Berlin")
+WINDOW = SyncWindow.starting(date(2026, 11, 24), 6, BERLIN)
+OUT = OutboundContext(WINDOW, "{service} · anny #{number}", "Blocked in anny")
+IN = InboundContext(WINDOW, frozenset({"busy", "tentative", "oof", "workingElsewhere", "unknown", "free"}),
+                    False, "Busy in Outlook", BERLIN)
+ROOM = "room@contoso.example"
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+
+
+def booking(**changes: object) -> AnnyBooking:
+    base = AnnyBooking(id="b1", start=T0, end=T0 + timedelta(hours=1), resource_id="res-1", number="1001",
+                       service_name="Meeting room")
+    return replace(base, **changes)
+
+
+def event(**changes: object) -> OutlookEvent:
+    base = OutlookEvent(id="AAMk/+=", change_key="ck1", subject="Team sync", start=T0,
+                        end=T0 + timedelta(hours=1))
+    return replace(base, **changes)
+
+
+def mirror_link(**changes: object) -> Link:
+    desired = desired_event(booking(), OUT)
+    base = Link(room=ROOM, origin="anny", anny_id="b1", event_id="E1", fingerprint=desired.fingerprint)
+    return replace(base, **changes)
+
+
+def blocker_link(**changes: object) -> Link:
+    desired = desired_blocker(event(), IN)
+    base = Link(room=ROOM, origin="outlook", anny_id="blk1", event_id="AAMk/+=", event_change_key="ck1",
+                fingerprint=desired.fingerprint)
+    return replace(base, **changes)
+
+
+# --- anny → Outlook ---------------------------------------------------------------------------------
+
+
+def test_new_booking_in_a_mapped_room_creates_a_mirror_event() -> None:
+    [action] = decide_booking(booking(), ROOM, None, OUT)
+    assert isinstance(action, CreateEvent) and action.room == ROOM and action.generation == 0
+    assert action.desired.subject == "Meeting room · anny #1001"
+    assert action.desired.start == T0
+
+
+def test_title_template_never_needs_customer_data() -> None:
+    ctx = replace(OUT, title_template="{resource}: {service} ({status})")
+    desired = desired_event(booking(resource_name="Room A", status="accepted"), ctx)
+    assert desired.subject == "Room A: Meeting room (accepted)"
+
+
+def test_unchanged_booking_costs_nothing() -> None:
+    assert isinstance(decide_booking(booking(), ROOM, mirror_link(), OUT)[0], Skip)
+
+
+@pytest.mark.parametrize("change", [{"start": T0 + timedelta(hours=2), "end": T0 + timedelta(hours=3)},
+                                    {"service_name": "Board room"}, {"number": "1002"}])
+def test_moved_or_retitled_booking_updates_the_event(change: dict) -> None:
+    [action] = decide_booking(booking(**change), ROOM, mirror_link(), OUT)
+    assert isinstance(action, UpdateEvent) and action.event_id == "E1"
+
+
+@pytest.mark.parametrize("gone", [None, booking(status="canceled"), booking(canceled=True),
+                                  booking(is_series_master=True)])
+def test_cancelled_deleted_or_master_booking_removes_the_event(gone: AnnyBooking | None) -> None:
+    assert decide_booking(gone, ROOM, mirror_link(), OUT) == [DeleteEvent(ROOM, "E1"), ForgetLink()]
+
+
+def test_series_master_is_never_mirrored() -> None:
+    assert isinstance(decide_booking(booking(is_series_master=True), ROOM, None, OUT)[0], Skip)
+
+
+def test_booking_moved_to_an_unmapped_resource_removes_the_event() -> None:
+    assert decide_booking(booking(), None, mirror_link(), OUT) == [DeleteEvent(ROOM, "E1"), ForgetLink()]
+
+
+def test_booking_of_an_unmapped_resource_is_a_no_op() -> None:
+    assert isinstance(decide_booking(booking(), None, None, OUT)[0], Skip)
+
+
+def test_booking_moved_to_another_room_moves_the_event() -> None:
+    actions = decide_booking(booking(), "other@contoso.example", mirror_link(generation=2), OUT)
+    assert actions[0] == DeleteEvent(ROOM, "E1")
+    assert isinstance(actions[1], CreateEvent) and actions[1].generation == 3
+
+
+def test_outside_the_window_is_ignored_unless_linked() -> None:
+    later = booking(start=T0 + timedelta(days=400), end=T0 + timedelta(days=400, hours=1))
+    assert isinstance(decide_booking(later, ROOM, None, OUT)[0], Skip)
+    assert isinstance(decide_booking(later, ROOM, mirror_link(), OUT)[0], UpdateEvent)
+
+
+def test_person_made_blocker_is_mirrored_with_the_blocker_title() -> None:
+    [action] = decide_booking(booking(is_blocker=True, service_name=""), ROOM, None, OUT)
+    assert isinstance(action, CreateEvent) and action.desired.subject == "Blocked in anny"
+
+
+def test_our_own_blocker_is_never_mirrored_back_even_before_its_link_exists() -> None:
+    ours = booking(is_blocker=True, note=f"{BLOCKER_MARKER}abc]")
+    assert isinstance(decide_booking(ours, ROOM, None, OUT)[0], Skip)
+    assert isinstance(decide_booking(ours, ROOM, blocker_link(), OUT)[0], Skip)
+
+
+def test_anny_deletion_of_our_blocker_is_remembered_once() -> None:
+    assert decide_booking(None, ROOM, blocker_link(), OUT) == [SuppressBlocker()]
+    assert isinstance(decide_booking(None, ROOM, blocker_link(suppressed=True), OUT)[0], Skip)
+
+
+def test_pending_link_retries_the_create_with_the_same_generation() -> None:
+    pending = Link(room=ROOM, origin="anny", anny_id="b1", state="pending", generation=4)
+    [action] = decide_booking(booking(), ROOM, pending, OUT)
+    assert isinstance(action, CreateEvent) and action.generation == 4
+
+
+def test_outlook_edit_is_undone_but_our_echo_is_free() -> None:
+    desired = desired_event(booking(), OUT)
+    assert isinstance(decide_booking(booking(), ROOM, mirror_link(), OUT, observed="edited")[0], UpdateEvent)
+    assert isinstance(decide_booking(booking(), ROOM, mirror_link(), OUT, observed="")[0], UpdateEvent)
+    stale = mirror_link(fingerprint="older write")
+    assert isinstance(decide_booking(booking(), ROOM, stale, OUT, observed=desired.fingerprint)[0], Skip)
+
+
+# --- Outlook → anny ---------------------------------------------------------------------------------
+
+
+def test_new_meeting_becomes_a_blocker_with_its_subject() -> None:
+    [action] = decide_event(event(), None, IN)
+    assert isinstance(action, CreateBlocker) and action.desired.title == "Team sync"
+
+
+@pytest.mark.parametrize("sensitivity", ["private", "confidential"])
+def test_private_meetings_get_a_neutral_title(sensitivity: str) -> None:
+    [action] = decide_event(event(sensitivity=sensitivity), None, IN)
+    assert action.desired.title == "Busy in Outlook"
+
+
+def test_neutral_title_setting_applies_to_all() -> None:
+    [action] = decide_event(event(), None, replace(IN, neutral_titles=True))
+    assert action.desired.title == "Busy in Outlook"
+
+
+def test_all_day_event_blocks_whole_days_in_the_resource_zone() -> None:
+    day = datetime(2026, 12, 3, tzinfo=UTC)
+    [action] = decide_event(event(is_all_day=True, start=day, end=day + timedelta(days=2)), None, IN)
+    assert action.desired.start == datetime(2026, 12, 3, tzinfo=BERLIN)
+    assert action.desired.end == datetime(2026, 12, 5, tzinfo=BERLIN)
+
+
+def test_free_events_block_only_when_configured() -> None:
+    assert isinstance(decide_event(event(show_as="free"), None, IN)[0], CreateBlocker)
+    busy_only = replace(IN, blocking_show_as=frozenset({"busy"}))
+    assert isinstance(decide_event(event(show_as="free"), None, busy_only)[0], Skip)
+    assert decide_event(event(show_as="free"), blocker_link(), busy_only) == [DeleteBlocker("blk1"), ForgetLink()]
+
+
+def test_cancelled_meeting_removes_its_blocker() -> None:
+    assert decide_event(event(is_cancelled=True), blocker_link(), IN) == [DeleteBlocker("blk1"), ForgetLink()]
+    assert isinstance(decide_event(event(is_cancelled=True), None, IN)[0], Skip)
+
+
+def test_removed_linked_event_is_looked_up_before_anything_is_deleted() -> None:
+    assert decide_event(OutlookEvent(id="AAMk/+=", removed=True), blocker_link(), IN) == [CheckRemoved("AAMk/+=")]
+    assert decide_removed_event(None, blocker_link(), IN) == [DeleteBlocker("blk1"), ForgetLink()]
+    moved = event(start=T0 + timedelta(days=300), end=T0 + timedelta(days=300, hours=1), change_key="ck2")
+    assert isinstance(decide_removed_event(moved, blocker_link(), IN)[0], UpdateBlocker)
+
+
+def test_removed_unlinked_event_is_nothing() -> None:
+    assert isinstance(decide_event(OutlookEvent(id="x", removed=True), None, IN)[0], Skip)
+
+
+def test_moved_meeting_moves_its_blocker_and_duplicates_cost_nothing() -> None:
+    moved = event(start=T0 + timedelta(hours=4), end=T0 + timedelta(hours=5), change_key="ck2")
+    [action] = decide_event(moved, blocker_link(), IN)
+    assert isinstance(action, UpdateBlocker) and action.anny_id == "blk1"
+    assert isinstance(decide_event(event(change_key="ck9"), blocker_link(), IN)[0], Skip)
+
+
+def test_meeting_outside_the_window_is_ignored_when_new() -> None:
+    far = event(start=T0 + timedelta(days=400), end=T0 + timedelta(days=400, hours=1))
+    assert isinstance(decide_event(far, None, IN)[0], Skip)
+
+
+def test_anny_side_deletion_is_respected_until_the_event_changes() -> None:
+    suppressed = blocker_link(suppressed=True)
+    assert isinstance(decide_event(event(), suppressed, IN)[0], Skip)
+    assert isinstance(decide_event(event(change_key="ck2"), suppressed, IN)[0], CreateBlocker)
+    assert decide_removed_event(None, suppressed, IN) == [ForgetLink()]
+
+
+def test_mirror_event_never_becomes_a_blocker() -> None:
+    desired = desired_event(booking(), OUT)
+    echo = event(id="E1", subject=desired.subject, categories=("anny",), change_key="new")
+    assert isinstance(decide_event(echo, mirror_link(), IN)[0], Skip)
+    assert isinstance(decide_event(echo, None, IN, is_ours=True)[0], Skip)
+
+
+def test_outlook_edit_or_delete_of_a_mirror_event_restores_it_from_anny() -> None:
+    edited = event(id="E1", subject="hijacked")
+    assert decide_event(edited, mirror_link(), IN) == [RestoreMirror("b1", edited.mirror_fingerprint())]
+    assert decide_event(OutlookEvent(id="E1", removed=True), mirror_link(), IN) == [RestoreMirror("b1", "")]
+
+
+# --- convergence: applying the decisions, then deciding again, changes nothing --------------------
+
+
+times = st.integers(min_value=-30, max_value=400).map(lambda d: T0 + timedelta(days=d))
+bookings = st.builds(lambda start, hours, cancelled, master, service: booking(
+    start=start, end=start + timedelta(hours=hours), canceled=cancelled, is_series_master=master,
+    service_name=service), times, st.integers(1, 5), st.booleans(), st.booleans(), st.sampled_from(["A", "B"]))
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.none(), bookings), min_size=1, max_size=6),
+       st.lists(st.sampled_from([ROOM, "other@contoso.example", None]), min_size=6, max_size=6))
+def test_outbound_decisions_converge(history: list[AnnyBooking | None], rooms: list[str | None]) -> None:
+    outlook: dict[str, tuple[str, str]] = {}  # event id → (room, fingerprint)
+    link: Link | None = None
+    for step, (state, room) in enumerate(zip(history, rooms, strict=False)):
+        for action in decide_booking(state, room, link, OUT):
+            link = _apply(action, link, outlook, step)
+    final, final_room = history[-1], rooms[len(history) - 1]
+    assert all(isinstance(a, Skip) for a in decide_booking(final, final_room, link, OUT))
+    mirrored = final is not None and final_room is not None and not final.is_cancelled \
+        and not final.is_series_master
+    if mirrored and link is not None:
+        assert outlook == {link.event_id: (final_room, desired_event(final, OUT).fingerprint)}
+    elif not mirrored:
+        assert outlook == {}
+
+
+def _apply(action: object, link: Link | None, outlook: dict[str, tuple[str, str]], step: int) -> Link | None:
+    match action:
+        case CreateEvent(room=room, desired=desired, generation=generation):
+            event_id = f"E{step}-{generation}"
+            outlook[event_id] = (room, desired.fingerprint)
+            return Link(room=room, origin="anny", anny_id=desired.anny_id, event_id=event_id,
+                        generation=generation, fingerprint=desired.fingerprint)
+        case UpdateEvent(event_id=event_id, room=room, desired=desired):
+            outlook[event_id] = (room, desired.fingerprint)
+            assert link is not None
+            return replace(link, fingerprint=desired.fingerprint)
+        case DeleteEvent(event_id=event_id):
+            outlook.pop(event_id, None)
+            return link
+        case ForgetLink():
+            return None
+    return link
