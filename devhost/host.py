@@ -352,9 +352,11 @@ class LocalFunctionsHost:
     # -- timers -------------------------------------------------------------------------------------
 
     async def fire_timer(self, function_name: str, past_due: bool = False) -> None:
-        """Run a timer-triggered function now."""
+        """Run a timer-triggered function now (its queue outputs are written as usual)."""
         f = self._function(function_name)
-        await self._invoke(f, {f.trigger["name"]: TimerRequest(past_due=past_due)})
+        outputs = {o["name"]: _Out() for o in f.outputs}
+        await self._invoke(f, {f.trigger["name"]: TimerRequest(past_due=past_due), **outputs})
+        await self._write_outputs(f, outputs)
 
     async def _timer_loop(self, f: _Function) -> None:
         from croniter import croniter

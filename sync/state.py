@@ -37,7 +37,7 @@ from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError, StateError
-from sync.keys import decode_key, encode_key, normalise_mailbox
+from sync.keys import encode_key, normalise_mailbox
 from sync.settings import StorageSettings
 
 MAX_ENTITY_BYTES = 1024 * 1024
@@ -56,6 +56,7 @@ def utcnow() -> datetime:
 class Rule:
     anny_resource_id: str
     room: str
+    time_zone: str = ""  # the anny resource's zone (all-day blockers); empty: SYNC_TIME_ZONE
     created_at: datetime = field(default_factory=utcnow)
     activated_at: datetime | None = None
 
@@ -348,12 +349,20 @@ class StateStore:
         return self._anny_key(link.anny_id) if link.anny_id else None
 
     async def link_by_anny_id(self, anny_id: str) -> Link | None:
-        entity = await self._get("links", *self._anny_key(anny_id))
-        return _from_entity(Link, entity) if entity else None
+        return await self._link_at(self._anny_key(anny_id))
 
     async def link_by_event(self, room: str, event_id: str) -> Link | None:
-        entity = await self._get("links", *self._event_key(room, event_id))
-        return _from_entity(Link, entity) if entity else None
+        return await self._link_at(self._event_key(room, event_id))
+
+    async def _link_at(self, key: tuple[str, str]) -> Link | None:
+        """The link stored at `key`; when that is only its index copy, the owner is read for its ETag."""
+        entity = await self._get("links", *key)
+        if entity is None:
+            return None
+        link: Link = _from_entity(Link, entity)
+        if self._owner_key(link) != key:
+            return await self.owner_link(link)
+        return link
 
     async def owner_link(self, link: Link) -> Link | None:
         """Re-read the authoritative copy of a link (with its ETag)."""
@@ -466,7 +475,3 @@ class StateStore:
             await self._delete("events", entity["PartitionKey"], entity["RowKey"])
         return len(expired)
 
-
-def room_of_key(partition_key: str) -> str:
-    """The mailbox of a links partition key `r~…` (used by maintenance tools)."""
-    return decode_key(partition_key.removeprefix("r~"))

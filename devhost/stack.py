@@ -1,0 +1,132 @@
+"""The whole product on this machine: Azurite, both emulators and the function app under the runner.
+
+Used by the end-to-end tests, the benchmarks and `make run --with-emulators`, so all of
+them wire the app to its surroundings the same way.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from devhost.azurite import Azurite
+from devhost.host import HostKeys, LocalFunctionsHost, QueueOptions
+from sync.work import POISON_QUEUE, WORK_QUEUE
+
+WEBHOOK_SECRET_HEADER = "x-sync-secret"
+WEBHOOK_SECRET = "local-webhook-secret"
+GRAPH_TOKEN = "local-graph-token"
+
+
+@dataclass
+class Emulators:
+    graph: Any
+    graph_server: Any
+    anny: Any
+    anny_server: Any
+
+    @classmethod
+    def start(cls, graph_config: Mapping[str, Any] | None = None,
+              anny_config: Mapping[str, Any] | None = None) -> Emulators:
+        from sandbox.anny import start_anny_emulator
+        from sandbox.graph.emulator import start_graph_emulator
+
+        graph, graph_server = start_graph_emulator(**dict(graph_config or {}))
+        anny, anny_server = start_anny_emulator(**dict(anny_config or {}))
+        return cls(graph, graph_server, anny, anny_server)
+
+    def reset(self) -> None:
+        self.graph.reset()
+        self.anny.reset()
+
+    def stop(self) -> None:
+        self.graph_server.stop()
+        self.anny_server.stop()
+
+
+@dataclass
+class LocalStack:
+    """The app wired to Azurite and the emulators; `host` drives its triggers."""
+
+    azurite: Azurite
+    emulators: Emulators
+    host: LocalFunctionsHost
+    env: dict[str, str]
+    keys: HostKeys = field(default_factory=HostKeys)
+    previous_environ: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def graph(self) -> Any:
+        return self.emulators.graph
+
+    @property
+    def anny(self) -> Any:
+        return self.emulators.anny
+
+    @property
+    def webhook_url(self) -> str:
+        return f"{self.host.url}/api/anny/webhook?code={self.keys.default}"
+
+    def subscribe_anny_webhooks(self, signing_key: bool = False) -> dict[str, Any]:
+        """Register the app's webhook in anny, as the admin guide tells the admin to."""
+        return self.anny.create_webhook_subscription(
+            self.webhook_url, custom_headers={WEBHOOK_SECRET_HEADER: WEBHOOK_SECRET})
+
+    async def drain(self, timeout: float = 60) -> None:
+        """Let every queued work item run (tests drive the queue on demand)."""
+        await self.host.run(self.host.drain(timeout))
+
+    async def poison_messages(self) -> list[bytes]:
+        return await self.host.run(self.host.queue_messages(POISON_QUEUE))
+
+    def stop(self) -> None:
+        from sync.services import close_services
+
+        self.host.call(close_services())
+        self.host.stop()
+        os.environ.clear()
+        os.environ.update(self.previous_environ)
+
+
+def app_env(azurite: Azurite, emulators: Emulators, public_url: str, keys: HostKeys, table_prefix: str,
+            **overrides: str) -> dict[str, str]:
+    anny = emulators.anny
+    env = {
+        "AzureWebJobsStorage": azurite.connection_string,
+        "TABLE_PREFIX": table_prefix,
+        "GRAPH_BASE_URL": emulators.graph.base_url,
+        "GRAPH_AUTH_MODE": "static_token",
+        "GRAPH_STATIC_TOKEN": GRAPH_TOKEN,
+        "ANNY_BASE_URL": emulators.anny_server.url,
+        "ANNY_API_TOKEN": anny.config.token,
+        "ANNY_ORGANIZATION_ID": anny.config.organization_id,
+        "ANNY_WEBHOOK_SECRET": WEBHOOK_SECRET,
+        "ANNY_WEBHOOK_SECRET_HEADER": WEBHOOK_SECRET_HEADER,
+        "PUBLIC_BASE_URL": public_url,
+        "GRAPH_NOTIFICATION_KEY": keys.default,
+    }
+    env.update(overrides)
+    return env
+
+
+def start_stack(azurite: Azurite, emulators: Emulators, table_prefix: str, *, poll_queues: bool = False,
+                queues: QueueOptions | None = None, port: int = 0, **settings: str) -> LocalStack:
+    """Point the app's settings at the emulators, start the runner, clear the work queues."""
+    keys = HostKeys()
+    app = importlib.import_module("function_app").app
+    host = LocalFunctionsHost(app, azurite.connection_string, keys=keys, port=port, poll_queues=poll_queues,
+                              queues=queues or QueueOptions(max_dequeue_count=5, visibility_timeout=0))
+    env = app_env(azurite, emulators, host.url, keys, table_prefix, **settings)
+    previous = dict(os.environ)
+    os.environ.update(env)  # the app reads its settings from the environment, as in Azure
+    host.start()
+    host.call(_clear(host))
+    return LocalStack(azurite, emulators, host, env, keys, previous)
+
+
+async def _clear(host: LocalFunctionsHost) -> None:
+    for name in (WORK_QUEUE, POISON_QUEUE):
+        await (await host._ensure_queue(name)).clear_messages()

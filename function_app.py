@@ -1,0 +1,55 @@
+"""Azure Functions entry point: declares the triggers and hands each to `sync/`."""
+
+from __future__ import annotations
+
+import azure.functions as func
+
+from sync import ingress
+from sync.nightly import run_nightly
+from sync.services import get_services
+from sync.work import NIGHTLY_SCHEDULE, WORK_QUEUE, encode
+from sync.worker import Worker
+
+app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+STORAGE = "AzureWebJobsStorage"
+
+
+@app.route(route="anny/webhook", methods=["POST"])
+@app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
+async def anny_webhook(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
+    services = await get_services()
+    answer = await ingress.anny_webhook(req, services.settings, services.store)
+    work.set(answer.messages)
+    return answer.response
+
+
+@app.route(route="graph/notify", methods=["POST"])
+@app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
+async def graph_notify(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
+    services = await get_services()
+    answer = await ingress.graph_notify(req, services.settings, services.store)
+    work.set(answer.messages)
+    return answer.response
+
+
+@app.route(route="graph/lifecycle", methods=["POST"])
+@app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
+async def graph_lifecycle(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
+    services = await get_services()
+    answer = await ingress.graph_lifecycle(req, services.settings, services.store)
+    work.set(answer.messages)
+    return answer.response
+
+
+@app.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection=STORAGE)
+@app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
+async def sync_worker(msg: func.QueueMessage, work: func.Out[list[str]]) -> None:
+    follow_up = await Worker(await get_services()).handle_message(msg.get_body())
+    work.set([encode(w) for w in follow_up])
+
+
+@app.timer_trigger(schedule=NIGHTLY_SCHEDULE, arg_name="timer", run_on_startup=False)
+@app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
+async def nightly(timer: func.TimerRequest, work: func.Out[list[str]]) -> None:
+    report = await run_nightly(Worker(await get_services()))
+    work.set([encode(w) for w in report.follow_up])

@@ -1,0 +1,257 @@
+"""The anny Admin API client (JSON:API over httpx): bookings, blockers, resources."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+from sync.errors import (
+    RemoteAuthError,
+    RemoteBadRequest,
+    RemoteConflict,
+    RemoteError,
+    RemoteGone,
+    RemoteThrottled,
+    RemoteUnavailable,
+)
+from sync.model import AnnyBooking, DesiredBlocker
+
+log = logging.getLogger(__name__)
+JSONAPI = "application/vnd.api+json"
+BOOKING_INCLUDE = "resource,resource.parent,service"
+PAGE_SIZE = 30
+MAX_THROTTLE_RETRIES = 3
+MAX_RETRY_AFTER_S = 10.0
+
+
+@dataclass(frozen=True)
+class AnnyResource:
+    id: str
+    name: str
+    time_zone: str = ""
+    parent_id: str = ""
+    has_children: bool = False
+
+
+class AnnyClient:
+    """One client per event loop; `async with AnnyClient(...)`. Counts its requests."""
+
+    def __init__(self, base_url: str, token: str, organization_id: str, *, timeout: float = 30) -> None:
+        self._org = organization_id
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/api/v1", timeout=timeout,
+            headers={"Authorization": f"Bearer {token}", "Accept": JSONAPI})
+        self.requests = 0
+
+    async def __aenter__(self) -> AnnyClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._http.aclose()
+
+    # -- bookings ---------------------------------------------------------------------------------
+
+    async def get_booking(self, booking_id: str) -> AnnyBooking | None:
+        """The booking as anny has it now; None when anny answers 404."""
+        try:
+            document = await self._request("GET", f"/bookings/{booking_id}", booking_id=booking_id,
+                                           params={"include": BOOKING_INCLUDE})
+        except RemoteGone:
+            return None
+        return parse_booking(document["data"], _included(document))
+
+    async def list_bookings(self, resource_ids: list[str], start: datetime, end: datetime,
+                            hide_blockers: bool = False) -> list[AnnyBooking]:
+        """Bookings of the resources overlapping [start, end), following every page."""
+        params: dict[str, Any] = {
+            "filter[resources]": ",".join(resource_ids), "filter[start_date]": start.isoformat(),
+            "filter[end_date]": end.isoformat(), "include": BOOKING_INCLUDE, "page[size]": PAGE_SIZE}
+        if hide_blockers:
+            params["filter[hide_blocker]"] = 1
+        found: list[AnnyBooking] = []
+        page = 1
+        while True:
+            document = await self._request("GET", "/bookings", params={**params, "page[number]": page})
+            included = _included(document)
+            found.extend(parse_booking(item, included) for item in document.get("data") or [])
+            if not _has_next_page(document, page):
+                break
+            page += 1
+        return [b for b in found if b.start < end and b.end > start]
+
+    async def create_blocker(self, resource_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking:
+        body = _blocker_document(blocker, note)
+        body["data"]["relationships"] = {"resource": {"data": {"type": "resources", "id": resource_id}}}
+        document = await self._request("POST", "/bookings", json=body, event_id=blocker.event_id)
+        return parse_booking(document["data"], _included(document), default_resource=resource_id)
+
+    async def update_blocker(self, booking_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking:
+        body = _blocker_document(blocker, note)
+        body["data"]["id"] = booking_id
+        document = await self._request("PATCH", f"/bookings/{booking_id}", json=body, booking_id=booking_id)
+        return parse_booking(document["data"], _included(document))
+
+    async def delete_booking(self, booking_id: str) -> None:
+        """Delete a booking/blocker; one that is gone already counts as deleted."""
+        try:
+            await self._request("DELETE", f"/bookings/{booking_id}", booking_id=booking_id)
+        except RemoteGone:
+            log.info("anny booking already gone", extra={"booking_id": booking_id})
+
+    # -- resources ----------------------------------------------------------------------------------
+
+    async def list_resources(self) -> list[AnnyResource]:
+        """Parents and children (children carry `parent_id`)."""
+        params = {"filter[exclude_child_resources]": "false", "page[size]": PAGE_SIZE}
+        resources: list[AnnyResource] = []
+        page = 1
+        while True:
+            document = await self._request("GET", "/resources", params={**params, "page[number]": page})
+            resources.extend(parse_resource(item) for item in document.get("data") or [])
+            if not _has_next_page(document, page):
+                return resources
+            page += 1
+
+    async def get_resource(self, resource_id: str) -> AnnyResource | None:
+        try:
+            document = await self._request("GET", f"/resources/{resource_id}", anny_resource=resource_id)
+        except RemoteGone:
+            return None
+        return parse_resource(document["data"])
+
+    # -- transport ------------------------------------------------------------------------------------
+
+    async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
+                       json: Any = None, **context: Any) -> dict[str, Any]:
+        query = {"o": self._org, **(params or {})}
+        headers = {"Content-Type": JSONAPI} if json is not None else {}
+        for attempt in range(MAX_THROTTLE_RETRIES + 1):
+            self.requests += 1
+            try:
+                response = await self._http.request(method, path, params=query, json=json, headers=headers)
+            except httpx.HTTPError as exc:
+                raise RemoteUnavailable(f"anny {method} {path} failed: {type(exc).__name__}", **context) from exc
+            if response.status_code == 429 and attempt < MAX_THROTTLE_RETRIES:
+                await asyncio.sleep(_retry_after(response))
+                continue
+            return _checked(response, method, path, context)
+        raise AssertionError("unreachable")
+
+
+def _retry_after(response: httpx.Response) -> float:
+    try:
+        return min(float(response.headers.get("Retry-After", "1")), MAX_RETRY_AFTER_S)
+    except ValueError:
+        return 1.0
+
+
+def _checked(response: httpx.Response, method: str, path: str, context: dict[str, Any]) -> dict[str, Any]:
+    status = response.status_code
+    if status < 400:
+        return response.json() if response.content else {}
+    detail = _error_detail(response)
+    message = f"anny {method} {path.split('?')[0]} answered {status}: {detail}"
+    error: type[RemoteError]
+    if status in (401, 403):
+        error = RemoteAuthError
+    elif status in (404, 410):
+        error = RemoteGone
+    elif status == 409:
+        error = RemoteConflict
+    elif status == 429:
+        error = RemoteThrottled
+    elif status >= 500:
+        error = RemoteUnavailable
+    else:
+        error = RemoteBadRequest
+    raise error(message, status=status, **context)
+
+
+def _error_detail(response: httpx.Response) -> str:
+    try:
+        errors = response.json().get("errors") or []
+        return "; ".join(str(e.get("detail") or e.get("title") or e) for e in errors)[:300] or response.reason_phrase
+    except (ValueError, AttributeError):
+        return response.reason_phrase
+
+
+def _has_next_page(document: dict[str, Any], page: int) -> bool:
+    if (document.get("links") or {}).get("next"):
+        return True
+    meta = document.get("meta") or {}
+    meta = meta.get("page", meta) if isinstance(meta.get("page"), dict) else meta
+    last = meta.get("last_page", meta.get("last-page", meta.get("lastPage")))
+    return last is not None and page < int(last)
+
+
+def _included(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
+    return {(item.get("type", ""), str(item.get("id"))): item for item in document.get("included") or []}
+
+
+def _related_id(item: dict[str, Any], name: str) -> str:
+    related = ((item.get("relationships") or {}).get(name) or {}).get("data")
+    if isinstance(related, dict) and related.get("id") is not None:
+        return str(related["id"])
+    nested = (item.get("attributes") or {}).get(name, item.get(name))
+    if isinstance(nested, dict) and nested.get("id") is not None:
+        return str(nested["id"])
+    return str(nested) if isinstance(nested, (str, int)) and nested else ""
+
+
+def _attributes(item: dict[str, Any]) -> dict[str, Any]:
+    """JSON:API resource objects nest attributes; webhook payloads are flat. Accept both."""
+    return {**item, **(item.get("attributes") or {})}
+
+
+def parse_resource(item: dict[str, Any]) -> AnnyResource:
+    attrs = _attributes(item)
+    parent = _related_id(item, "parent") or str((attrs.get("meta") or item.get("meta") or {}).get("parent_id") or "")
+    return AnnyResource(id=str(item["id"]), name=str(attrs.get("name") or ""),
+                        time_zone=str(attrs.get("timezone") or ""), parent_id=parent,
+                        has_children=bool(attrs.get("has_children")))
+
+
+def parse_booking(item: dict[str, Any], included: dict[tuple[str, str], dict[str, Any]] | None = None,
+                  default_resource: str = "") -> AnnyBooking:
+    """An anny booking from a JSON:API resource object or a flat webhook object."""
+    included = included or {}
+    attrs = _attributes(item)
+    resource_id = _related_id(item, "resource") or default_resource
+    resource = included.get(("resources", resource_id)) or (attrs.get("resource") if isinstance(
+        attrs.get("resource"), dict) else None) or {}
+    parent_id = parse_resource({"id": resource_id, **resource}).parent_id if resource else ""
+    service_id = _related_id(item, "service")
+    service = included.get(("services", service_id)) or (attrs.get("service") if isinstance(
+        attrs.get("service"), dict) else None) or {}
+    return AnnyBooking(
+        id=str(item["id"]),
+        start=datetime.fromisoformat(attrs["start_date"]),
+        end=datetime.fromisoformat(attrs["end_date"]),
+        resource_id=resource_id,
+        parent_resource_id=parent_id,
+        number=str(attrs.get("number") or ""),
+        status=str(attrs.get("status") or ""),
+        is_blocker=bool(attrs.get("is_blocker")),
+        canceled=bool(attrs.get("canceled_at")),
+        is_series_master=bool(attrs.get("is_series_master")),
+        service_name=str(_attributes(service).get("name") or "") if service else "",
+        resource_name=str(_attributes(resource).get("name") or "") if resource else "",
+        title=str(attrs.get("title") or attrs.get("description") or ""),
+        note=str(attrs.get("note") or ""),
+        updated_at=str(attrs.get("updated_at") or ""),
+    )
+
+
+def _blocker_document(blocker: DesiredBlocker, note: str) -> dict[str, Any]:
+    attributes = {"start_date": blocker.start.isoformat(), "end_date": blocker.end.isoformat(),
+                  "is_blocker": True, "title": blocker.title, "description": blocker.title, "note": note}
+    return {"data": {"type": "bookings", "attributes": attributes}}

@@ -1,0 +1,270 @@
+"""Outlook → anny (DESIGN §3.2): read a room's changes by delta, decide per event, write blockers.
+
+Runs for one room never overlap: a run holds a lease on the room's state entity (an
+ETag-guarded marker). A signal that finds the room busy sets `rerun_requested`, and the
+running worker runs once more before it lets go — so a burst of notifications costs a
+few delta rounds, and none is lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from sync.anny import AnnyClient
+from sync.decide import (
+    Action,
+    CheckRemoved,
+    CreateBlocker,
+    DeleteBlocker,
+    ForgetLink,
+    InboundContext,
+    RestoreMirror,
+    Skip,
+    UpdateBlocker,
+    decide_event,
+    decide_removed_event,
+)
+from sync.errors import ConcurrencyError, RemoteGone, SyncStateExpired
+from sync.graph import GraphGateway
+from sync.keys import fingerprint
+from sync.model import BLOCKER_MARKER, DesiredBlocker, OutlookEvent, SyncWindow
+from sync.outbound import OutboundFlow
+from sync.settings import Settings
+from sync.state import Link, RoomState, Rule, StateStore
+
+log = logging.getLogger(__name__)
+LEASE = timedelta(minutes=10)  # longer than functionTimeout: a lease this old belongs to a dead run
+MAX_RUNS_PER_SIGNAL = 10
+
+
+def blocker_note(room: str, event_id: str) -> str:
+    """The marker that makes a blocker recognisable as ours in anny, which has no external-id field."""
+    return f"Synced from the Outlook calendar of {room}. {BLOCKER_MARKER}{fingerprint(room, event_id)}]"
+
+
+def inbound_context(settings: Settings, rule: Rule, now: datetime | None = None) -> InboundContext:
+    window = SyncWindow.now(now or datetime.now(UTC), settings.window_months, settings.time_zone)
+    return InboundContext(window, settings.blocking_show_as, settings.blocker_title_mode == "neutral",
+                          settings.blocker_neutral_title, ZoneInfo(rule.time_zone or settings.time_zone))
+
+
+@dataclass
+class RoomRunResult:
+    room: str
+    runs: int = 0
+    delta_requests: int = 0
+    actions: list[Action] = field(default_factory=list)
+    skipped_busy: bool = False
+
+
+@dataclass
+class InboundFlow:
+    settings: Settings
+    store: StateStore
+    anny: AnnyClient
+    graph: GraphGateway
+    outbound: OutboundFlow
+
+    # -- the lease ----------------------------------------------------------------------------------
+
+    async def sync_room(self, room: str) -> RoomRunResult:
+        """Run the room's delta until no signal arrived meanwhile; return at once if another run holds it."""
+        result = RoomRunResult(room)
+        run_id = uuid.uuid4().hex
+        state = await self._acquire(room, run_id)
+        if state is None:
+            result.skipped_busy = True
+            return result
+        try:
+            while True:
+                state = await self._run_once(state, result)
+                state, again = await self._finish_or_continue(state, run_id)
+                if not again or result.runs >= MAX_RUNS_PER_SIGNAL:
+                    return result
+        except BaseException:
+            await self._release_after_failure(room, run_id)
+            raise
+
+    async def _acquire(self, room: str, run_id: str) -> RoomState | None:
+        while True:
+            state = await self.store.get_room_state(room)
+            now = datetime.now(UTC)
+            busy = state.running_since is not None and now - state.running_since < LEASE
+            if busy:
+                state.rerun_requested = True
+            else:
+                state.running_since, state.run_id, state.rerun_requested = now, run_id, False
+            try:
+                state = await self.store.save_room_state(state)
+            except ConcurrencyError:
+                continue
+            return None if busy else state
+
+    async def _finish_or_continue(self, state: RoomState, run_id: str) -> tuple[RoomState, bool]:
+        """Release the lease, unless a signal asked for one more run (then keep it and go again)."""
+        while True:
+            if state.run_id != run_id:
+                raise ConcurrencyError("room lease was taken over", room=state.room)
+            again = state.rerun_requested
+            state.rerun_requested = False
+            if not again:
+                state.running_since, state.run_id = None, ""
+            try:
+                return await self.store.save_room_state(state), again
+            except ConcurrencyError:
+                fresh = await self.store.get_room_state(state.room)
+                fresh.delta_link, fresh.window_start, fresh.window_end = (
+                    state.delta_link, state.window_start, state.window_end)
+                fresh.last_run_at = state.last_run_at
+                state = fresh
+
+    async def _release_after_failure(self, room: str, run_id: str) -> None:
+        for _ in range(5):
+            state = await self.store.get_room_state(room)
+            if state.run_id != run_id:
+                return
+            state.running_since, state.run_id = None, ""
+            try:
+                await self.store.save_room_state(state)
+                return
+            except ConcurrencyError:
+                continue
+
+    # -- one delta round ------------------------------------------------------------------------------
+
+    async def _run_once(self, state: RoomState, result: RoomRunResult) -> RoomState:
+        result.runs += 1
+        rule = await self.store.get_rule_for_room(state.room)
+        if rule is None:
+            log.info("room has no rule; nothing to do", extra={"room": state.room})
+            return state
+        ctx = inbound_context(self.settings, rule)
+        window_changed = (state.window_start, state.window_end) != (ctx.window.start.isoformat(),
+                                                                  ctx.window.end.isoformat())
+        link = "" if window_changed else state.delta_link
+        try:
+            delta_link, seen = await self._read_changes(state.room, rule, ctx, link, result)
+        except SyncStateExpired:
+            log.warning("delta token expired; new baseline", extra={"room": state.room})
+            link = ""
+            delta_link, seen = await self._read_changes(state.room, rule, ctx, link, result)
+        if not link:
+            await self._reconcile_unseen(state.room, rule, ctx, seen, result)
+        state.delta_link = delta_link
+        state.window_start, state.window_end = ctx.window.start.isoformat(), ctx.window.end.isoformat()
+        state.last_run_at = datetime.now(UTC)
+        return state
+
+    async def _read_changes(self, room: str, rule: Rule, ctx: InboundContext, link: str,
+                            result: RoomRunResult) -> tuple[str, set[str]]:
+        latest: dict[str, OutlookEvent] = {}
+        delta_link = ""
+        async for page in self.graph.delta_pages(room, ctx.window, link, self.settings.delta_page_size):
+            result.delta_requests += 1
+            for event in page.events:
+                latest[event.id] = event  # the same event may come several times in one round
+            delta_link = page.delta_link or delta_link
+        for event in latest.values():
+            result.actions.extend(await self.sync_event(room, rule, ctx, event))
+        return delta_link, set(latest)
+
+    async def _reconcile_unseen(self, room: str, rule: Rule, ctx: InboundContext, seen: set[str],
+                                result: RoomRunResult) -> None:
+        """After a baseline: linked events it did not show were deleted or moved away meanwhile."""
+        for link in await self.store.links_of_room(room):
+            if link.event_id and link.event_id not in seen:
+                removed = OutlookEvent(id=link.event_id, removed=True)
+                result.actions.extend(await self.sync_event(room, rule, ctx, removed))
+
+    # -- one event -------------------------------------------------------------------------------------
+
+    async def sync_event(self, room: str, rule: Rule, ctx: InboundContext, event: OutlookEvent) -> list[Action]:
+        link = await self.store.link_by_event(room, event.id)
+        is_ours = False
+        if link is None and event.looks_like_ours and not event.removed:
+            found = await self.graph.anny_id_of_event(room, event.id)
+            is_ours = found is not None and bool(found[1])
+        actions = decide_event(event, link, ctx, is_ours)
+        done: list[Action] = []
+        for action in actions:
+            if isinstance(action, CheckRemoved):
+                assert link is not None
+                found = await self.graph.anny_id_of_event(room, action.event_id)
+                follow_up = decide_removed_event(found[0] if found else None, link, ctx)
+                for step in follow_up:
+                    link = await self._carry_out(step, room, rule, event, link)
+                done.extend(follow_up)
+            else:
+                link = await self._carry_out(action, room, rule, event, link)
+                done.append(action)
+        return done
+
+    async def _carry_out(self, action: Action, room: str, rule: Rule, event: OutlookEvent,
+                         link: Link | None) -> Link | None:
+        match action:
+            case CreateBlocker(desired=desired):
+                return await self._create_blocker(room, rule, event, desired, link)
+            case UpdateBlocker(anny_id=anny_id, desired=desired):
+                assert link is not None
+                return await self._update_blocker(room, rule, event, anny_id, desired, link)
+            case DeleteBlocker(anny_id=anny_id):
+                await self.anny.delete_booking(anny_id)
+                return link
+            case ForgetLink():
+                if link is not None:
+                    await self.store.delete_link(link)
+                return None
+            case RestoreMirror(anny_id=anny_id, observed=observed):
+                await self.outbound.sync_booking(anny_id, observed=observed)
+                return link
+            case Skip():
+                return link
+        return link
+
+    async def _create_blocker(self, room: str, rule: Rule, event: OutlookEvent, desired: DesiredBlocker,
+                              link: Link | None) -> Link:
+        note = blocker_note(room, event.id)
+        adopted = None
+        if link is not None and link.state == "pending":
+            adopted = await self._find_our_blocker(rule, desired, note)
+        previous_index = self.store.index_key_of(link) if link is not None else None
+        if link is None or link.state != "pending":
+            link = link or Link(room=room, origin="outlook", event_id=event.id)
+            link.state, link.anny_id, link.suppressed = "pending", "", False
+            link = await self.store.save_link(link, previous_index=previous_index)
+            previous_index = None
+        if adopted is not None:
+            written = await self.anny.update_blocker(adopted, desired, note)
+        else:
+            written = await self.anny.create_blocker(rule.anny_resource_id, desired, note)
+        return await self._record(link, event, desired, written.id, previous_index)
+
+    async def _update_blocker(self, room: str, rule: Rule, event: OutlookEvent, anny_id: str,
+                              desired: DesiredBlocker, link: Link) -> Link:
+        try:
+            written = await self.anny.update_blocker(anny_id, desired, blocker_note(room, event.id))
+        except RemoteGone:
+            return await self._create_blocker(room, rule, event, desired, link)
+        return await self._record(link, event, desired, written.id, None)
+
+    async def _record(self, link: Link, event: OutlookEvent, desired: DesiredBlocker, anny_id: str,
+                      previous_index: tuple[str, str] | None) -> Link:
+        previous_index = previous_index or self.store.index_key_of(link)
+        link.state, link.anny_id, link.suppressed = "synced", anny_id, False
+        link.event_change_key, link.fingerprint = event.change_key, desired.fingerprint
+        link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
+        return await self.store.save_link(link, previous_index=previous_index)
+
+    async def _find_our_blocker(self, rule: Rule, desired: DesiredBlocker, note: str) -> str | None:
+        """Recovery after a crash between the blocker POST and the link write."""
+        margin = timedelta(days=1)
+        bookings = await self.anny.list_bookings([rule.anny_resource_id], desired.start - margin,
+                                                 desired.end + margin)
+        for booking in bookings:
+            if booking.is_blocker and booking.note == note and not booking.is_cancelled:
+                return booking.id
+        return None

@@ -1,0 +1,162 @@
+"""anny → Outlook (DESIGN §3.1): read the booking, decide, write through the Graph gateway, record.
+
+The link is recorded as *pending* (with the deterministic transactionId) before the Graph
+create and completed after it, so a crash between the two never yields a second event.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from sync.anny import AnnyClient
+from sync.decide import (
+    Action,
+    CreateEvent,
+    DeleteEvent,
+    ForgetLink,
+    OutboundContext,
+    Skip,
+    SuppressBlocker,
+    UpdateEvent,
+    decide_booking,
+)
+from sync.errors import RemoteGone
+from sync.graph import GraphGateway, WrittenEvent
+from sync.keys import transaction_id
+from sync.model import AnnyBooking, DesiredEvent, SyncWindow
+from sync.settings import Settings
+from sync.state import Link, StateStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OutboundResult:
+    booking_id: str
+    actions: list[Action] = field(default_factory=list)
+
+    @property
+    def wrote(self) -> bool:
+        return any(not isinstance(a, Skip) for a in self.actions)
+
+
+def outbound_context(settings: Settings, now: datetime | None = None) -> OutboundContext:
+    window = SyncWindow.now(now or datetime.now(UTC), settings.window_months, settings.time_zone)
+    return OutboundContext(window, settings.event_title_template, settings.anny_blocker_event_title)
+
+
+@dataclass
+class OutboundFlow:
+    settings: Settings
+    store: StateStore
+    anny: AnnyClient
+    graph: GraphGateway
+    categories_ensured: set[str]
+
+    async def sync_booking(self, booking_id: str, observed: str | None = None,
+                           booking: AnnyBooking | None = None) -> OutboundResult:
+        """Bring the booking's mirror event in line with anny. `booking` skips the read (reconcile)."""
+        if booking is None:
+            booking = await self.anny.get_booking(booking_id)
+        link = await self.store.link_by_anny_id(booking_id)
+        room = await self._room_of(booking) if booking is not None else None
+        actions = decide_booking(booking, room, link, outbound_context(self.settings), observed)
+        result = OutboundResult(booking_id, actions)
+        for action in actions:
+            link = await self._carry_out(action, booking_id, link)
+        log.info("booking synced", extra={"booking_id": booking_id, "room": room,
+                                          "actions": [type(a).__name__ for a in actions]})
+        return result
+
+    async def _room_of(self, booking: AnnyBooking) -> str | None:
+        for resource_id in booking.resource_ids:
+            rule = await self.store.get_rule(resource_id)
+            if rule is not None:
+                return rule.room
+        return None
+
+    async def _carry_out(self, action: Action, booking_id: str, link: Link | None) -> Link | None:
+        match action:
+            case CreateEvent():
+                return await self._create(action, link)
+            case UpdateEvent():
+                assert link is not None
+                return await self._update(action, link)
+            case DeleteEvent(room=room, event_id=event_id):
+                await self.graph.delete_event(room, event_id)
+                return link
+            case ForgetLink():
+                if link is not None:
+                    await self.store.delete_link(link)
+                return None
+            case SuppressBlocker():
+                assert link is not None
+                link.suppressed = True
+                return await self.store.save_link(link)
+        return link
+
+    async def _create(self, action: CreateEvent, link: Link | None) -> Link:
+        desired, room = action.desired, action.room
+        await self._ensure_category(room)
+        previous_index = self.store.index_key_of(link) if link is not None else None
+        recovering = link is not None and link.state == "pending" and link.room == room \
+            and link.generation == action.generation
+        if not recovering:
+            link = await self.store.save_link(self._pending(link, room, desired.anny_id, action.generation),
+                                              previous_index=previous_index)
+            previous_index = None
+        assert link is not None
+        written = await self.graph.find_mirror_event(room, desired.anny_id) if recovering else None
+        if written is not None:
+            written = await self.graph.update_event(room, written.event_id, desired)
+        else:
+            written = await self.graph.create_event(room, desired, link.transaction_id)
+        return await self._record(link, room, written, desired, previous_index)
+
+    def _pending(self, link: Link | None, room: str, anny_id: str, generation: int) -> Link:
+        pending = link or Link(room=room, origin="anny", anny_id=anny_id)
+        pending.room, pending.state, pending.generation = room, "pending", generation
+        pending.event_id, pending.event_change_key, pending.fingerprint = "", "", ""
+        pending.transaction_id = transaction_id(anny_id, generation)
+        return pending
+
+    async def _update(self, action: UpdateEvent, link: Link) -> Link:
+        try:
+            written = await self.graph.update_event(action.room, action.event_id, action.desired)
+        except RemoteGone:
+            log.info("mirror event deleted in Outlook, re-creating",
+                     extra={"booking_id": link.anny_id, "room": action.room, "event_id": action.event_id})
+            return await self._create(CreateEvent(action.room, action.desired, link.generation + 1), link)
+        return await self._record(link, action.room, written, action.desired, None)
+
+    async def _record(self, link: Link, room: str, written: WrittenEvent, desired: DesiredEvent,
+                      previous_index: tuple[str, str] | None) -> Link:
+        previous_index = previous_index or self.store.index_key_of(link)
+        link.room, link.state, link.event_id = room, "synced", written.event_id
+        link.event_change_key, link.fingerprint = written.change_key, desired.fingerprint
+        link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
+        return await self.store.save_link(link, previous_index=previous_index)
+
+    async def _ensure_category(self, room: str) -> None:
+        """The "anny" master category, created once per room and remembered."""
+        if room in self.categories_ensured:
+            return
+        state = await self.store.get_room_state(room)
+        if not state.category_ensured:
+            await self.graph.ensure_category(room)
+            await self._remember_category(room)
+        self.categories_ensured.add(room)
+
+    async def _remember_category(self, room: str) -> None:
+        from sync.errors import ConcurrencyError
+
+        for _ in range(5):
+            state = await self.store.get_room_state(room)
+            state.category_ensured = True
+            try:
+                await self.store.save_room_state(state)
+                return
+            except ConcurrencyError:
+                continue

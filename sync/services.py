@@ -1,0 +1,57 @@
+"""The app's long-lived clients, created once per event loop from the validated settings."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from sync.anny import AnnyClient
+from sync.graph import GraphGateway
+from sync.settings import Settings
+from sync.state import StateStore
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: StateStore
+    anny: AnnyClient
+    graph: GraphGateway
+    categories_ensured: set[str] = field(default_factory=set)
+
+    @classmethod
+    async def open(cls, settings: Settings) -> Services:
+        store = StateStore(settings.storage, settings.table_prefix)
+        await store.open()
+        anny = AnnyClient(settings.anny_base_url, settings.anny_api_token, settings.anny_organization_id)
+        return cls(settings, store, anny, GraphGateway.from_settings(settings))
+
+    async def close(self) -> None:
+        await self.store.close()
+        await self.anny.close()
+        await self.graph.close()
+
+
+_by_loop: dict[asyncio.AbstractEventLoop, Services] = {}
+_locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+
+
+async def get_services(env: Mapping[str, str] | None = None) -> Services:
+    """The services of the running loop; the first call validates the settings."""
+    loop = asyncio.get_running_loop()
+    lock = _locks.setdefault(loop, asyncio.Lock())
+    async with lock:
+        if loop not in _by_loop:
+            _by_loop[loop] = await Services.open(Settings.from_env(os.environ if env is None else env))
+    return _by_loop[loop]
+
+
+async def close_services() -> None:
+    """Close this loop's services (tests and the CLI)."""
+    loop = asyncio.get_running_loop()
+    services = _by_loop.pop(loop, None)
+    _locks.pop(loop, None)
+    if services is not None:
+        await services.close()

@@ -1,0 +1,95 @@
+"""Graph change subscriptions per mapped room: create (idempotent), renew, recreate, remove."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlencode
+
+from sync.errors import RemoteConflict, RemoteGone
+from sync.graph import GraphGateway
+from sync.settings import Settings
+from sync.state import StateStore, Subscription
+
+log = logging.getLogger(__name__)
+NOTIFY_ROUTE = "graph/notify"
+LIFECYCLE_ROUTE = "graph/lifecycle"
+RENEW_BEFORE = timedelta(days=2)
+
+
+def endpoint_url(settings: Settings, route: str) -> str:
+    """Public URL of one of our HTTP functions; the function key rides in the query (Graph sends it back)."""
+    query = f"?{urlencode({'code': settings.graph_notification_key})}" if settings.graph_notification_key else ""
+    return f"{settings.public_base_url}/api/{route}{query}"
+
+
+@dataclass
+class SubscriptionManager:
+    settings: Settings
+    store: StateStore
+    graph: GraphGateway
+
+    def _expiry(self) -> datetime:
+        return datetime.now(UTC) + timedelta(minutes=self.settings.subscription_minutes)
+
+    async def ensure(self, room: str) -> Subscription:
+        """The room's subscription: the stored one if alive, else a new one (409 handled)."""
+        for existing in await self.store.subscriptions_of_room(room):
+            if existing.expires_at > datetime.now(UTC) + timedelta(minutes=5):
+                return existing
+            await self.store.delete_subscription(existing.subscription_id)
+        return await self._create(room)
+
+    async def _create(self, room: str) -> Subscription:
+        client_state = secrets.token_urlsafe(48)
+        notify, lifecycle = endpoint_url(self.settings, NOTIFY_ROUTE), endpoint_url(self.settings, LIFECYCLE_ROUTE)
+        try:
+            created = await self.graph.create_subscription(room, notify, lifecycle, client_state, self._expiry())
+        except RemoteConflict:
+            # One exists that we no longer know (its clientState is lost): replace it.
+            stale = await self.graph.find_subscription(room)
+            if stale is None:
+                raise
+            await self.graph.delete_subscription(stale)
+            created = await self.graph.create_subscription(room, notify, lifecycle, client_state, self._expiry())
+        sub = Subscription(created.subscription_id, room, created.expires_at, client_state)
+        log.info("subscription created", extra={"room": room, "subscription_id": sub.subscription_id})
+        return await self.store.save_subscription(sub)
+
+    async def renew(self, sub: Subscription) -> Subscription:
+        try:
+            sub.expires_at = await self.graph.renew_subscription(sub.subscription_id, self._expiry())
+        except RemoteGone:
+            await self.store.delete_subscription(sub.subscription_id)
+            return await self._create(sub.room)
+        return await self.store.save_subscription(sub)
+
+    async def renew_due(self) -> int:
+        """Renew every subscription expiring within two days; returns how many."""
+        due = [s for s in await self.store.list_subscriptions()
+               if s.expires_at - datetime.now(UTC) < RENEW_BEFORE]
+        for sub in due:
+            await self.renew(sub)
+        return len(due)
+
+    async def reauthorize(self, sub: Subscription) -> None:
+        try:
+            await self.graph.reauthorize_subscription(sub.subscription_id)
+        except RemoteGone:
+            await self.replace(sub)
+            return
+        await self.renew(sub)
+
+    async def replace(self, sub: Subscription) -> Subscription:
+        """After `subscriptionRemoved`: forget the old one and create a new one."""
+        await self.store.delete_subscription(sub.subscription_id)
+        return await self.ensure(sub.room)
+
+    async def remove(self, room: str) -> int:
+        subs = await self.store.subscriptions_of_room(room)
+        for sub in subs:
+            await self.graph.delete_subscription(sub.subscription_id)
+            await self.store.delete_subscription(sub.subscription_id)
+        return len(subs)

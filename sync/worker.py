@@ -1,0 +1,91 @@
+"""The queue worker: the only place that writes to anny and Graph. One work item at a time."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sync.errors import RemoteAuthError
+from sync.inbound import InboundFlow
+from sync.outbound import OutboundFlow
+from sync.services import Services
+from sync.subscriptions import SubscriptionManager
+from sync.work import BadWorkItem, BookingWork, LifecycleWork, RoomWork, Work, decode
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Worker:
+    services: Services
+
+    @property
+    def outbound(self) -> OutboundFlow:
+        s = self.services
+        return OutboundFlow(s.settings, s.store, s.anny, s.graph, s.categories_ensured)
+
+    @property
+    def inbound(self) -> InboundFlow:
+        s = self.services
+        return InboundFlow(s.settings, s.store, s.anny, s.graph, self.outbound)
+
+    @property
+    def subscriptions(self) -> SubscriptionManager:
+        return SubscriptionManager(self.services.settings, self.services.store, self.services.graph)
+
+    async def handle_message(self, body: str | bytes) -> list[Work]:
+        """Carry out one queue message; returns follow-up work. Raising makes the queue retry it."""
+        try:
+            work = decode(body)
+        except BadWorkItem as exc:
+            log.error("dropping a message that is not a work item", extra={"error": str(exc)})
+            return []
+        try:
+            return await self.handle(work)
+        except RemoteAuthError as exc:
+            # Retrying cannot fix credentials: record it where the admin looks, do not retry.
+            log.error("anny or Graph refused our credentials", extra={"error": str(exc), **exc.context})
+            await self._record_error(str(exc))
+            return []
+
+    async def handle(self, work: Work) -> list[Work]:
+        match work:
+            case BookingWork(booking_id=booking_id, anny_event_id=event_id, observed=observed):
+                await self.outbound.sync_booking(booking_id, observed=observed)
+                if event_id:
+                    keep = timedelta(hours=self.services.settings.processed_event_hours)
+                    await self.services.store.mark_processed(event_id, keep)
+                return []
+            case RoomWork(room=room):
+                await self.inbound.sync_room(room)
+                return []
+            case LifecycleWork():
+                return await self._lifecycle(work)
+        return []
+
+    async def _lifecycle(self, work: LifecycleWork) -> list[Work]:
+        sub = await self.services.store.get_subscription(work.subscription_id)
+        if sub is None:
+            log.warning("lifecycle event for an unknown subscription", extra={"subscription_id": work.subscription_id})
+            return []
+        log.info("lifecycle event", extra={"subscription_id": sub.subscription_id, "room": sub.room,
+                                          "lifecycle_event": work.event})
+        if work.event == "reauthorizationRequired":
+            await self.subscriptions.reauthorize(sub)
+            return []
+        if work.event == "subscriptionRemoved":
+            await self.subscriptions.replace(sub)
+        return [RoomWork(sub.room, reason=work.event)]
+
+    async def _record_error(self, message: str) -> None:
+        from sync.errors import ConcurrencyError
+
+        for _ in range(3):
+            status = await self.services.store.get_status()
+            status.last_error, status.last_error_at = message[:2000], datetime.now(UTC)
+            try:
+                await self.services.store.save_status(status)
+                return
+            except ConcurrencyError:
+                continue

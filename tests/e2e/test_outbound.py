@@ -1,0 +1,278 @@
+"""anny → Outlook end to end (DESIGN §3.1): webhooks through the runner, Azurite, both emulators."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from devhost.stack import WEBHOOK_SECRET, WEBHOOK_SECRET_HEADER
+from sync.graph import ANNY_PROPERTY_ID
+from tests.e2e.conftest import World
+
+UTC = ZoneInfo("UTC")
+
+
+def utc(value: str) -> datetime:
+    return datetime.fromisoformat(value.rstrip("Z")[:19]).replace(tzinfo=UTC)
+
+
+def single(world: World) -> dict:
+    events = world.mirror_events()
+    assert len(events) == 1, events
+    return events[0]
+
+
+async def test_booking_appears_as_a_busy_mirror_event(world: World) -> None:
+    booking = world.stack.anny.person_create_booking(
+        world.resource, world.at(2, 10), world.at(2, 11), service="Meeting",
+        customer={"email": "ada@example.org", "phone": "+49 30 1234", "name": "Ada"})
+    await world.settle()
+    event = single(world)
+    assert event["subject"] == f"Meeting · anny #{booking['number']}"
+    assert "ada@example.org" not in str(event) and "1234" not in event["subject"]
+    assert utc(event["start"]["dateTime"]) == world.utc(2, 10)
+    assert utc(event["end"]["dateTime"]) == world.utc(2, 11)
+    assert event["showAs"] == "busy" and event["isReminderOn"] is False and not event.get("attendees")
+    assert event["categories"] == ["anny"]
+    props = {p["id"].lower(): p["value"] for p in event["singleValueExtendedProperties"]}
+    assert props[ANNY_PROPERTY_ID.lower()] == booking["id"]
+    assert [c for c in world.stack.graph.categories(world.room) if c["displayName"] == "anny"][0]["color"] \
+        == "preset22"
+
+
+async def test_moved_booking_moves_the_event_and_cancel_removes_it(world: World) -> None:
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(3, 9), world.at(3, 10))
+    await world.settle()
+    world.stack.anny.person_move_booking(booking["id"], world.at(3, 14), world.at(3, 16))
+    await world.settle()
+    event = single(world)
+    assert utc(event["start"]["dateTime"]) == world.utc(3, 14)
+    assert utc(event["end"]["dateTime"]) == world.utc(3, 16)
+    world.stack.anny.person_cancel_booking(booking["id"])
+    await world.settle()
+    assert world.mirror_events() == []
+    assert await world.state.link_by_anny_id(booking["id"]) is None
+
+
+async def test_deleted_booking_removes_its_event(world: World) -> None:
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(3, 9), world.at(3, 10))
+    await world.settle()
+    world.stack.anny.person_delete_booking(booking["id"])
+    await world.settle()
+    assert world.mirror_events() == []
+
+
+async def test_booking_on_a_child_resource_is_mirrored_into_the_parent_room(world: World) -> None:
+    world.stack.anny.person_create_booking(world.child, world.at(4, 8), world.at(4, 9))
+    await world.settle()
+    assert utc(single(world)["start"]["dateTime"]) == world.utc(4, 8)
+
+
+async def test_series_occurrences_are_mirrored_but_never_the_master(world: World) -> None:
+    series = world.stack.anny.person_create_series(world.resource, world.at(2, 12), world.at(2, 13), 4)
+    first, second, third, _ = series["occurrences"]
+    world.stack.anny.person_move_booking(second["id"], world.at(9, 15), world.at(9, 16))
+    world.stack.anny.person_cancel_booking(third["id"])
+    await world.settle()
+    starts = sorted(utc(e["start"]["dateTime"]) for e in world.mirror_events())
+    assert starts == [world.utc(2, 12), world.utc(9, 15), world.utc(23, 12)]
+    assert await world.state.link_by_anny_id(series["master"]["id"]) is None
+
+
+async def test_person_made_blocker_is_mirrored_with_the_blocker_title(world: World) -> None:
+    world.stack.anny.person_create_blocker(world.resource, world.at(5, 7), world.at(5, 18), title="Painting")
+    await world.settle()
+    assert single(world)["subject"] == "Blocked in anny"
+
+
+async def test_webhook_delivered_three_times_and_reordered_gives_one_correct_event(world: World) -> None:
+    world.stack.anny.set_webhook_faults(duplicate=3, reorder_batch=3)
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(6, 9), world.at(6, 10))
+    world.stack.anny.person_move_booking(booking["id"], world.at(6, 11), world.at(6, 12))
+    world.stack.anny.person_move_booking(booking["id"], world.at(6, 13), world.at(6, 14))
+    world.stack.anny.release_held_webhooks()
+    await world.settle()
+    assert len(world.stack.anny.deliveries()) >= 9
+    event = single(world)
+    assert utc(event["start"]["dateTime"]) == world.utc(6, 13)
+
+
+async def test_crash_between_graph_create_and_link_write_still_gives_one_event(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Injected: the process dies right after Graph created the event, before the link is recorded.
+    from sync.outbound import OutboundFlow
+
+    original = OutboundFlow._record
+    crashes = {"left": 1}
+
+    async def crash_once(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("injected crash after the Graph create")
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OutboundFlow, "_record", crash_once)
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 16), world.at(2, 17))
+    await world.settle()
+    assert crashes["left"] == 0
+    assert len(world.mirror_events()) == 1
+    link = await world.state.link_by_anny_id(booking["id"])
+    assert link.state == "synced" and link.event_id == single(world)["id"]
+
+
+async def test_booking_moved_into_the_window_is_synced_and_outside_is_ignored(world: World) -> None:
+    far = world.stack.anny.person_create_booking(world.resource, world.at(250, 9), world.at(250, 10))
+    await world.settle()
+    assert world.mirror_events() == []
+    world.stack.anny.person_move_booking(far["id"], world.at(10, 9), world.at(10, 10))
+    await world.settle()
+    assert utc(single(world)["start"]["dateTime"]) == world.utc(10, 9)
+
+
+async def test_outlook_edit_or_delete_of_a_mirror_event_is_restored_from_anny(world: World) -> None:
+    await world.activate()
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    event = single(world)
+    world.stack.graph.person_update_event(world.room, event["id"], subject="Mine now", time_zone="UTC",
+                                          start=world.utc(2, 18).isoformat()[:19],
+                                          end=world.utc(2, 19).isoformat()[:19])
+    await world.settle()  # the notification about the edit makes the worker re-read anny, which wins
+    restored = single(world)
+    assert restored["subject"].endswith(f"#{booking['number']}")
+    assert utc(restored["start"]["dateTime"]) == world.utc(2, 9)
+    world.stack.graph.person_delete_event(world.room, restored["id"])
+    await world.settle()
+    again = single(world)
+    assert again["id"] != restored["id"] and utc(again["start"]["dateTime"]) == world.utc(2, 9)
+    assert (await world.state.link_by_anny_id(booking["id"])).event_id == again["id"]
+    assert await world.state.links_of_room(world.room) != []
+    blockers = [b for b in world.stack.anny.bookings() if b["is_blocker"]]
+    assert blockers == []  # the mirror event never became a blocker
+
+
+async def test_unchanged_booking_costs_no_graph_call(world: World) -> None:
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    world.stack.graph.reset_counters()
+    world.stack.anny.person_update_booking(booking["id"], note="internal note only")
+    await world.settle()
+    assert world.stack.graph.call_counts().get("total", 0) == 0
+
+
+async def test_booking_of_an_unmapped_resource_is_a_no_op(world: World) -> None:
+    other = world.stack.anny.add_resource("Elsewhere", timezone="Europe/Berlin")
+    world.stack.graph.reset_counters()
+    world.stack.anny.person_create_booking(other["id"], world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    assert world.stack.graph.call_counts().get("total", 0) == 0
+    assert world.stack.graph.events(world.room) == []
+
+
+# --- bad input at the webhook --------------------------------------------------------------------
+
+
+def envelope(booking_id: str = "b-1", event: str = "bookings.created", event_id: str = "evt-1") -> dict:
+    return {"event": event, "timestamp": "2026-11-24T10:00:00Z", "event_id": event_id, "webhook_id": "wh-1",
+            "triggered_at": "2026-11-24T10:00:00Z", "data": {"id": booking_id, "type": "bookings"}}
+
+
+async def post_webhook(world: World, body: bytes | dict, *, key: str | None = "default",
+                       secret: str | None = WEBHOOK_SECRET, headers: dict | None = None) -> httpx.Response:
+    url = f"{world.stack.host.url}/api/anny/webhook"
+    params = {"code": world.stack.keys.default if key == "default" else key} if key else {}
+    sent = dict(headers or {})
+    if secret is not None:
+        sent[WEBHOOK_SECRET_HEADER] = secret
+    async with httpx.AsyncClient() as client:
+        if isinstance(body, dict):
+            return await client.post(url, params=params, json=body, headers=sent)
+        return await client.post(url, params=params, content=body, headers=sent)
+
+
+async def queued(world: World) -> list[bytes]:
+    return await world.stack.host.run(world.stack.host.queue_messages("sync-work"))
+
+
+@pytest.mark.parametrize(("key", "secret"), [(None, WEBHOOK_SECRET), ("wrong", WEBHOOK_SECRET),
+                                             ("default", None), ("default", "wrong-secret")])
+async def test_wrong_or_missing_key_or_secret_is_refused_and_nothing_queued(
+        world: World, key: str | None, secret: str | None) -> None:
+    answer = await post_webhook(world, envelope(), key=key, secret=secret)
+    assert answer.status_code == 401
+    assert await queued(world) == []
+
+
+async def test_malformed_json_is_400(world: World) -> None:
+    answer = await post_webhook(world, b"{not json")
+    assert answer.status_code == 400 and await queued(world) == []
+
+
+async def test_oversized_body_is_413(world: World) -> None:
+    answer = await post_webhook(world, b"{" + b" " * 300_000 + b"}")
+    assert answer.status_code == 413 and await queued(world) == []
+
+
+async def test_unknown_event_type_is_acknowledged_and_ignored(world: World) -> None:
+    answer = await post_webhook(world, envelope(event="customers.updated"))
+    assert answer.status_code == 202 and await queued(world) == []
+
+
+async def test_json_api_wrapped_payload_is_accepted(world: World) -> None:
+    body = envelope()
+    body["data"] = {"data": {"id": "b-77", "type": "bookings", "attributes": {}}}
+    answer = await post_webhook(world, body)
+    assert answer.status_code == 202 and answer.json()["booking_id"] == "b-77"
+
+
+async def test_already_processed_event_id_is_dropped(world: World) -> None:
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    event_id = world.stack.anny.deliveries()[0]["event_id"]
+    answer = await post_webhook(world, envelope(booking["id"], event_id=event_id))
+    assert answer.json()["status"] == "duplicate" and await queued(world) == []
+
+
+@pytest.mark.parametrize("stack", [{"ANNY_WEBHOOK_SIGNING_KEY": "k" * 64}], indirect=True)
+async def test_hmac_signature_is_checked_when_a_signing_key_is_set(world: World) -> None:
+    import hashlib
+    import hmac
+    import json
+
+    body = json.dumps(envelope()).encode()
+    good = hmac.new(b"k" * 64, body, hashlib.sha256).hexdigest()
+    assert (await post_webhook(world, body, headers={"x-anny-signature": "0" * 64})).status_code == 401
+    assert (await post_webhook(world, body)).status_code == 401
+    assert await queued(world) == []
+    assert (await post_webhook(world, body, headers={"x-anny-signature": good})).status_code == 202
+
+
+async def test_anny_5xx_is_retried_by_the_queue_then_poisoned(world: World) -> None:
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.stack.anny.settle()
+    world.stack.anny.fail_next(503, count=2, route="GET /api/v1/bookings/{id}")
+    await world.settle()
+    assert len(world.mirror_events()) == 1  # two failures, third attempt succeeded
+    world.stack.anny.person_move_booking(booking["id"], world.at(2, 11), world.at(2, 12))
+    await world.stack.anny.settle()
+    world.stack.anny.fail_next(503, count=50, route="GET /api/v1/bookings/{id}")
+    await world.settle()
+    assert len(await world.stack.poison_messages()) == 1
+    assert utc(single(world)["start"]["dateTime"]) == world.utc(2, 9)  # nothing lost or half-written
+
+
+async def test_anny_auth_failure_is_reported_not_retried(world: World, caplog: pytest.LogCaptureFixture) -> None:
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.stack.anny.settle()
+    world.stack.anny.force_status(401)
+    with caplog.at_level(logging.ERROR):
+        await world.settle()
+    world.stack.anny.force_status(None)
+    assert await world.stack.poison_messages() == []
+    status = await world.state.get_status()
+    assert "401" in status.last_error
+    assert any("credentials" in r.getMessage() for r in caplog.records)
