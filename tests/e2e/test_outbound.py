@@ -40,8 +40,8 @@ async def test_booking_appears_as_a_busy_mirror_event(world: World) -> None:
     assert event["categories"] == ["anny"]
     props = {p["id"].lower(): p["value"] for p in event["singleValueExtendedProperties"]}
     assert props[ANNY_PROPERTY_ID.lower()] == booking["id"]
-    assert [c for c in world.stack.graph.categories(world.room) if c["displayName"] == "anny"][0]["color"] \
-        == "preset22"
+    colours = {c["displayName"]: c["color"] for c in world.stack.graph.categories(world.room)}
+    assert colours["anny"] == "preset22"
 
 
 async def test_moved_booking_moves_the_event_and_cancel_removes_it(world: World) -> None:
@@ -74,7 +74,7 @@ async def test_booking_on_a_child_resource_is_mirrored_into_the_parent_room(worl
 
 async def test_series_occurrences_are_mirrored_but_never_the_master(world: World) -> None:
     series = world.stack.anny.person_create_series(world.resource, world.at(2, 12), world.at(2, 13), 4)
-    first, second, third, _ = series["occurrences"]
+    _, second, third, _ = series["occurrences"]
     world.stack.anny.person_move_booking(second["id"], world.at(9, 15), world.at(9, 16))
     world.stack.anny.person_cancel_booking(third["id"])
     await world.settle()
