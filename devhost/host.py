@@ -124,7 +124,7 @@ class LocalFunctionsHost:
         self._env = env if env is not None else os.environ
         self._poll = poll_queues
         self._run_timers = run_timers
-        self.functions = [self._describe(f) for f in _indexed(app)]
+        self.functions = [self._describe(f) for f in indexed_functions(app)]
         self.routes = [self._route(f) for f in self.functions if f.trigger["type"] == "httpTrigger"]
         web_app = web.Application(client_max_size=64 * 1024 * 1024)
         web_app.router.add_route("*", "/{tail:.*}", self._handle_http)
@@ -149,7 +149,7 @@ class LocalFunctionsHost:
     async def _start_background(self) -> None:
         for f in self.functions:
             if f.trigger["type"] == "queueTrigger":
-                await self._ensure_queue(self._resolve(f.trigger["queueName"]))
+                await self.ensure_queue(self._resolve(f.trigger["queueName"]))
                 if self._poll:
                     self._tasks.append(asyncio.create_task(self._poll_queue(f)))
             if f.trigger["type"] == "timerTrigger" and self._run_timers:
@@ -250,7 +250,7 @@ class LocalFunctionsHost:
 
     # -- queues -------------------------------------------------------------------------------------
 
-    async def _ensure_queue(self, name: str) -> QueueClient:
+    async def ensure_queue(self, name: str) -> QueueClient:
         client = self._queue_clients.get(name)
         if client is None:
             client = QueueClient.from_connection_string(
@@ -268,7 +268,7 @@ class LocalFunctionsHost:
             value = outputs[binding["name"]].get()
             if value is None:
                 continue
-            client = await self._ensure_queue(self._resolve(binding["queueName"]))
+            client = await self.ensure_queue(self._resolve(binding["queueName"]))
             for item in value if isinstance(value, list) else [value]:
                 data = item if isinstance(item, bytes) else str(item).encode()
                 await client.send_message(data)
@@ -287,7 +287,7 @@ class LocalFunctionsHost:
     async def process_queue_once(self, function_name: str) -> int:
         """Receive one batch for a queue-triggered function and run it; returns messages handled."""
         f = self._function(function_name)
-        client = await self._ensure_queue(self._resolve(f.trigger["queueName"]))
+        client = await self.ensure_queue(self._resolve(f.trigger["queueName"]))
         options = self.queue_options
         visibility = max(int(options.visibility_timeout), 0) or None
         messages = [m async for m in client.receive_messages(
@@ -315,7 +315,7 @@ class LocalFunctionsHost:
             log.exception("function %s failed on message %s (dequeue count %s)", f.name, message.id,
                           message.dequeue_count)
             if message.dequeue_count >= self.queue_options.max_dequeue_count:
-                poison = await self._ensure_queue(f"{client.queue_name}-poison")
+                poison = await self.ensure_queue(f"{client.queue_name}-poison")
                 await poison.send_message(body)
                 await client.delete_message(message)
             else:
@@ -339,14 +339,14 @@ class LocalFunctionsHost:
 
     async def _all_empty(self, functions: list[_Function]) -> bool:
         for f in functions:
-            client = await self._ensure_queue(self._resolve(f.trigger["queueName"]))
+            client = await self.ensure_queue(self._resolve(f.trigger["queueName"]))
             if (await client.get_queue_properties()).approximate_message_count:
                 return False
         return True
 
     async def queue_messages(self, queue: str) -> list[bytes]:
         """Peek at up to 32 visible messages of a queue (decoded)."""
-        client = await self._ensure_queue(queue)
+        client = await self.ensure_queue(queue)
         return [m.content for m in await client.peek_messages(max_messages=32)]
 
     # -- timers -------------------------------------------------------------------------------------
@@ -378,7 +378,7 @@ class LocalFunctionsHost:
         raise KeyError(f"no function named {name}")
 
 
-def _indexed(app: func.FunctionApp) -> list[Any]:
+def indexed_functions(app: func.FunctionApp) -> list[Any]:
     """`get_functions()` validates names and refuses a second call, so index each app once."""
     cached = getattr(app, "_devhost_functions", None)
     if cached is None:

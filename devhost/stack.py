@@ -129,4 +129,4 @@ def start_stack(azurite: Azurite, emulators: Emulators, table_prefix: str, *, po
 
 async def _clear(host: LocalFunctionsHost) -> None:
     for name in (WORK_QUEUE, POISON_QUEUE):
-        await (await host._ensure_queue(name)).clear_messages()
+        await (await host.ensure_queue(name)).clear_messages()

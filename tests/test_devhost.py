@@ -33,7 +33,7 @@ def host(azurite: Azurite) -> Iterator[LocalFunctionsHost]:
 
 async def _clear_queues(runner: LocalFunctionsHost) -> None:
     for name in (QUEUE, f"{QUEUE}-poison"):
-        await (await runner._ensure_queue(name)).clear_messages()
+        await (await runner.ensure_queue(name)).clear_messages()
 
 
 async def test_http_trigger_with_function_key_enqueues_outputs(host: LocalFunctionsHost) -> None:

@@ -1,0 +1,328 @@
+"""Outlook → anny end to end (DESIGN §3.2): notifications, delta, blockers; echoes and races."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from sandbox.graph.person import recurrence
+from tests.e2e.conftest import BERLIN, World
+
+UTC = ZoneInfo("UTC")
+
+
+def blockers(world: World) -> list[dict]:
+    return sorted((b for b in world.stack.anny.bookings() if b["is_blocker"] and not b.get("canceled_at")),
+                  key=lambda b: b["start_date"])
+
+
+def span(booking: dict) -> tuple[datetime, datetime]:
+    return (datetime.fromisoformat(booking["start_date"]).astimezone(UTC),
+            datetime.fromisoformat(booking["end_date"]).astimezone(UTC))
+
+
+def meeting(world: World, offset: int, hour: int, hours: int = 1, **fields: object) -> dict:
+    start = world.utc(offset, hour)
+    return world.stack.graph.person_create_event(
+        world.room, start=start.isoformat()[:19], end=(start + timedelta(hours=hours)).isoformat()[:19],
+        time_zone="UTC", organizer="grace@contoso.example", **{"subject": "Planning", **fields})
+
+
+@pytest.fixture
+async def active(world: World) -> World:
+    await world.activate()
+    world.stack.graph.clear_deliveries()
+    return world
+
+
+async def test_meeting_created_moved_cancelled_deleted_blocker_follows(active: World) -> None:
+    world = active
+    event = meeting(world, 2, 9)
+    await world.settle()
+    [blocker] = blockers(world)
+    assert span(blocker) == (world.utc(2, 9), world.utc(2, 10))
+    assert blocker["resource"]["id"] == world.resource and blocker["title"] == "Planning"
+    world.stack.graph.person_update_event(world.room, event["id"], start=world.utc(2, 13).isoformat()[:19],
+                                          end=world.utc(2, 15).isoformat()[:19], time_zone="UTC")
+    await world.settle()
+    [moved] = blockers(world)
+    assert moved["id"] == blocker["id"] and span(moved) == (world.utc(2, 13), world.utc(2, 15))
+    world.stack.graph.person_cancel_event(world.room, event["id"])
+    await world.settle()
+    assert blockers(world) == []
+    second = meeting(world, 3, 9)
+    await world.settle()
+    assert len(blockers(world)) == 1
+    world.stack.graph.person_delete_event(world.room, second["id"])
+    await world.settle()
+    assert blockers(world) == []
+    assert world.mirror_events() == []  # no blocker was echoed back to Outlook
+
+
+async def test_weekly_series_with_moved_and_cancelled_occurrence(active: World) -> None:
+    world = active
+    first = world.day(1)
+    series = world.stack.graph.person_create_event(
+        world.room, subject="Weekly", start=f"{first}T10:00:00", end=f"{first}T11:00:00",
+        time_zone="Europe/Berlin",
+        recurrence=recurrence("weekly", first, days_of_week=[first.strftime("%A").lower()], count=4))
+    second, third = first + timedelta(days=7), first + timedelta(days=14)
+    world.stack.graph.person_update_occurrence(world.room, series["id"], second, time_zone="Europe/Berlin",
+                                               start=f"{second}T15:00:00", end=f"{second}T16:00:00")
+    world.stack.graph.person_cancel_occurrence(world.room, series["id"], third)
+    await world.settle()
+    starts = [span(b)[0] for b in blockers(world)]
+    expected = [datetime.combine(first, datetime.min.time(), BERLIN).replace(hour=10),
+                datetime.combine(second, datetime.min.time(), BERLIN).replace(hour=15),
+                datetime.combine(first + timedelta(days=21), datetime.min.time(), BERLIN).replace(hour=10)]
+    assert starts == [s.astimezone(UTC) for s in expected]
+
+
+async def test_all_day_event_blocks_whole_days_in_the_resource_zone(active: World) -> None:
+    world = active
+    day = world.day(4)
+    world.stack.graph.person_create_event(world.room, subject="Offsite", is_all_day=True, start=day,
+                                          end=day + timedelta(days=1), time_zone="Europe/Berlin")
+    await world.settle()
+    [blocker] = blockers(world)
+    start, end = span(blocker)
+    assert start == datetime.combine(day, datetime.min.time(), BERLIN).astimezone(UTC)
+    assert end == datetime.combine(day + timedelta(days=1), datetime.min.time(), BERLIN).astimezone(UTC)
+
+
+async def test_private_meeting_gets_a_neutral_title(active: World) -> None:
+    meeting(active, 2, 9, subject="Secret merger talks", sensitivity="private")
+    await active.settle()
+    [blocker] = blockers(active)
+    assert blocker["title"] == "Busy in Outlook" and "merger" not in str(blocker)
+
+
+async def test_free_events_block_by_default(active: World) -> None:
+    meeting(active, 2, 9, show_as="free")
+    await active.settle()
+    assert len(blockers(active)) == 1
+
+
+@pytest.mark.parametrize("stack", [{"BLOCKING_SHOW_AS": "busy,oof"}], indirect=True)
+async def test_free_events_do_not_block_when_configured(active: World) -> None:
+    free = meeting(active, 2, 9, show_as="free")
+    meeting(active, 2, 12, show_as="busy")
+    await active.settle()
+    assert [span(b)[0] for b in blockers(active)] == [active.utc(2, 12)]
+    active.stack.graph.person_update_event(active.room, free["id"], show_as="busy")
+    await active.settle()
+    assert len(blockers(active)) == 2
+
+
+async def test_duplicated_and_reordered_notifications_give_the_exact_result(active: World) -> None:
+    world = active
+    world.stack.graph.set_notification_faults(duplicate=3, reorder_next=4)
+    event = meeting(world, 2, 9)
+    world.stack.graph.person_update_event(world.room, event["id"], start=world.utc(2, 10).isoformat()[:19],
+                                          end=world.utc(2, 11).isoformat()[:19], time_zone="UTC")
+    other = meeting(world, 5, 8)
+    world.stack.graph.person_delete_event(world.room, other["id"])
+    world.stack.graph.release_held_notifications()
+    await world.settle()
+    [blocker] = blockers(world)
+    assert span(blocker) == (world.utc(2, 10), world.utc(2, 11))
+
+
+def run_queue_before_recording(monkeypatch: pytest.MonkeyPatch, flow: type, world: World) -> dict:
+    """Injected race: after the write, before its link is recorded, the worker handles the queue.
+
+    With the emulators delivering the echo before answering the write, the echo's work item is
+    on the queue then, so it is processed while the link is still pending.
+    """
+    original = flow._record
+    seen = {"interleaved": 0}
+
+    async def record_later(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        seen["interleaved"] += await world.stack.host.process_queue_once("sync_worker")
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(flow, "_record", record_later)
+    return seen
+
+
+async def test_notification_of_our_own_write_never_becomes_a_blocker_and_costs_no_write(
+        active: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sync.outbound import OutboundFlow
+
+    world = active
+    world.stack.graph.set_notification_faults(before_response=True)  # the echo beats the write's answer
+    seen = run_queue_before_recording(monkeypatch, OutboundFlow, world)
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    world.stack.anny.person_move_booking(booking["id"], world.at(2, 11), world.at(2, 12))
+    await world.settle()
+    assert seen["interleaved"] >= 2
+    assert blockers(world) == []
+    [event] = world.mirror_events()
+    assert event["start"]["dateTime"].startswith(world.utc(2, 11).isoformat()[:19])
+    counts = world.stack.graph.call_counts()
+    writes = {k: v for k, v in counts.items() if k.split()[0] in ("POST", "PATCH", "DELETE") and "/events" in k}
+    assert sum(writes.values()) == 2  # one create, one move: the echoes cost no write
+    assert counts.get("GET /users/{mailbox}/events/{id}", 0) >= 1  # recognised by our extended property
+
+
+async def test_blocker_webhook_is_never_mirrored_back_even_before_our_post_returns(
+        active: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sync.inbound import InboundFlow
+
+    world = active
+    world.stack.anny.set_webhook_faults(deliver_before_response=True, duplicate=2)
+    seen = run_queue_before_recording(monkeypatch, InboundFlow, world)
+    meeting(world, 2, 9)
+    await world.settle()
+    assert seen["interleaved"] >= 1
+    assert len(blockers(world)) == 1
+    assert world.mirror_events() == []
+    assert any(d["event"] == "bookings.created" for d in world.stack.anny.deliveries())
+
+
+async def test_anny_side_deletion_of_a_blocker_is_respected_until_the_meeting_changes(active: World) -> None:
+    world = active
+    event = meeting(world, 2, 9)
+    await world.settle()
+    [blocker] = blockers(world)
+    world.stack.anny.person_delete_booking(blocker["id"])
+    await world.settle()
+    await world.activate()  # a full resync must not bring it back either
+    await world.settle()
+    assert blockers(world) == []
+    world.stack.graph.person_update_event(world.room, event["id"], subject="Planning (moved)",
+                                          start=world.utc(2, 14).isoformat()[:19],
+                                          end=world.utc(2, 15).isoformat()[:19], time_zone="UTC")
+    await world.settle()
+    [back] = blockers(world)
+    assert span(back) == (world.utc(2, 14), world.utc(2, 15))
+
+
+async def test_anny_side_edit_of_a_blocker_is_kept_until_the_meeting_changes(active: World) -> None:
+    world = active
+    event = meeting(world, 2, 9)
+    await world.settle()
+    [blocker] = blockers(world)
+    world.stack.anny.person_move_booking(blocker["id"], world.at(2, 7), world.at(2, 8))
+    await world.settle()
+    assert span(blockers(world)[0])[0] == world.utc(2, 7) - timedelta(hours=0)
+    world.stack.graph.person_update_event(world.room, event["id"], subject="Renamed")
+    await world.settle()
+    assert span(blockers(world)[0]) == (world.utc(2, 9), world.utc(2, 10))
+
+
+async def test_lifecycle_missed_recovers_the_changes_made_meanwhile(active: World) -> None:
+    world = active
+    world.stack.graph.set_notification_faults(drop_next=10)
+    meeting(world, 2, 9)
+    meeting(world, 3, 9)
+    await world.settle()
+    assert blockers(world) == []  # notifications lost
+    world.stack.graph.set_notification_faults(drop_next=0)
+    [sub] = world.stack.graph.subscriptions()
+    world.stack.graph.fire_lifecycle(sub["id"], "missed")
+    await world.settle()
+    assert len(blockers(world)) == 2
+
+
+async def test_subscription_removed_is_recreated_and_the_room_resynced(active: World) -> None:
+    world = active
+    [sub] = world.stack.graph.subscriptions()
+    world.stack.graph.fire_lifecycle(sub["id"], "subscriptionRemoved")
+    meeting(world, 2, 9)  # made while no subscription exists
+    await world.settle()
+    [new] = world.stack.graph.subscriptions()
+    assert new["id"] != sub["id"]
+    assert len(blockers(world)) == 1
+    meeting(world, 3, 9)
+    await world.settle()
+    assert len(blockers(world)) == 2
+
+
+async def test_reauthorization_required_renews_the_subscription(active: World) -> None:
+    world = active
+    [sub] = world.stack.graph.subscriptions()
+    world.stack.graph.fire_lifecycle(sub["id"], "reauthorizationRequired")
+    await world.settle()
+    assert [s["id"] for s in world.stack.graph.subscriptions()] == [sub["id"]]
+    assert any("reauthorize" in k for k in world.stack.graph.call_counts())
+
+
+async def test_expired_delta_token_rebaselines_without_duplicates(active: World) -> None:
+    world = active
+    meeting(world, 2, 9)
+    await world.settle()
+    world.stack.graph.expire_delta_tokens()
+    meeting(world, 3, 9)
+    await world.settle()
+    assert len(blockers(world)) == 2
+
+
+async def test_anny_5xx_on_blocker_write_is_retried_via_the_queue(active: World) -> None:
+    world = active
+    world.stack.anny.fail_next(503, count=2, route="POST /api/v1/bookings")
+    meeting(world, 2, 9)
+    await world.settle()
+    assert len(blockers(world)) == 1
+
+
+# --- bad input at the notification endpoints --------------------------------------------------------
+
+
+async def post(world: World, route: str, body: object = None, **params: str) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=world.stack.host.url) as client:
+        return await client.post(f"/api/{route}", params={"code": world.stack.keys.default, **params},
+                                 json=body)
+
+
+def notification(sub_id: str, client_state: str) -> dict:
+    return {"value": [{"subscriptionId": sub_id, "clientState": client_state, "changeType": "created",
+                       "resource": "Users/x/Events/y", "tenantId": "t",
+                       "resourceData": {"@odata.type": "#Microsoft.Graph.Event", "id": "y"}}]}
+
+
+async def test_wrong_client_state_or_unknown_subscription_is_dropped(active: World) -> None:
+    world = active
+    [sub] = world.stack.graph.subscriptions()
+    for body in (notification(sub["id"], "forged"), notification("unknown-sub", "whatever")):
+        answer = await post(world, "graph/notify", body)
+        assert answer.status_code == 202 and answer.json()["rooms"] == 0
+    assert await world.stack.host.run(world.stack.host.queue_messages("sync-work")) == []
+
+
+@pytest.mark.parametrize("route", ["graph/notify", "graph/lifecycle"])
+async def test_validation_token_is_echoed_as_plain_text_only(world: World, route: str) -> None:
+    hostile = "<script>alert(1)</script>&x=1"
+    answer = await post(world, route, None, validationToken=hostile)
+    assert answer.status_code == 200 and answer.text == hostile
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert answer.headers["x-content-type-options"] == "nosniff"
+    assert (await post(world, route, None, validationToken="x" * 5000)).status_code == 400
+
+
+async def test_malformed_or_oversized_notifications_are_refused(world: World) -> None:
+    async with httpx.AsyncClient(base_url=world.stack.host.url) as client:
+        params = {"code": world.stack.keys.default}
+        assert (await client.post("/api/graph/notify", params=params, content=b"{oops")).status_code == 400
+        big = b'{"value": [' + b" " * 300_000 + b"]}"
+        assert (await client.post("/api/graph/notify", params=params, content=big)).status_code == 413
+        assert (await client.post("/api/graph/notify", params=params, json={"value": 3})).status_code == 400
+
+
+async def test_notification_for_an_unmapped_room_is_a_no_op(active: World) -> None:
+    world = active
+    world.stack.graph.add_room("unmapped@contoso.example", "Elsewhere")
+    world.stack.graph.person_create_event("unmapped@contoso.example", subject="x",
+                                          start=world.utc(2, 9).isoformat()[:19],
+                                          end=world.utc(2, 10).isoformat()[:19], time_zone="UTC")
+    from sync.work import RoomWork, encode
+
+    queue = await world.stack.host.run(world.stack.host.ensure_queue("sync-work"))
+    await world.stack.host.run(queue.send_message(encode(RoomWork("unmapped@contoso.example")).encode()))
+    world.stack.anny.reset_counters()
+    await world.settle()
+    assert blockers(world) == [] and world.stack.anny.counters().get("total", 0) == 0
