@@ -1,0 +1,37 @@
+"""Settings of the anny emulator (token, organisation, paging, webhook behaviour)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+BOOKING_EVENTS = ("bookings.created", "bookings.updated", "bookings.deleted")
+
+
+@dataclass
+class AnnyConfig:
+    token: str = "anny-test-token"
+    organization_id: str = "org-test"
+    default_timezone: str = "Europe/Berlin"
+    currency: str = "EUR"
+    default_page_size: int = 30
+    max_page_size: int = 100
+    # What a cancellation sends: "bookings.deleted" (default) or "bookings.updated" (status canceled).
+    cancel_event: str = "bookings.deleted"
+    # Header carrying hex HMAC-SHA256(signing_key, raw body); None sends no signature.
+    signature_header: str | None = "x-anny-signature"
+    webhook_retries: int = 3
+    retry_backoff_s: float = 0.02
+    webhook_timeout_s: float = 5.0
+    # A subscription is paused (is_active false) after this many failed deliveries in a row.
+    deactivate_after_failures: int | None = 5
+
+    def updated(self, **changes: Any) -> AnnyConfig:
+        known = {f.name for f in fields(self)}
+        unknown = set(changes) - known
+        if unknown:
+            raise ValueError(f"unknown config keys: {sorted(unknown)}")
+        return replace(self, **changes)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
