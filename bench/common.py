@@ -1,0 +1,112 @@
+"""Shared set-up of the benchmarks: the real stack (Azurite, emulators, runner polling the queue)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import statistics
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from devhost.azurite import start_azurite
+from devhost.host import QueueOptions
+from devhost.stack import Emulators, LocalStack, start_stack
+from sync.admin import activate, add_rule
+from sync.services import Services, _by_loop
+from sync.settings import Settings, StorageSettings
+from sync.state import StateStore
+from sync.worker import Worker
+
+BERLIN = ZoneInfo("Europe/Berlin")
+ROOM = "bench.room@contoso.example"
+
+
+@contextmanager
+def running_stack(graph_latency_ms: float = 0, anny_latency_ms: int = 0) -> Iterator[LocalStack]:
+    azurite = start_azurite()
+    emulators = Emulators.start()
+    emulators.graph.set_latency(graph_latency_ms)
+    emulators.anny.set_latency(anny_latency_ms)
+    # The runner polls the queue as the Functions host does (host.json values, no test shortcuts).
+    stack = start_stack(azurite, emulators, "bench", poll_queues=True,
+                        queues=QueueOptions.from_host_json())
+    try:
+        yield stack
+    finally:
+        stack.stop()
+        emulators.stop()
+        azurite.stop()
+
+
+async def map_room(stack: LocalStack, subscribe_graph: bool) -> str:
+    """One mapped room; returns the anny resource id."""
+    resource = stack.anny.add_resource("Bench Room", timezone="Europe/Berlin")
+    stack.anny.add_service("Meeting")
+    stack.graph.add_room(ROOM, "Bench Room")
+    storage = StorageSettings(connection_string=stack.azurite.connection_string)
+    async with StateStore(storage, stack.env["TABLE_PREFIX"]) as store:
+        await add_rule(store, resource["id"], ROOM)
+    stack.subscribe_anny_webhooks()
+    if subscribe_graph:
+        services = await Services.open(Settings.from_env(stack.env))
+        try:
+            await activate(Worker(services))
+        finally:
+            await services.close()
+    return resource["id"]
+
+
+def local_time(days: int, minutes: int) -> str:
+    base = datetime.combine(datetime.now(BERLIN).date() + timedelta(days=days), datetime.min.time())
+    return (base + timedelta(hours=7, minutes=minutes)).isoformat()
+
+
+def app_table_operations(stack: LocalStack) -> int:
+    """Table requests made so far by the app inside the runner."""
+    services = _by_loop.get(stack.host.server.loop)
+    return services.store.operations if services else 0
+
+
+async def quiesce(stack: LocalStack, seconds: float = 60) -> None:
+    """Wait until deliveries are done and the queue is empty (the runner polls by itself)."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while asyncio.get_running_loop().time() < deadline:
+        await stack.anny.settle()
+        await stack.graph.wait_deliveries()
+        await stack.drain(seconds)
+        await asyncio.sleep(0.5)
+        props = await stack.host.run(_queue_depth(stack))
+        if props == 0:
+            return
+    raise TimeoutError("the stack did not quiesce")
+
+
+async def _queue_depth(stack: LocalStack) -> int:
+    client = await stack.host.ensure_queue("sync-work")
+    return (await client.get_queue_properties()).approximate_message_count
+
+
+def graph_time(value: str) -> datetime:
+    return datetime.fromisoformat(value.rstrip("Z")[:26]).replace(tzinfo=UTC)
+
+
+def percentile(values: list[float], pct: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    if len(ordered) == 1:
+        return ordered[0]
+    return statistics.quantiles(ordered, n=100, method="inclusive")[int(pct) - 1]
+
+
+def emit(result: dict) -> None:
+    print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
+    sys.stdout.flush()
+
+
+def temp_dir() -> str:
+    return tempfile.mkdtemp(prefix="bench-")

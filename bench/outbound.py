@@ -1,0 +1,120 @@
+"""`make bench-outbound`: anny → Outlook costs and latency on the real stack; prints one JSON line.
+
+Graph answers with 100 ms emulated latency; the runner polls the queue with host.json's settings.
+Latency is measured from the webhook's arrival at the app to the emulator's createdDateTime of
+the mirror event, for 200 bookings made at 20 per second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from datetime import UTC, datetime
+
+from bench.common import (
+    ROOM,
+    app_table_operations,
+    emit,
+    graph_time,
+    local_time,
+    map_room,
+    percentile,
+    quiesce,
+    running_stack,
+)
+from devhost.stack import LocalStack
+from sync import ingress
+from sync.graph import ANNY_PROPERTY_ID
+
+CHANGES = 10
+LOAD_RATE, LOAD_SECONDS = 20, 10
+
+
+def graph_totals(stack: LocalStack) -> tuple[int, int]:
+    counts = stack.graph.call_counts()
+    reads = sum(v for k, v in counts.items() if k.startswith("GET "))
+    return counts.get("total", 0), reads
+
+
+async def costs(stack: LocalStack, resource: str) -> dict[str, float]:
+    stack.graph.reset_counters()
+    stack.anny.reset_counters()
+    delivered_before = len(stack.anny.deliveries())
+    ops_before = app_table_operations(stack)
+    bookings = [stack.anny.person_create_booking(resource, local_time(2, 60 * i), local_time(2, 60 * i + 30))
+                for i in range(CHANGES)]
+    await quiesce(stack)  # so that each move is an effective change of its own
+    for i, booking in enumerate(bookings):
+        stack.anny.person_move_booking(booking["id"], local_time(3, 60 * i), local_time(3, 60 * i + 45))
+    await quiesce(stack)
+    changes = 2 * CHANGES
+    total, reads = graph_totals(stack)
+    webhooks = len(stack.anny.deliveries()) - delivered_before
+    result = {
+        "graph_requests_per_change": total / changes,
+        "graph_reads_per_change": reads / changes,
+        "anny_requests_per_webhook": sum(stack.anny.counters().values()) / webhooks,
+        "table_ops_per_change": (app_table_operations(stack) - ops_before) / changes,
+    }
+    stack.graph.reset_counters()
+    for booking in bookings:
+        stack.anny.person_update_booking(booking["id"], note="internal note only")
+    await quiesce(stack)
+    result["graph_requests_per_noop"] = graph_totals(stack)[0] / CHANGES
+    return result
+
+
+async def latency(stack: LocalStack, resource: str) -> dict[str, float]:
+    arrivals: dict[str, datetime] = {}
+    original = ingress.anny_webhook
+
+    async def timed(req, settings, store):  # type: ignore[no-untyped-def]
+        arrived = datetime.now(UTC)
+        answer = await original(req, settings, store)
+        booking_id = json.loads(answer.response.get_body()).get("booking_id")
+        if booking_id:
+            arrivals.setdefault(booking_id, arrived)
+        return answer
+
+    ingress.anny_webhook = timed  # measurement only: records when each webhook reached the app
+    try:
+        for i in range(LOAD_RATE * LOAD_SECONDS):
+            stack.anny.person_create_booking(resource, local_time(20 + i // 10, 60 * (i % 10)),
+                                             local_time(20 + i // 10, 60 * (i % 10) + 30))
+            await asyncio.sleep(1 / LOAD_RATE)
+        await quiesce(stack)
+    finally:
+        ingress.anny_webhook = original
+    written = {}
+    for event in stack.graph.events(ROOM):
+        for prop in event.get("singleValueExtendedProperties") or []:
+            if prop["id"].lower() == ANNY_PROPERTY_ID.lower():
+                written[prop["value"]] = graph_time(event["createdDateTime"])
+    samples = [(written[b] - t).total_seconds() * 1000 for b, t in arrivals.items() if b in written]
+    return {"latency_ms_p50": percentile(samples, 50), "latency_ms_p95": percentile(samples, 95),
+            "latency_samples": len(samples)}
+
+
+def cold_start(stack: LocalStack) -> dict[str, float]:
+    done = subprocess.run([sys.executable, "-m", "bench.coldstart", ROOM], capture_output=True, text=True,
+                          env={**os.environ, **stack.env}, timeout=120, check=True)
+    measured = json.loads(done.stdout.strip().splitlines()[-1])
+    return {"cold_start_s": measured["cold_start_s"], "cold_start_rss_mb": measured["cold_start_rss_mb"]}
+
+
+async def main() -> None:
+    with running_stack(graph_latency_ms=100) as stack:
+        resource = await map_room(stack, subscribe_graph=False)
+        stack.anny.person_create_booking(resource, local_time(1, 0), local_time(1, 30))  # warm-up
+        await quiesce(stack)
+        result = await costs(stack, resource)
+        result |= await latency(stack, resource)
+        result |= cold_start(stack)
+    emit(result)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
