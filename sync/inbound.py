@@ -8,6 +8,7 @@ few delta rounds, and none is lost.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import uuid
 from dataclasses import dataclass, field
@@ -39,6 +40,8 @@ from sync.state import Link, RoomState, Rule, StateStore
 log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)  # longer than functionTimeout: a lease this old belongs to a dead run
 MAX_RUNS_PER_SIGNAL = 10
+COALESCE_S = 0.25  # a burst's notifications arrive over a second or so; one read covers many
+EVENTS_IN_PARALLEL = 8  # anny writes in flight per room run (Graph reads are capped per mailbox anyway)
 
 
 def blocker_note(room: str, event_id: str) -> str:
@@ -81,6 +84,7 @@ class InboundFlow:
             return result
         try:
             while True:
+                state = await self._absorb_signals(state, run_id)
                 state = await self._run_once(state, result)
                 state, again = await self._finish_or_continue(state, run_id)
                 if not again or result.runs >= MAX_RUNS_PER_SIGNAL:
@@ -103,6 +107,21 @@ class InboundFlow:
             except ConcurrencyError:
                 continue
             return None if busy else state
+
+    async def _absorb_signals(self, state: RoomState, run_id: str) -> RoomState:
+        """Let a burst of notifications gather, then read: signals until now are covered by this read."""
+        await asyncio.sleep(COALESCE_S)
+        while True:
+            fresh = await self.store.get_room_state(state.room)
+            if fresh.run_id != run_id:
+                raise ConcurrencyError("room lease was taken over", room=state.room)
+            if not fresh.rerun_requested:
+                return fresh
+            fresh.rerun_requested = False
+            try:
+                return await self.store.save_room_state(fresh)
+            except ConcurrencyError:
+                continue
 
     async def _finish_or_continue(self, state: RoomState, run_id: str) -> tuple[RoomState, bool]:
         """Release the lease, unless a signal asked for one more run (then keep it and go again)."""
@@ -168,17 +187,27 @@ class InboundFlow:
             for event in page.events:
                 latest[event.id] = event  # the same event may come several times in one round
             delta_link = page.delta_link or delta_link
-        for event in latest.values():
-            result.actions.extend(await self.sync_event(room, rule, ctx, event))
+        await self._sync_events(room, rule, ctx, list(latest.values()), result)
         return delta_link, set(latest)
+
+    async def _sync_events(self, room: str, rule: Rule, ctx: InboundContext, events: list[OutlookEvent],
+                           result: RoomRunResult) -> None:
+        """Events are independent of each other (one link each), so a few are written at once."""
+        limit = asyncio.Semaphore(EVENTS_IN_PARALLEL)
+
+        async def one(event: OutlookEvent) -> list[Action]:
+            async with limit:
+                return await self.sync_event(room, rule, ctx, event)
+
+        for actions in await asyncio.gather(*(one(e) for e in events)):
+            result.actions.extend(actions)
 
     async def _reconcile_unseen(self, room: str, rule: Rule, ctx: InboundContext, seen: set[str],
                                 result: RoomRunResult) -> None:
         """After a baseline: linked events it did not show were deleted or moved away meanwhile."""
-        for link in await self.store.links_of_room(room):
-            if link.event_id and link.event_id not in seen:
-                removed = OutlookEvent(id=link.event_id, removed=True)
-                result.actions.extend(await self.sync_event(room, rule, ctx, removed))
+        unseen = [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
+                  if link.event_id and link.event_id not in seen]
+        await self._sync_events(room, rule, ctx, unseen, result)
 
     # -- one event -------------------------------------------------------------------------------------
 

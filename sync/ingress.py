@@ -10,6 +10,7 @@ import hashlib
 import hmac
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -112,6 +113,32 @@ def _validation(req: func.HttpRequest) -> Answer | None:
                                     headers=headers))
 
 
+class _SubscriptionCache:
+    """Subscriptions by id, kept briefly so a burst of notifications costs no table reads.
+
+    Only found subscriptions are kept: an unknown id is looked up every time.
+    """
+
+    def __init__(self, ttl_s: float = 60) -> None:
+        self._ttl = ttl_s
+        self._found: dict[str, tuple[float, Subscription]] = {}
+
+    async def get(self, subscription_id: str, store: StateStore) -> Subscription | None:
+        now = time.monotonic()
+        cached = self._found.get(subscription_id)
+        if cached and now - cached[0] < self._ttl:
+            return cached[1]
+        sub = await store.get_subscription(subscription_id)
+        if sub is None:
+            self._found.pop(subscription_id, None)
+        else:
+            self._found[subscription_id] = (now, sub)
+        return sub
+
+
+_subscriptions = _SubscriptionCache()
+
+
 async def _verified_items(req: func.HttpRequest, settings: Settings, store: StateStore
                           ) -> tuple[list[tuple[dict[str, Any], Subscription]], Answer | None]:
     payload, refused = _read_json(req, settings.webhook_max_body_bytes)
@@ -120,13 +147,10 @@ async def _verified_items(req: func.HttpRequest, settings: Settings, store: Stat
     items = payload.get("value") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         return [], _json_answer(400, error="expected {\"value\": [...]}")
-    known: dict[str, Subscription | None] = {}
     verified, dropped = [], 0
     for item in items:
         sub_id = str(item.get("subscriptionId") or "") if isinstance(item, dict) else ""
-        if sub_id and sub_id not in known:
-            known[sub_id] = await store.get_subscription(sub_id)
-        sub = known.get(sub_id)
+        sub = await _subscriptions.get(sub_id, store) if sub_id else None
         given = str(item.get("clientState") or "") if isinstance(item, dict) else ""
         if sub is None or not hmac.compare_digest(given.encode(), sub.client_state.encode()):
             dropped += 1
