@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import azure.functions as func
 
-from sync import ingress
+from sync import admin_api, ingress
 from sync.nightly import run_nightly
 from sync.services import get_services
 from sync.work import NIGHTLY_SCHEDULE, WORK_QUEUE, encode
@@ -44,7 +44,7 @@ async def graph_lifecycle(req: func.HttpRequest, work: func.Out[list[str]]) -> f
 @app.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection=STORAGE)
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
 async def sync_worker(msg: func.QueueMessage, work: func.Out[list[str]]) -> None:
-    follow_up = await Worker(await get_services()).handle_message(msg.get_body())
+    follow_up = await Worker(await get_services()).handle_message(msg.get_body(), msg.id or "")
     work.set([encode(w) for w in follow_up])
 
 
@@ -53,3 +53,8 @@ async def sync_worker(msg: func.QueueMessage, work: func.Out[list[str]]) -> None
 async def nightly(timer: func.TimerRequest, work: func.Out[list[str]]) -> None:
     report = await run_nightly(Worker(await get_services()))
     work.set([encode(w) for w in report.follow_up])
+
+
+@app.route(route="manage/{*path}", methods=["GET", "POST", "DELETE"], auth_level=func.AuthLevel.ADMIN)
+async def manage(req: func.HttpRequest) -> func.HttpResponse:
+    return await admin_api.handle(req, Worker(await get_services()))

@@ -1,18 +1,27 @@
-"""The admin surface (DESIGN §3.4) behind the CLI: rules, activation, status."""
+"""The admin surface (DESIGN §3.4): rules, activation, deactivation, deletion, status.
+
+The same commands serve the CLI (`python -m sync …`, run locally) and the admin HTTP API
+(`/api/manage/…`, run inside the function app as its managed identity); `run_command` is
+the one dispatcher behind both.
+"""
 
 from __future__ import annotations
 
-from dataclasses import asdict
+import logging
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync.errors import ConcurrencyError, NotFoundError, RuleError
 from sync.keys import normalise_mailbox
-from sync.nightly import run_nightly
-from sync.state import Rule, StateStore
+from sync.nightly import NightlyReport, run_nightly, sync_rule
+from sync.state import IntegrationStatus, Link, Rule, StateStore
 from sync.work import RoomWork
 from sync.worker import Worker
+
+log = logging.getLogger(__name__)
+COMMANDS = ("rules.list", "rules.add", "rules.remove", "activate", "deactivate", "delete", "status")
 
 
 async def add_rule(store: StateStore, anny_resource_id: str, room: str, time_zone: str = "") -> Rule:
@@ -37,24 +46,27 @@ async def add_rule(store: StateStore, anny_resource_id: str, room: str, time_zon
         raise RuleError("this room is mapped already", room=room) from None
 
 
-async def remove_rule(store: StateStore, anny_resource_id: str) -> Rule:
-    try:
-        return await store.remove_rule(anny_resource_id)
-    except NotFoundError:
-        raise RuleError("no rule for this anny resource", anny_resource=anny_resource_id) from None
-
-
 def rule_view(rule: Rule) -> dict[str, Any]:
-    view = asdict(rule)
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in view.items()}
+    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(rule).items()}
+
+
+async def _set_state(store: StateStore, state: str) -> IntegrationStatus:
+    for _ in range(5):
+        status = await store.get_status()
+        status.state = state
+        if state == "active":
+            status.activated_at = datetime.now(UTC)
+        try:
+            return await store.save_status(status)
+        except ConcurrencyError:
+            continue
+    raise ConcurrencyError("integration status keeps changing", state=state)
 
 
 async def activate(worker: Worker) -> dict[str, Any]:
     """Subscribe every mapped room and sync the whole window both ways, now."""
-    store = worker.services.store
-    status = await store.get_status()
-    status.state, status.activated_at = "active", datetime.now(UTC)
-    await store.save_status(status)
+    await _set_state(worker.services.store, "active")
+    worker.services.forget_status()
     report = await run_nightly(worker)
     rooms = [w for w in report.follow_up if isinstance(w, RoomWork)]
     for work in report.follow_up:
@@ -63,14 +75,88 @@ async def activate(worker: Worker) -> dict[str, Any]:
             "subscriptions_renewed": report.renewed}
 
 
+async def deactivate(worker: Worker) -> dict[str, Any]:
+    """Stop syncing: subscriptions removed, webhooks acknowledged and ignored; nothing else removed."""
+    store = worker.services.store
+    await _set_state(store, "inactive")
+    worker.services.forget_status()
+    removed = 0
+    for rule in await store.list_rules():
+        removed += await worker.subscriptions.remove(rule.room)
+    return {"state": "inactive", "subscriptions_removed": removed}
+
+
+@dataclass
+class Removal:
+    events: int = 0
+    blockers: int = 0
+    subscriptions: int = 0
+    rules: int = 0
+
+
+async def remove_rule(worker: Worker, anny_resource_id: str) -> dict[str, Any]:
+    """Delete a rule and everything this app created for it (mirror events and blockers)."""
+    store = worker.services.store
+    rule = await store.get_rule(anny_resource_id)
+    if rule is None:
+        raise RuleError("no rule for this anny resource", anny_resource=anny_resource_id)
+    removal = Removal()
+    await _remove_room(worker, rule, removal)
+    return {**rule_view(rule), "removed": asdict(removal)}
+
+
+async def _remove_room(worker: Worker, rule: Rule, removal: Removal) -> None:
+    services = worker.services
+    removal.subscriptions += await worker.subscriptions.remove(rule.room)
+    for link in await services.store.all_links_of_room(rule.room):
+        await _remove_mirror(worker, link, removal)
+        await services.store.delete_link(link)
+    await services.store.delete_room_state(rule.room)
+    try:
+        await services.store.remove_rule(rule.anny_resource_id)
+    except NotFoundError:
+        pass
+    removal.rules += 1
+
+
+async def _remove_mirror(worker: Worker, link: Link, removal: Removal) -> None:
+    """Remove what this app wrote for the link; what a person made is never touched."""
+    services = worker.services
+    if link.origin == "anny":
+        event_id = link.event_id
+        if not event_id:  # a create may have happened without its answer being recorded
+            found = await services.graph.find_mirror_event(link.room, link.anny_id)
+            event_id = found.event_id if found else ""
+        if event_id:
+            await services.graph.delete_event(link.room, event_id)
+            removal.events += 1
+    elif link.anny_id and not link.suppressed:
+        await services.anny.delete_booking(link.anny_id)
+        removal.blockers += 1
+
+
+async def delete_integration(worker: Worker) -> dict[str, Any]:
+    """Remove every mirror event and blocker, every subscription and all stored state."""
+    store = worker.services.store
+    await _set_state(store, "deleting")
+    worker.services.forget_status()
+    removal = Removal()
+    for rule in await store.list_rules():
+        await _remove_room(worker, rule, removal)
+    await store.drop_all()
+    log.info("integration deleted", extra=asdict(removal))
+    return {"state": "deleted", "removed": asdict(removal)}
+
+
 async def status_view(store: StateStore) -> dict[str, Any]:
     status = await store.get_status()
     subscriptions = {s.room: s.expires_at.isoformat() for s in await store.list_subscriptions()}
     rooms = {r.room: r for r in await store.list_room_states()}
     return {
         "state": status.state,
-        "activated_at": status.activated_at.isoformat() if status.activated_at else None,
+        "activated_at": _iso(status.activated_at),
         "last_error": status.last_error or None,
+        "last_error_at": _iso(status.last_error_at),
         "rules": [{**rule_view(rule), "subscription_expires": subscriptions.get(rule.room),
                    "last_run_at": _iso(rooms[rule.room].last_run_at) if rule.room in rooms else None}
                   for rule in await store.list_rules()],
@@ -79,3 +165,30 @@ async def status_view(store: StateStore) -> dict[str, Any]:
 
 def _iso(value: datetime | None) -> str | None:
     return value.isoformat() if value else None
+
+
+async def run_command(command: str, params: dict[str, str], worker: Worker) -> Any:
+    """Carry out one admin command; raises RuleError (bad input) or SyncError."""
+    store = worker.services.store
+    if command == "rules.list":
+        return [rule_view(r) for r in await store.list_rules()]
+    if command == "rules.add":
+        rule = await add_rule(store, params.get("anny_resource", ""), params.get("room", ""),
+                              params.get("time_zone", ""))
+        if await worker.services.is_active():  # a rule added while active is synced at once
+            report = NightlyReport()
+            await sync_rule(worker, rule, report)
+            for work in report.follow_up:
+                await worker.handle(work)
+        return rule_view(rule)
+    if command == "rules.remove":
+        return await remove_rule(worker, params.get("anny_resource", ""))
+    if command == "activate":
+        return await activate(worker)
+    if command == "deactivate":
+        return await deactivate(worker)
+    if command == "delete":
+        return await delete_integration(worker)
+    if command == "status":
+        return await status_view(store)
+    raise RuleError(f"unknown command; expected one of {', '.join(COMMANDS)}", command=command)

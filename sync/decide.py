@@ -51,6 +51,15 @@ class DeleteEvent:
 
 
 @dataclass(frozen=True)
+class DeleteUnrecordedEvent:
+    """A create was sent but its answer never recorded (pending link): find the event by our
+    extended property and delete it if it exists."""
+
+    room: str
+    anny_id: str
+
+
+@dataclass(frozen=True)
 class SuppressBlocker:
     """An anny admin deleted our blocker: keep it deleted until the Outlook event changes."""
 
@@ -94,8 +103,8 @@ class CheckRemoved:
     event_id: str
 
 
-Action = (Skip | CreateEvent | UpdateEvent | DeleteEvent | SuppressBlocker | CreateBlocker | UpdateBlocker
-          | DeleteBlocker | ForgetLink | RestoreMirror | CheckRemoved)
+Action = (Skip | CreateEvent | UpdateEvent | DeleteEvent | DeleteUnrecordedEvent | SuppressBlocker | CreateBlocker
+          | UpdateBlocker | DeleteBlocker | ForgetLink | RestoreMirror | CheckRemoved)
 
 
 # --- anny → Outlook ---------------------------------------------------------------------------------
@@ -132,26 +141,30 @@ def decide_booking(booking: AnnyBooking | None, room: str | None, link: Link | N
     if booking is not None and booking.made_by_this_app:
         return [Skip("a blocker this app created (its link is not recorded yet)")]
     wanted = booking is not None and room is not None and _should_mirror(booking)
-    linked = link is not None and link.event_id and link.state == "synced"
     if not wanted:
-        if linked:
-            return [DeleteEvent(link.room, link.event_id), ForgetLink()]
         if link is not None:
-            return [ForgetLink()]
+            return [_remove_mirror_event(link), ForgetLink()]
         return [Skip("not a booking to mirror")]
     assert booking is not None and room is not None
     if link is None and not ctx.window.overlaps(booking.start, booking.end):
         return [Skip("outside the sync window and never synced")]
     desired = desired_event(booking, ctx)
-    if link is None or not link.event_id:
-        generation = link.generation if link is not None else 0
-        return [CreateEvent(room, desired, generation)]
+    if link is None:
+        return [CreateEvent(room, desired, 0)]
     if link.room != room:
-        return [DeleteEvent(link.room, link.event_id), CreateEvent(room, desired, link.generation + 1)]
+        return [_remove_mirror_event(link), CreateEvent(room, desired, link.generation + 1)]
+    if not link.event_id:
+        return [CreateEvent(room, desired, link.generation)]
     current = link.fingerprint if observed is None else observed
     if current == desired.fingerprint:
         return [Skip("unchanged since last written" if observed is None else "Outlook shows what anny has")]
     return [UpdateEvent(room, link.event_id, desired)]
+
+
+def _remove_mirror_event(link: Link) -> Action:
+    if link.event_id:
+        return DeleteEvent(link.room, link.event_id)
+    return DeleteUnrecordedEvent(link.room, link.anny_id)
 
 
 def _should_mirror(booking: AnnyBooking) -> bool:
@@ -227,6 +240,8 @@ def decide_event(event: OutlookEvent, link: Link | None, ctx: InboundContext,
 def decide_removed_event(found: OutlookEvent | None, link: Link, ctx: InboundContext) -> list[Action]:
     """After `CheckRemoved`: `found` is the event looked up by id (None: it is gone)."""
     if found is None or found.removed:
+        if link.origin == "anny":
+            return [RestoreMirror(link.anny_id, "")]
         return _stop_blocking(link)
     return decide_event(found, link, ctx)
 
@@ -244,7 +259,7 @@ def _blocks(event: OutlookEvent, ctx: InboundContext) -> bool:
 
 def _mirror_event_seen_in_outlook(event: OutlookEvent, link: Link) -> list[Action]:
     if event.removed:
-        return [RestoreMirror(link.anny_id, "")]
+        return [CheckRemoved(event.id)]  # deleted, or moved out of the view: look before writing
     if event.mirror_fingerprint() != link.fingerprint:
         return [RestoreMirror(link.anny_id, event.mirror_fingerprint())]
     return [Skip("our own write coming back")]

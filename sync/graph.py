@@ -58,6 +58,7 @@ T = TypeVar("T")
 ANNY_PROPERTY_ID = "String {8e1d1c7a-3b9f-4a52-9d6e-5a1f2b7c4e90} Name AnnyBookingId"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 MAILBOX_CONCURRENCY = 4
+UTC_TIMES = 'outlook.timezone="UTC"'  # Prefer header: every time we read is in UTC
 WINDOWS_ZONES = {"UTC": "UTC", "W. Europe Standard Time": "Europe/Berlin", "GMT Standard Time": "Europe/London",
                  "Romance Standard Time": "Europe/Paris", "Central Europe Standard Time": "Europe/Budapest",
                  "Eastern Standard Time": "America/New_York", "Pacific Standard Time": "America/Los_Angeles"}
@@ -184,6 +185,7 @@ class GraphGateway:
     async def anny_id_of_event(self, room: str, event_id: str) -> tuple[OutlookEvent, str] | None:
         """The event with our extended property's value ("" when it has none); None when gone."""
         query = RequestConfiguration(query_parameters=_expand_property())
+        query.headers.add("Prefer", UTC_TIMES)
         try:
             event = await self._call(
                 room, lambda: self.client.users.by_user_id(room).events.by_event_id(event_id).get(query),
@@ -232,7 +234,7 @@ class GraphGateway:
         while True:
             config = RequestConfiguration(query_parameters=None if link else params)
             config.headers.add("Prefer", f"odata.maxpagesize={page_size}")
-            config.headers.add("Prefer", 'outlook.timezone="UTC"')
+            config.headers.add("Prefer", UTC_TIMES)
             request = builder.with_url(link) if link else builder
             try:
                 page = await self._call(room, lambda r=request, c=config: r.get(c))

@@ -29,7 +29,7 @@ from sync.decide import (
     decide_event,
     decide_removed_event,
 )
-from sync.errors import ConcurrencyError, RemoteGone, SyncStateExpired
+from sync.errors import ConcurrencyError, RemoteBadRequest, RemoteConflict, RemoteGone, SyncStateExpired
 from sync.graph import GraphGateway
 from sync.keys import fingerprint
 from sync.model import BLOCKER_MARKER, DesiredBlocker, OutlookEvent, SyncWindow
@@ -41,7 +41,8 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(minutes=10)  # longer than functionTimeout: a lease this old belongs to a dead run
 MAX_RUNS_PER_SIGNAL = 10
 COALESCE_S = 0.25  # a burst's notifications arrive over a second or so; one read covers many
-EVENTS_IN_PARALLEL = 8  # anny writes in flight per room run (Graph reads are capped per mailbox anyway)
+EVENTS_IN_PARALLEL = 8
+_resource_zones: dict[str, str] = {}  # anny writes in flight per room run (Graph reads are capped per mailbox anyway)
 
 
 def blocker_note(room: str, event_id: str) -> str:
@@ -49,10 +50,15 @@ def blocker_note(room: str, event_id: str) -> str:
     return f"Synced from the Outlook calendar of {room}. {BLOCKER_MARKER}{fingerprint(room, event_id)}]"
 
 
-def inbound_context(settings: Settings, rule: Rule, now: datetime | None = None) -> InboundContext:
+def inbound_context(settings: Settings, resource_zone: str, now: datetime | None = None) -> InboundContext:
     window = SyncWindow.now(now or datetime.now(UTC), settings.window_months, settings.time_zone)
     return InboundContext(window, settings.blocking_show_as, settings.blocker_title_mode == "neutral",
-                          settings.blocker_neutral_title, ZoneInfo(rule.time_zone or settings.time_zone))
+                          settings.blocker_neutral_title, ZoneInfo(resource_zone or settings.time_zone))
+
+
+def _ended_before(link: Link, window: SyncWindow) -> bool:
+    """A linked item that ended before the window: calendarView no longer shows it, nothing to do."""
+    return bool(link.end) and datetime.fromisoformat(link.end) <= window.start
 
 
 @dataclass
@@ -62,6 +68,8 @@ class RoomRunResult:
     delta_requests: int = 0
     actions: list[Action] = field(default_factory=list)
     skipped_busy: bool = False
+    rerun_later: bool = False
+    failures: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -74,10 +82,14 @@ class InboundFlow:
 
     # -- the lease ----------------------------------------------------------------------------------
 
-    async def sync_room(self, room: str) -> RoomRunResult:
-        """Run the room's delta until no signal arrived meanwhile; return at once if another run holds it."""
+    async def sync_room(self, room: str, run_id: str = "") -> RoomRunResult:
+        """Run the room's delta until no signal arrived meanwhile; return at once if another run holds it.
+
+        `run_id` should be the queue message's id: a message redelivered after its worker died
+        takes its own lease back instead of waiting for it to expire.
+        """
         result = RoomRunResult(room)
-        run_id = uuid.uuid4().hex
+        run_id = run_id or uuid.uuid4().hex
         state = await self._acquire(room, run_id)
         if state is None:
             result.skipped_busy = True
@@ -86,8 +98,11 @@ class InboundFlow:
             while True:
                 state = await self._absorb_signals(state, run_id)
                 state = await self._run_once(state, result)
-                state, again = await self._finish_or_continue(state, run_id)
-                if not again or result.runs >= MAX_RUNS_PER_SIGNAL:
+                last = result.runs >= MAX_RUNS_PER_SIGNAL
+                state, again = await self._finish_or_continue(state, run_id, release=last)
+                if again and last:
+                    result.rerun_later = True  # the lease is released; the worker queues one more signal
+                if not again or last:
                     return result
         except BaseException:
             await self._release_after_failure(room, run_id)
@@ -97,7 +112,8 @@ class InboundFlow:
         while True:
             state = await self.store.get_room_state(room)
             now = datetime.now(UTC)
-            busy = state.running_since is not None and now - state.running_since < LEASE
+            held = state.running_since is not None and now - state.running_since < LEASE
+            busy = held and state.run_id != run_id
             if busy:
                 state.rerun_requested = True
             else:
@@ -109,28 +125,29 @@ class InboundFlow:
             return None if busy else state
 
     async def _absorb_signals(self, state: RoomState, run_id: str) -> RoomState:
-        """Let a burst of notifications gather, then read: signals until now are covered by this read."""
+        """Let a burst of notifications gather, then read: signals until now are covered by this read.
+
+        Also renews the lease for the run that follows.
+        """
         await asyncio.sleep(COALESCE_S)
         while True:
             fresh = await self.store.get_room_state(state.room)
             if fresh.run_id != run_id:
                 raise ConcurrencyError("room lease was taken over", room=state.room)
-            if not fresh.rerun_requested:
-                return fresh
-            fresh.rerun_requested = False
+            fresh.rerun_requested, fresh.running_since = False, datetime.now(UTC)
             try:
                 return await self.store.save_room_state(fresh)
             except ConcurrencyError:
                 continue
 
-    async def _finish_or_continue(self, state: RoomState, run_id: str) -> tuple[RoomState, bool]:
-        """Release the lease, unless a signal asked for one more run (then keep it and go again)."""
+    async def _finish_or_continue(self, state: RoomState, run_id: str, release: bool) -> tuple[RoomState, bool]:
+        """Release the lease, unless a signal asked for one more run (then keep it, unless `release`)."""
         while True:
             if state.run_id != run_id:
                 raise ConcurrencyError("room lease was taken over", room=state.room)
             again = state.rerun_requested
             state.rerun_requested = False
-            if not again:
+            if release or not again:
                 state.running_since, state.run_id = None, ""
             try:
                 return await self.store.save_room_state(state), again
@@ -161,7 +178,7 @@ class InboundFlow:
         if rule is None:
             log.info("room has no rule; nothing to do", extra={"room": state.room})
             return state
-        ctx = inbound_context(self.settings, rule)
+        ctx = inbound_context(self.settings, rule.time_zone or await self._resource_zone(rule))
         window_changed = (state.window_start, state.window_end) != (ctx.window.start.isoformat(),
                                                                   ctx.window.end.isoformat())
         link = "" if window_changed else state.delta_link
@@ -177,6 +194,13 @@ class InboundFlow:
         state.window_start, state.window_end = ctx.window.start.isoformat(), ctx.window.end.isoformat()
         state.last_run_at = datetime.now(UTC)
         return state
+
+    async def _resource_zone(self, rule: Rule) -> str:
+        """The anny resource's time zone (all-day blockers are whole days there), read once per process."""
+        if rule.anny_resource_id not in _resource_zones:
+            resource = await self.anny.get_resource(rule.anny_resource_id)
+            _resource_zones[rule.anny_resource_id] = resource.time_zone if resource else ""
+        return _resource_zones[rule.anny_resource_id]
 
     async def _read_changes(self, room: str, rule: Rule, ctx: InboundContext, link: str,
                             result: RoomRunResult) -> tuple[str, set[str]]:
@@ -197,7 +221,15 @@ class InboundFlow:
 
         async def one(event: OutlookEvent) -> list[Action]:
             async with limit:
-                return await self.sync_event(room, rule, ctx, event)
+                try:
+                    return await self.sync_event(room, rule, ctx, event)
+                except (RemoteBadRequest, RemoteConflict) as exc:
+                    # anny refused this one item: record it and go on, or one bad event would
+                    # stop the whole room (the delta link would never move past it).
+                    log.error("event could not be synced", extra={"room": room, "event_id": event.id,
+                                                                  "error": str(exc)})
+                    result.failures.append(str(exc))
+                    return []
 
         for actions in await asyncio.gather(*(one(e) for e in events)):
             result.actions.extend(actions)
@@ -206,7 +238,7 @@ class InboundFlow:
                                 result: RoomRunResult) -> None:
         """After a baseline: linked events it did not show were deleted or moved away meanwhile."""
         unseen = [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
-                  if link.event_id and link.event_id not in seen]
+                  if link.event_id and link.event_id not in seen and not _ended_before(link, ctx.window)]
         await self._sync_events(room, rule, ctx, unseen, result)
 
     # -- one event -------------------------------------------------------------------------------------
@@ -223,9 +255,10 @@ class InboundFlow:
             if isinstance(action, CheckRemoved):
                 assert link is not None
                 found = await self.graph.anny_id_of_event(room, action.event_id)
-                follow_up = decide_removed_event(found[0] if found else None, link, ctx)
+                current = found[0] if found else None
+                follow_up = decide_removed_event(current, link, ctx)
                 for step in follow_up:
-                    link = await self._carry_out(step, room, rule, event, link)
+                    link = await self._carry_out(step, room, rule, current or event, link)
                 done.extend(follow_up)
             else:
                 link = await self._carry_out(action, room, rule, event, link)
@@ -290,9 +323,9 @@ class InboundFlow:
 
     async def _find_our_blocker(self, rule: Rule, desired: DesiredBlocker, note: str) -> str | None:
         """Recovery after a crash between the blocker POST and the link write."""
-        margin = timedelta(days=1)
-        bookings = await self.anny.list_bookings([rule.anny_resource_id], desired.start - margin,
-                                                 desired.end + margin)
+        window = SyncWindow.now(datetime.now(UTC), self.settings.window_months, self.settings.time_zone)
+        bookings = await self.anny.list_bookings([rule.anny_resource_id], min(window.start, desired.start),
+                                                 max(window.end, desired.end))
         for booking in bookings:
             if booking.is_blocker and booking.note == note and not booking.is_cancelled:
                 return booking.id

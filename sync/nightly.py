@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from sync.outbound import outbound_context
+from sync.state import Rule
 from sync.work import BookingWork, RoomWork, Work
 from sync.worker import Worker
 
@@ -26,16 +27,24 @@ async def run_nightly(worker: Worker) -> NightlyReport:
     """Outbound drift is repaired inline; each room gets a delta run on the queue (new window → baseline)."""
     services = worker.services
     report = NightlyReport()
+    if not await services.is_active():
+        log.info("integration not active; nightly run skipped")
+        return report
     report.renewed = await worker.subscriptions.renew_due()
     report.purged_event_ids = await services.store.purge_processed()
     for rule in await services.store.list_rules():
-        report.rooms += 1
-        await worker.subscriptions.ensure(rule.room)
-        report.bookings_checked += await _reconcile_outbound(worker, rule.anny_resource_id, rule.room, report)
-        report.follow_up.append(RoomWork(rule.room, reason="nightly"))
+        await sync_rule(worker, rule, report)
     log.info("nightly run done", extra={"renewed": report.renewed, "rooms": report.rooms,
                                        "bookings_checked": report.bookings_checked})
     return report
+
+
+async def sync_rule(worker: Worker, rule: Rule, report: NightlyReport) -> None:
+    """Subscribe the rule's room, repair anny → Outlook now, and queue a delta run of the room."""
+    report.rooms += 1
+    await worker.subscriptions.ensure(rule.room)
+    report.bookings_checked += await _reconcile_outbound(worker, rule.anny_resource_id, rule.room, report)
+    report.follow_up.append(RoomWork(rule.room, reason="sync"))
 
 
 async def _reconcile_outbound(worker: Worker, resource_id: str, room: str, report: NightlyReport) -> int:

@@ -15,6 +15,7 @@ from sync.decide import (
     Action,
     CreateEvent,
     DeleteEvent,
+    DeleteUnrecordedEvent,
     ForgetLink,
     OutboundContext,
     Skip,
@@ -86,6 +87,11 @@ class OutboundFlow:
                 return await self._update(action, link)
             case DeleteEvent(room=room, event_id=event_id):
                 await self.graph.delete_event(room, event_id)
+                return link
+            case DeleteUnrecordedEvent(room=room, anny_id=anny_id):
+                found = await self.graph.find_mirror_event(room, anny_id)
+                if found is not None:
+                    await self.graph.delete_event(room, found.event_id)
                 return link
             case ForgetLink():
                 if link is not None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
@@ -11,6 +12,8 @@ from sync.anny import AnnyClient
 from sync.graph import GraphGateway
 from sync.settings import Settings
 from sync.state import StateStore
+
+STATUS_TTL_S = 10.0  # activation and deactivation reach every instance within this time
 
 
 @dataclass
@@ -20,6 +23,18 @@ class Services:
     anny: AnnyClient
     graph: GraphGateway
     categories_ensured: set[str] = field(default_factory=set)
+    _active: tuple[float, bool] = (0.0, False)
+
+    async def is_active(self) -> bool:
+        """Whether the integration is active; read at most every STATUS_TTL_S seconds."""
+        checked_at, active = self._active
+        if time.monotonic() - checked_at > STATUS_TTL_S:
+            active = (await self.store.get_status()).state == "active"
+            self._active = (time.monotonic(), active)
+        return active
+
+    def forget_status(self) -> None:
+        self._active = (0.0, False)
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:

@@ -355,14 +355,19 @@ class StateStore:
         return await self._link_at(self._event_key(room, event_id))
 
     async def _link_at(self, key: tuple[str, str]) -> Link | None:
-        """The link stored at `key`; when that is only its index copy, the owner is read for its ETag."""
+        """The link stored at `key`. An index copy is only a pointer: the owner is read (for its
+        ETag), and an index whose owner no longer names this key (left over by a crash) is ignored.
+        """
         entity = await self._get("links", *key)
         if entity is None:
             return None
         link: Link = _from_entity(Link, entity)
-        if self._owner_key(link) != key:
-            return await self.owner_link(link)
-        return link
+        if self._owner_key(link) == key:
+            return link
+        owner = await self.owner_link(link)
+        if owner is None or self._index_key(owner) != key:
+            return None
+        return owner
 
     async def owner_link(self, link: Link) -> Link | None:
         """Re-read the authoritative copy of a link (with its ETag)."""
@@ -370,20 +375,23 @@ class StateStore:
         return _from_entity(Link, entity) if entity else None
 
     async def save_link(self, link: Link, previous_index: tuple[str, str] | None = None) -> Link:
-        """Write the link's owner entity (ETag-guarded; create-only without an ETag), then its index.
+        """Write the link's index entity, then its owner (ETag-guarded; create-only without an ETag).
 
-        A lost race raises ConcurrencyError and writes nothing.
+        The owner is written last, so a crash in between leaves the owner as it was and the
+        retried work item redoes the step. Reads through an index always check the owner
+        (`_link_at`), so an index that ran ahead or stayed behind is never believed. A lost
+        race raises ConcurrencyError.
         """
         link.room = normalise_mailbox(link.room)
         link.updated_at = utcnow()
         context = {"room": link.room, "anny_id": link.anny_id or None, "event_id": link.event_id or None}
+        index = self._index_key(link)
+        if index is not None:
+            await self._upsert("links", _to_entity(link, *index))
         try:
             link.etag = await self._replace("links", _to_entity(link, *self._owner_key(link)), link.etag)
         except ConcurrencyError as exc:
             raise ConcurrencyError("link was written by someone else", **context) from exc
-        index = self._index_key(link)
-        if index is not None:
-            await self._upsert("links", _to_entity(link, *index))
         if previous_index and previous_index != index:
             await self._delete("links", *previous_index)
         return link
@@ -401,6 +409,24 @@ class StateStore:
     async def links_of_room(self, room: str) -> list[Link]:
         pk = "r~" + encode_key(normalise_mailbox(room))
         return [_from_entity(Link, e) async for e in self._query("links", "PartitionKey eq @pk", pk=pk)]
+
+    async def all_links_of_room(self, room: str) -> list[Link]:
+        """Every link of a room, pending ones included (a scan: for deletion and maintenance only)."""
+        owners: dict[tuple[str, str], Link] = {}
+        referenced: dict[tuple[str, str], Link] = {}
+        async for entity in self._query("links", "room eq @room", room=normalise_mailbox(room)):
+            link: Link = _from_entity(Link, entity)
+            key = self._owner_key(link)
+            if key == (entity["PartitionKey"], entity["RowKey"]):
+                owners[key] = link
+            else:
+                referenced[key] = link
+        for key, link in referenced.items():
+            if key not in owners:
+                owner = await self.owner_link(link)
+                if owner is not None:
+                    owners[key] = owner
+        return list(owners.values())
 
     # -- subscriptions ------------------------------------------------------------------------------
 

@@ -34,22 +34,26 @@ class Worker:
     def subscriptions(self) -> SubscriptionManager:
         return SubscriptionManager(self.services.settings, self.services.store, self.services.graph)
 
-    async def handle_message(self, body: str | bytes) -> list[Work]:
-        """Carry out one queue message; returns follow-up work. Raising makes the queue retry it."""
+    async def handle_message(self, body: str | bytes, message_id: str = "") -> list[Work]:
+        """Carry out one queue message; returns follow-up work. Raising makes the queue retry it
+        (up to maxDequeueCount, then the poison queue keeps it for the admin)."""
         try:
             work = decode(body)
         except BadWorkItem as exc:
             log.error("dropping a message that is not a work item", extra={"error": str(exc)})
             return []
         try:
-            return await self.handle(work)
+            return await self.handle(work, message_id)
         except RemoteAuthError as exc:
-            # Retrying cannot fix credentials: record it where the admin looks, do not retry.
-            log.error("anny or Graph refused our credentials", extra={"error": str(exc), **exc.context})
+            log.error("anny or Graph refused our credentials; fix them, then replay the poison queue",
+                      extra={"error": str(exc), **exc.context})
             await self._record_error(str(exc))
-            return []
+            raise
 
-    async def handle(self, work: Work) -> list[Work]:
+    async def handle(self, work: Work, message_id: str = "") -> list[Work]:
+        if not await self.services.is_active():
+            log.info("integration not active; work item acknowledged and ignored", extra={"work": repr(work)})
+            return []
         match work:
             case BookingWork(booking_id=booking_id, anny_event_id=event_id, observed=observed):
                 await self.outbound.sync_booking(booking_id, observed=observed)
@@ -58,8 +62,11 @@ class Worker:
                     await self.services.store.mark_processed(event_id, keep)
                 return []
             case RoomWork(room=room):
-                await self.inbound.sync_room(room)
-                return []
+                result = await self.inbound.sync_room(room, run_id=message_id)
+                if result.failures:
+                    await self._record_error(f"{len(result.failures)} event(s) of {room} could not be synced: "
+                                             f"{result.failures[-1]}")
+                return [RoomWork(room, reason="more changes")] if result.rerun_later else []
             case LifecycleWork():
                 return await self._lifecycle(work)
         return []

@@ -16,6 +16,7 @@ from sync.decide import (
     CreateEvent,
     DeleteBlocker,
     DeleteEvent,
+    DeleteUnrecordedEvent,
     ForgetLink,
     InboundContext,
     OutboundContext,
@@ -140,6 +141,13 @@ def test_anny_deletion_of_our_blocker_is_remembered_once() -> None:
     assert isinstance(decide_booking(None, ROOM, blocker_link(suppressed=True), OUT)[0], Skip)
 
 
+def test_pending_link_of_a_cancelled_booking_looks_for_the_unrecorded_event() -> None:
+    pending = Link(room=ROOM, origin="anny", anny_id="b1", state="pending")
+    assert decide_booking(None, ROOM, pending, OUT) == [DeleteUnrecordedEvent(ROOM, "b1"), ForgetLink()]
+    actions = decide_booking(booking(), "other@contoso.example", pending, OUT)
+    assert actions[0] == DeleteUnrecordedEvent(ROOM, "b1") and isinstance(actions[1], CreateEvent)
+
+
 def test_pending_link_retries_the_create_with_the_same_generation() -> None:
     pending = Link(room=ROOM, origin="anny", anny_id="b1", state="pending", generation=4)
     [action] = decide_booking(booking(), ROOM, pending, OUT)
@@ -232,7 +240,10 @@ def test_mirror_event_never_becomes_a_blocker() -> None:
 def test_outlook_edit_or_delete_of_a_mirror_event_restores_it_from_anny() -> None:
     edited = event(id="E1", subject="hijacked")
     assert decide_event(edited, mirror_link(), IN) == [RestoreMirror("b1", edited.mirror_fingerprint())]
-    assert decide_event(OutlookEvent(id="E1", removed=True), mirror_link(), IN) == [RestoreMirror("b1", "")]
+    assert decide_event(OutlookEvent(id="E1", removed=True), mirror_link(), IN) == [CheckRemoved("E1")]
+    assert decide_removed_event(None, mirror_link(), IN) == [RestoreMirror("b1", "")]
+    untouched = event(id="E1", subject=desired_event(booking(), OUT).subject, change_key="ck7")
+    assert isinstance(decide_removed_event(untouched, mirror_link(), IN)[0], Skip)
 
 
 # --- convergence: applying the decisions, then deciding again, changes nothing --------------------

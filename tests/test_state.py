@@ -151,3 +151,21 @@ async def test_operations_are_counted(store: StateStore) -> None:
     before = store.operations
     await store.get_status()
     assert store.operations == before + 1
+
+
+async def test_index_left_behind_by_a_crash_is_not_believed(store: StateStore) -> None:
+    link = await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id="old"))
+    link.event_id = "new"
+    await store.save_link(link)  # as if the crash came before the old index was removed
+    assert await store.link_by_event(ROOM, "old") is None
+    assert (await store.link_by_event(ROOM, "new")).anny_id == "b-1"
+
+
+async def test_all_links_of_a_room_include_pending_ones(store: StateStore) -> None:
+    await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", state="pending"))
+    await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-2", event_id="e-2"))
+    await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-3", anny_id="blk-3"))
+    await store.save_link(Link(room="other@contoso.example", origin="anny", anny_id="b-4", event_id="e-4"))
+    found = await store.all_links_of_room(ROOM)
+    assert sorted(link.anny_id for link in found) == ["b-1", "b-2", "blk-3"]
+    assert all(link.etag for link in found)

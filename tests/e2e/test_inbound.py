@@ -33,8 +33,8 @@ def meeting(world: World, offset: int, hour: int, hours: int = 1, **fields: obje
 
 @pytest.fixture
 async def active(world: World) -> World:
-    await world.activate()
-    world.stack.graph.clear_deliveries()
+    """The `world` fixture has activated the integration: the room is subscribed."""
+    assert len(world.stack.graph.subscriptions()) == 1
     return world
 
 
@@ -191,7 +191,7 @@ async def test_anny_side_deletion_of_a_blocker_is_respected_until_the_meeting_ch
     [blocker] = blockers(world)
     world.stack.anny.person_delete_booking(blocker["id"])
     await world.settle()
-    await world.activate()  # a full resync must not bring it back either
+    await world.activate()  # a full resync (as every night) must not bring it back either
     await world.settle()
     assert blockers(world) == []
     world.stack.graph.person_update_event(world.room, event["id"], subject="Planning (moved)",
@@ -260,6 +260,22 @@ async def test_expired_delta_token_rebaselines_without_duplicates(active: World)
     meeting(world, 3, 9)
     await world.settle()
     assert len(blockers(world)) == 2
+
+
+async def test_one_event_anny_refuses_does_not_stop_the_room(active: World) -> None:
+    world = active
+    start = world.utc(2, 9).isoformat()[:19]
+    meeting(world, 2, 8)
+    world.stack.graph.person_create_event(world.room, subject="Zero length", start=start, end=start,
+                                          time_zone="UTC")  # Outlook allows it; anny refuses it (422)
+    meeting(world, 3, 9)
+    await world.settle()
+    assert len(blockers(world)) == 2
+    assert await world.stack.poison_messages() == []
+    assert "could not be synced" in (await world.state.get_status()).last_error
+    meeting(world, 4, 9)
+    await world.settle()
+    assert len(blockers(world)) == 3  # the delta link moved on past the refused event
 
 
 async def test_anny_5xx_on_blocker_write_is_retried_via_the_queue(active: World) -> None:

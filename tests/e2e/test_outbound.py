@@ -101,9 +101,8 @@ async def test_webhook_delivered_three_times_and_reordered_gives_one_correct_eve
     assert utc(event["start"]["dateTime"]) == world.utc(6, 13)
 
 
-async def test_crash_between_graph_create_and_link_write_still_gives_one_event(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Injected: the process dies right after Graph created the event, before the link is recorded.
+def crash_once_in_record(monkeypatch: pytest.MonkeyPatch) -> dict:
+    """Injected: the process dies right after Graph created the event, before the link is recorded."""
     from sync.outbound import OutboundFlow
 
     original = OutboundFlow._record
@@ -116,6 +115,26 @@ async def test_crash_between_graph_create_and_link_write_still_gives_one_event(
         return await original(self, *args, **kwargs)
 
     monkeypatch.setattr(OutboundFlow, "_record", crash_once)
+    return crashes
+
+
+async def test_crash_after_the_create_then_a_cancel_leaves_no_event(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    crashes = crash_once_in_record(monkeypatch)
+    world.stack.host.queue_options.max_dequeue_count = 1  # the crashed item is parked, not retried
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 16), world.at(2, 17))
+    await world.settle()
+    assert crashes["left"] == 0 and len(world.mirror_events()) == 1  # created, but never recorded
+    world.stack.host.queue_options.max_dequeue_count = 5
+    world.stack.anny.person_cancel_booking(booking["id"])
+    await world.settle()
+    assert world.mirror_events() == []
+    assert await world.state.link_by_anny_id(booking["id"]) is None
+
+
+async def test_crash_between_graph_create_and_link_write_still_gives_one_event(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    crashes = crash_once_in_record(monkeypatch)
     booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 16), world.at(2, 17))
     await world.settle()
     assert crashes["left"] == 0
@@ -134,7 +153,6 @@ async def test_booking_moved_into_the_window_is_synced_and_outside_is_ignored(wo
 
 
 async def test_outlook_edit_or_delete_of_a_mirror_event_is_restored_from_anny(world: World) -> None:
-    await world.activate()
     booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
     await world.settle()
     event = single(world)
@@ -265,14 +283,16 @@ async def test_anny_5xx_is_retried_by_the_queue_then_poisoned(world: World) -> N
     assert utc(single(world)["start"]["dateTime"]) == world.utc(2, 9)  # nothing lost or half-written
 
 
-async def test_anny_auth_failure_is_reported_not_retried(world: World, caplog: pytest.LogCaptureFixture) -> None:
+async def test_anny_auth_failure_is_reported_and_parked_not_retried_endlessly(
+        world: World, caplog: pytest.LogCaptureFixture) -> None:
     world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
     await world.stack.anny.settle()
     world.stack.anny.force_status(401)
     with caplog.at_level(logging.ERROR):
         await world.settle()
     world.stack.anny.force_status(None)
-    assert await world.stack.poison_messages() == []
+    assert len(await world.stack.poison_messages()) == 1  # kept for a replay once the token is fixed
+    assert world.stack.anny.counters().get("GET /api/v1/bookings/{id}", 0) <= 5
     status = await world.state.get_status()
     assert "401" in status.last_error
     assert any("credentials" in r.getMessage() for r in caplog.records)

@@ -1,0 +1,70 @@
+"""The admin HTTP API (`/api/manage/…`, admin key): the admin commands, run as the app's identity."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+import azure.functions as func
+
+from sync.admin import run_command
+from sync.errors import RuleError, SyncError
+from sync.worker import Worker
+
+log = logging.getLogger(__name__)
+ROUTE_PREFIX = "manage"
+# command → (method, path below /api/manage); the CLI's remote mode uses the same table.
+ROUTES: dict[str, tuple[str, str]] = {
+    "rules.list": ("GET", "rules"),
+    "rules.add": ("POST", "rules"),
+    "rules.remove": ("DELETE", "rules/{anny_resource}"),
+    "activate": ("POST", "activate"),
+    "deactivate": ("POST", "deactivate"),
+    "delete": ("POST", "delete"),
+    "status": ("GET", "status"),
+}
+
+
+def command_for(method: str, path: str) -> tuple[str, dict[str, str]] | None:
+    """Match a request to a command; path parameters are returned as params."""
+    parts = path.strip("/").split("/")
+    for command, (route_method, template) in ROUTES.items():
+        pattern = template.split("/")
+        if route_method != method.upper() or len(pattern) != len(parts):
+            continue
+        params: dict[str, str] = {}
+        for want, got in zip(pattern, parts, strict=True):
+            if want.startswith("{"):
+                params[want.strip("{}")] = got
+            elif want != got:
+                break
+        else:
+            return command, params
+    return None
+
+
+def _json(status: int, body: Any) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
+
+
+async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
+    matched = command_for(req.method, req.route_params.get("path", ""))
+    if matched is None:
+        return _json(404, {"error": "unknown admin command", "commands": sorted(ROUTES)})
+    command, params = matched
+    if req.get_body():
+        try:
+            body = json.loads(req.get_body())
+        except ValueError:
+            return _json(400, {"error": "malformed JSON"})
+        if not isinstance(body, dict):
+            return _json(400, {"error": "expected a JSON object"})
+        params.update({k: str(v) for k, v in body.items()})
+    try:
+        return _json(200, await run_command(command, params, worker))
+    except RuleError as exc:
+        return _json(400, {"error": str(exc), **exc.context})
+    except SyncError as exc:
+        log.error("admin command failed", extra={"command": command, "error": str(exc)})
+        return _json(502, {"error": str(exc), **exc.context})

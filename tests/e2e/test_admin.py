@@ -1,0 +1,110 @@
+"""Admin surface end to end (DESIGN §3.4): the admin HTTP API, the CLI against it, deactivate, delete."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from sync.cli import main
+from tests.e2e.conftest import World
+from tests.e2e.test_inbound import blockers, meeting
+
+
+async def manage(world: World, method: str, path: str, key: str | None = "master", **kwargs: object
+                 ) -> httpx.Response:
+    headers = {"x-functions-key": world.stack.keys.master if key == "master" else key} if key else {}
+    async with httpx.AsyncClient(base_url=world.stack.host.url, timeout=60) as client:
+        return await client.request(method, f"/api/manage/{path}", headers=headers, **kwargs)
+
+
+async def test_admin_api_needs_the_admin_key(world: World) -> None:
+    assert (await manage(world, "GET", "status", key=None)).status_code == 401
+    assert (await manage(world, "GET", "status", key=world.stack.keys.default)).status_code == 401
+    status = (await manage(world, "GET", "status")).json()
+    assert status["state"] == "active" and status["rules"][0]["room"] == world.room
+    assert status["rules"][0]["subscription_expires"]
+
+
+async def test_admin_api_refuses_bad_input_clearly(world: World) -> None:
+    duplicate = await manage(world, "POST", "rules", json={"anny_resource": world.resource, "room": "x@y.example"})
+    assert duplicate.status_code == 400 and "mapped already" in duplicate.json()["error"]
+    assert (await manage(world, "POST", "rules", content=b"{nope")).status_code == 400
+    assert (await manage(world, "POST", "nonsense")).status_code == 404
+
+
+async def test_rule_added_while_active_is_synced_at_once(world: World) -> None:
+    other = world.stack.anny.add_resource("Room Beta", timezone="Europe/Berlin")
+    world.stack.graph.add_room("room.beta@contoso.example", "Room Beta")
+    world.stack.anny.person_create_booking(other["id"], world.at(2, 9), world.at(2, 10))
+    world.stack.graph.person_create_event("room.beta@contoso.example", subject="Existing",
+                                          start=world.utc(3, 9).isoformat()[:19],
+                                          end=world.utc(3, 10).isoformat()[:19], time_zone="UTC")
+    await world.settle()
+    added = await manage(world, "POST", "rules", json={"anny_resource": other["id"],
+                                                       "room": "room.beta@contoso.example"})
+    assert added.status_code == 200
+    await world.settle()
+    beta_events = [e for e in world.stack.graph.events("room.beta@contoso.example") if "anny" in e["categories"]]
+    assert len(beta_events) == 1
+    assert [b["resource"]["id"] for b in blockers(world)] == [other["id"]]
+
+
+async def test_deactivate_stops_sync_and_removes_nothing(world: World) -> None:
+    meeting(world, 2, 9)
+    world.stack.anny.person_create_booking(world.resource, world.at(3, 9), world.at(3, 10))
+    await world.settle()
+    answer = await manage(world, "POST", "deactivate")
+    assert answer.json() == {"state": "inactive", "subscriptions_removed": 1}
+    assert world.stack.graph.subscriptions() == []
+    world.stack.anny.person_create_booking(world.resource, world.at(4, 9), world.at(4, 10))
+    await world.settle()
+    assert len(world.mirror_events()) == 1 and len(blockers(world)) == 1  # kept, and nothing new synced
+
+
+async def test_reactivation_transfers_what_is_new(world: World) -> None:
+    await manage(world, "POST", "deactivate")
+    world.stack.anny.person_create_booking(world.resource, world.at(4, 9), world.at(4, 10))
+    await world.settle()
+    assert world.mirror_events() == []
+    assert (await manage(world, "POST", "activate")).json()["state"] == "active"
+    await world.settle()
+    assert len(world.mirror_events()) == 1 and len(world.stack.graph.subscriptions()) == 1
+
+
+async def test_delete_removes_only_what_the_app_created_and_reports_it(world: World) -> None:
+    meeting(world, 2, 9)
+    world.stack.anny.person_create_booking(world.resource, world.at(3, 9), world.at(3, 10))
+    person_blocker = world.stack.anny.person_create_blocker(world.resource, world.at(5, 9), world.at(5, 10))
+    await world.settle()
+    assert len(world.mirror_events()) == 2  # the booking and the person-made blocker
+    report = (await manage(world, "POST", "delete")).json()
+    assert report["removed"] == {"events": 2, "blockers": 1, "subscriptions": 1, "rules": 1}
+    assert world.mirror_events() == []
+    assert blockers(world) == [world.stack.anny.booking(person_blocker["id"])]
+    assert [e["subject"] for e in world.stack.graph.events(world.room)] == ["Planning"]  # the person's meeting
+    assert world.stack.graph.subscriptions() == []
+
+
+async def test_rules_remove_deletes_the_rooms_mirrors(world: World) -> None:
+    meeting(world, 2, 9)
+    world.stack.anny.person_create_booking(world.resource, world.at(3, 9), world.at(3, 10))
+    await world.settle()
+    removed = (await manage(world, "DELETE", f"rules/{world.resource}")).json()
+    assert removed["removed"] == {"events": 1, "blockers": 1, "subscriptions": 1, "rules": 1}
+    assert world.mirror_events() == [] and blockers(world) == []
+    assert (await manage(world, "GET", "rules")).json() == []
+
+
+async def test_cli_runs_the_commands_through_the_admin_api(world: World, capsys: pytest.CaptureFixture[str]
+                                                           ) -> None:
+    api = f"{world.stack.host.url}/api/manage"
+    code = await _cli(["--json", "--api", api, "--key", world.stack.keys.master, "status"])
+    assert code == 0 and '"state": "active"' in capsys.readouterr().out
+    code = await _cli(["--api", api, "--key", "wrong", "status"])
+    assert code == 2 and "401" in capsys.readouterr().err
+
+
+async def _cli(argv: list[str]) -> int:
+    import asyncio
+
+    return await asyncio.to_thread(main, argv)
