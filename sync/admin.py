@@ -16,8 +16,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from sync.errors import ConcurrencyError, NotFoundError, RuleError
 from sync.keys import normalise_mailbox
 from sync.nightly import NightlyReport, run_nightly, sync_rule
+from sync.settings import StorageSettings
 from sync.state import IntegrationStatus, Link, Rule, StateStore
-from sync.work import RoomWork
+from sync.work import POISON_QUEUE, RoomWork
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -148,7 +149,33 @@ async def delete_integration(worker: Worker) -> dict[str, Any]:
     return {"state": "deleted", "removed": asdict(removal)}
 
 
-async def status_view(store: StateStore) -> dict[str, Any]:
+async def poison_count(storage: StorageSettings) -> int | None:
+    """Work items parked in the poison queue after maxDequeueCount failures (None: unknown)."""
+    from azure.core.exceptions import AzureError, ResourceNotFoundError
+    from azure.storage.queue.aio import QueueClient
+
+    credential = None
+    if storage.connection_string:
+        client = QueueClient.from_connection_string(storage.connection_string, POISON_QUEUE)
+    else:
+        from azure.identity.aio import DefaultAzureCredential
+
+        credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id or None)
+        client = QueueClient(storage.queue_service_uri, POISON_QUEUE, credential=credential)
+    try:
+        return (await client.get_queue_properties()).approximate_message_count
+    except ResourceNotFoundError:
+        return 0
+    except AzureError as exc:
+        log.warning("poison queue not readable", extra={"error": str(exc)})
+        return None
+    finally:
+        await client.close()
+        if credential is not None:
+            await credential.close()
+
+
+async def status_view(store: StateStore, storage: StorageSettings) -> dict[str, Any]:
     status = await store.get_status()
     subscriptions = {s.room: s.expires_at.isoformat() for s in await store.list_subscriptions()}
     rooms = {r.room: r for r in await store.list_room_states()}
@@ -157,6 +184,7 @@ async def status_view(store: StateStore) -> dict[str, Any]:
         "activated_at": _iso(status.activated_at),
         "last_error": status.last_error or None,
         "last_error_at": _iso(status.last_error_at),
+        "poison_queue": await poison_count(storage),
         "rules": [{**rule_view(rule), "subscription_expires": subscriptions.get(rule.room),
                    "last_run_at": _iso(rooms[rule.room].last_run_at) if rule.room in rooms else None}
                   for rule in await store.list_rules()],
@@ -190,5 +218,5 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
     if command == "delete":
         return await delete_integration(worker)
     if command == "status":
-        return await status_view(store)
+        return await status_view(store, worker.services.settings.storage)
     raise RuleError(f"unknown command; expected one of {', '.join(COMMANDS)}", command=command)

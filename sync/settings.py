@@ -287,6 +287,9 @@ def all_setting_names() -> list[str]:
 
 def _read(spec: SettingSpec, env: Mapping[str, str]) -> Any:
     raw = env.get(spec.env)
+    if raw is not None and raw.startswith("@Microsoft.KeyVault("):
+        raise SettingsError(spec.env, "is an unresolved Key Vault reference: check the secret exists and the "
+                            "app's identity has Key Vault Secrets User (role assignments take minutes)")
     if raw is None or (spec.required and not raw.strip()):
         if spec.required:
             raise SettingsError(spec.env, f"is missing; expected: {spec.doc}")

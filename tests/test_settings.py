@@ -54,6 +54,8 @@ def test_defaults_apply_when_only_required_settings_are_given() -> None:
     ({"ANNY_WEBHOOK_SECRET_HEADER": "x secret"}, "ANNY_WEBHOOK_SECRET_HEADER is malformed .*header name"),
     ({"TABLE_PREFIX": "9x"}, "TABLE_PREFIX is malformed"),
     ({"AzureWebJobsStorage": None}, "AzureWebJobsStorage is missing; expected a connection string"),
+    ({"ANNY_API_TOKEN": "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/anny)"},
+     "ANNY_API_TOKEN is an unresolved Key Vault reference"),
     ({"AzureWebJobsStorage": "garbage"}, "AzureWebJobsStorage is malformed"),
 ])
 def test_each_bad_setting_fails_with_its_name_and_expectation(changes: dict, message: str) -> None:

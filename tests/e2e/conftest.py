@@ -91,6 +91,12 @@ class World:
         finally:
             await services.close()
 
+    async def admin_status(self) -> dict:
+        """What `python -m sync status` shows."""
+        from sync.admin import status_view
+
+        return await status_view(self.state, StorageSettings(connection_string=self.stack.azurite.connection_string))
+
     def mirror_events(self) -> list[dict]:
         return [e for e in self.stack.graph.events(self.room) if "anny" in (e.get("categories") or [])]
 

@@ -22,7 +22,7 @@ async def test_admin_api_needs_the_admin_key(world: World) -> None:
     assert (await manage(world, "GET", "status", key=world.stack.keys.default)).status_code == 401
     status = (await manage(world, "GET", "status")).json()
     assert status["state"] == "active" and status["rules"][0]["room"] == world.room
-    assert status["rules"][0]["subscription_expires"]
+    assert status["rules"][0]["subscription_expires"] and status["poison_queue"] == 0
 
 
 async def test_admin_api_refuses_bad_input_clearly(world: World) -> None:
@@ -61,7 +61,7 @@ async def test_deactivate_stops_sync_and_removes_nothing(world: World) -> None:
     assert len(world.mirror_events()) == 1 and len(blockers(world)) == 1  # kept, and nothing new synced
 
 
-async def test_reactivation_transfers_what_is_new(world: World) -> None:
+async def test_reactivation_catches_up_with_the_window(world: World) -> None:
     await manage(world, "POST", "deactivate")
     world.stack.anny.person_create_booking(world.resource, world.at(4, 9), world.at(4, 10))
     await world.settle()

@@ -292,6 +292,8 @@ async def test_anny_auth_failure_is_reported_and_parked_not_retried_endlessly(
         await world.settle()
     world.stack.anny.force_status(None)
     assert len(await world.stack.poison_messages()) == 1  # kept for a replay once the token is fixed
+    status = await world.admin_status()
+    assert status["poison_queue"] == 1 and "401" in status["last_error"]
     assert world.stack.anny.counters().get("GET /api/v1/bookings/{id}", 0) <= 5
     status = await world.state.get_status()
     assert "401" in status.last_error

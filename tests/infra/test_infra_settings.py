@@ -171,7 +171,9 @@ def test_url_outputs_point_at_the_apps_http_routes(template: Template):
         # the guide tells the admin to append ?code=<function key>
         assert str(routes[path].auth_level).endswith("FUNCTION"), name
     admin = template.evaluate(template.outputs["ADMIN_API_URL"]["value"], APP_HOST).removeprefix("https://app.example")
-    assert all(path.startswith(f"{admin}/") for path in routes if "/admin" in path)
+    admin_routes = [path for path in routes if path.startswith(f"{admin}/")]
+    assert admin_routes, "the admin API output must point at the app's admin routes"
+    assert all(str(routes[path].auth_level).endswith("ADMIN") for path in admin_routes)
 
 
 def test_every_storage_connection_of_the_app_is_identity_based_in_the_template(template: Template):

@@ -263,7 +263,7 @@ def test_outputs_give_app_name_urls_and_identity_ids(template: Template):
         "ANNY_WEBHOOK_URL": "https://app.example/api/anny/webhook",
         "GRAPH_NOTIFICATION_URL": "https://app.example/api/graph/notify",
         "GRAPH_LIFECYCLE_URL": "https://app.example/api/graph/lifecycle",
-        "ADMIN_API_URL": "https://app.example/api/admin",
+        "ADMIN_API_URL": "https://app.example/api/manage",
     }
     assert template.dotted(outputs["IDENTITY_CLIENT_ID"]) == "identity.properties.clientId"
     assert template.dotted(outputs["IDENTITY_PRINCIPAL_ID"]) == "identity.properties.principalId"
