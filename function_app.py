@@ -1,44 +1,45 @@
 """Azure Functions entry point: declares the triggers and hands each to `sync/`."""
 
-from __future__ import annotations
+from collections.abc import Awaitable, Callable
 
 import azure.functions as func
 
 from sync import admin_api, ingress
 from sync.nightly import run_nightly
 from sync.services import get_services
+from sync.settings import Settings
+from sync.state import StateStore
 from sync.work import NIGHTLY_SCHEDULE, WORK_QUEUE, encode
 from sync.worker import Worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 STORAGE = "AzureWebJobsStorage"
+Handler = Callable[[func.HttpRequest, Settings, StateStore], Awaitable[ingress.Answer]]
+
+
+async def _ingress(handler: Handler, req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
+    services = await get_services()
+    answer = await handler(req, services.settings, services.store)
+    work.set(answer.messages)
+    return answer.response
 
 
 @app.route(route="anny/webhook", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
 async def anny_webhook(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
-    services = await get_services()
-    answer = await ingress.anny_webhook(req, services.settings, services.store)
-    work.set(answer.messages)
-    return answer.response
+    return await _ingress(ingress.anny_webhook, req, work)
 
 
 @app.route(route="graph/notify", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
 async def graph_notify(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
-    services = await get_services()
-    answer = await ingress.graph_notify(req, services.settings, services.store)
-    work.set(answer.messages)
-    return answer.response
+    return await _ingress(ingress.graph_notify, req, work)
 
 
 @app.route(route="graph/lifecycle", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
 async def graph_lifecycle(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
-    services = await get_services()
-    answer = await ingress.graph_lifecycle(req, services.settings, services.store)
-    work.set(answer.messages)
-    return answer.response
+    return await _ingress(ingress.graph_lifecycle, req, work)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection=STORAGE)

@@ -11,15 +11,7 @@ from typing import Any
 
 import httpx
 
-from sync.errors import (
-    RemoteAuthError,
-    RemoteBadRequest,
-    RemoteConflict,
-    RemoteError,
-    RemoteGone,
-    RemoteThrottled,
-    RemoteUnavailable,
-)
+from sync.errors import RemoteGone, RemoteUnavailable, error_for_status
 from sync.model import AnnyBooking, DesiredBlocker
 
 log = logging.getLogger(__name__)
@@ -160,20 +152,7 @@ def _checked(response: httpx.Response, method: str, path: str, context: dict[str
         return response.json() if response.content else {}
     detail = _error_detail(response)
     message = f"anny {method} {path.split('?')[0]} answered {status}: {detail}"
-    error: type[RemoteError]
-    if status in (401, 403):
-        error = RemoteAuthError
-    elif status in (404, 410):
-        error = RemoteGone
-    elif status == 409:
-        error = RemoteConflict
-    elif status == 429:
-        error = RemoteThrottled
-    elif status >= 500:
-        error = RemoteUnavailable
-    else:
-        error = RemoteBadRequest
-    raise error(message, status=status, **context)
+    raise error_for_status(status)(message, status=status, **context)
 
 
 def _error_detail(response: httpx.Response) -> str:

@@ -79,3 +79,18 @@ class RemoteBadRequest(RemoteError):
 
 class SyncStateExpired(RemoteError):
     """A Graph delta token expired (410 syncStateNotFound): start a new baseline."""
+
+
+def error_for_status(status: int) -> type[RemoteError]:
+    """The typed error for an HTTP status from anny or Graph (0: no answer at all)."""
+    if status in (401, 403):
+        return RemoteAuthError
+    if status in (404, 410):
+        return RemoteGone
+    if status in (409, 412):
+        return RemoteConflict
+    if status == 429:
+        return RemoteThrottled
+    if status >= 500 or status == 0:
+        return RemoteUnavailable
+    return RemoteBadRequest

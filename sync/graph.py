@@ -39,14 +39,12 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph_core import GraphClientFactory
 
 from sync.errors import (
-    RemoteAuthError,
-    RemoteBadRequest,
     RemoteConflict,
     RemoteError,
     RemoteGone,
-    RemoteThrottled,
     RemoteUnavailable,
     SyncStateExpired,
+    error_for_status,
 )
 from sync.model import ANNY_CATEGORY, ANNY_CATEGORY_COLOR, DesiredEvent, OutlookEvent, SyncWindow
 from sync.settings import Settings
@@ -371,17 +369,4 @@ def _mapped(exc: ODataError, **context: Any) -> RemoteError:
     status = exc.response_status_code or 0
     code = exc.error.code if exc.error else ""
     message = f"Graph answered {status} {code}: {(exc.error.message if exc.error else '') or ''}"[:400]
-    error: type[RemoteError]
-    if status in (401, 403):
-        error = RemoteAuthError
-    elif status in (404, 410):
-        error = RemoteGone
-    elif status in (409, 412):
-        error = RemoteConflict
-    elif status == 429:
-        error = RemoteThrottled
-    elif status >= 500 or status == 0:
-        error = RemoteUnavailable
-    else:
-        error = RemoteBadRequest
-    return error(message, status=status, code=code, **context)
+    return error_for_status(status)(message, status=status, code=code, **context)

@@ -11,6 +11,7 @@ import hmac
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -113,6 +114,9 @@ def _validation(req: func.HttpRequest) -> Answer | None:
                                     headers=headers))
 
 
+Verified = list[tuple[dict[str, Any], Subscription]]
+
+
 class _SubscriptionCache:
     """Subscriptions by id, kept briefly so a burst of notifications costs no table reads.
 
@@ -140,7 +144,7 @@ _subscriptions = _SubscriptionCache()
 
 
 async def _verified_items(req: func.HttpRequest, settings: Settings, store: StateStore
-                          ) -> tuple[list[tuple[dict[str, Any], Subscription]], Answer | None]:
+                          ) -> tuple[Verified, Answer | None]:
     payload, refused = _read_json(req, settings.webhook_max_body_bytes)
     if refused:
         return [], refused
@@ -162,28 +166,35 @@ async def _verified_items(req: func.HttpRequest, settings: Settings, store: Stat
     return verified, None
 
 
-async def graph_notify(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
+async def _graph_post(req: func.HttpRequest, settings: Settings, store: StateStore,
+                      to_answer: Callable[[Verified], Answer]) -> Answer:
+    """Both Graph endpoints: the validation handshake, or verified items turned into an answer."""
     handshake = _validation(req)
     if handshake:
         return handshake
     verified, refused = await _verified_items(req, settings, store)
-    if refused:
-        return refused
+    return refused or to_answer(verified)
+
+
+def _room_signals(verified: Verified) -> Answer:
     rooms = sorted({sub.room for _, sub in verified})
     answer = _json_answer(202, rooms=len(rooms))
     answer.work.extend(RoomWork(room) for room in rooms)
     return answer
 
 
-async def graph_lifecycle(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
-    handshake = _validation(req)
-    if handshake:
-        return handshake
-    verified, refused = await _verified_items(req, settings, store)
-    if refused:
-        return refused
+def _lifecycle_work(verified: Verified) -> Answer:
     work = [LifecycleWork(sub.subscription_id, str(item.get("lifecycleEvent")))
             for item, sub in verified if item.get("lifecycleEvent") in LIFECYCLE_EVENTS]
     answer = _json_answer(202, accepted=len(work))
     answer.work.extend(dict.fromkeys(work))
     return answer
+
+
+async def graph_notify(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
+    """Change notifications: one "room changed" signal per room, whatever the number of items."""
+    return await _graph_post(req, settings, store, _room_signals)
+
+
+async def graph_lifecycle(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
+    return await _graph_post(req, settings, store, _lifecycle_work)
