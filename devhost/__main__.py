@@ -22,6 +22,17 @@ from devhost.host import HostKeys, LocalFunctionsHost
 ROOT = Path(__file__).resolve().parent.parent
 
 
+class _StructuredFormatter(logging.Formatter):
+    """Shows the `extra=` fields the app logs (in Azure they become custom dimensions)."""
+
+    _standard = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime"}
+
+    def format(self, record: logging.LogRecord) -> str:
+        extras = {k: v for k, v in vars(record).items() if k not in self._standard}
+        text = super().format(record)
+        return f"{text} {json.dumps(extras, default=str)}" if extras else text
+
+
 def _load_local_settings(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
@@ -36,7 +47,11 @@ def main() -> None:
     parser.add_argument("--settings", default=str(ROOT / "local.settings.json"))
     parser.add_argument("--with-emulators", action="store_true", help="start Azurite, Graph and anny emulators")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    handler = logging.StreamHandler()
+    handler.setFormatter(_StructuredFormatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    logging.basicConfig(level=logging.INFO, handlers=[handler])
+    logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logging is noise here
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     for name, value in _load_local_settings(Path(args.settings)).items():
         os.environ.setdefault(name, value)

@@ -342,3 +342,20 @@ async def test_notification_for_an_unmapped_room_is_a_no_op(active: World) -> No
     world.stack.anny.reset_counters()
     await world.settle()
     assert blockers(world) == [] and world.stack.anny.counters().get("total", 0) == 0
+
+
+async def test_meeting_moved_beyond_the_window_keeps_its_blocker_in_step_across_zones(active: World) -> None:
+    world = active
+    event = world.stack.graph.person_create_event(
+        world.room, subject="Tokyo call", time_zone="Tokyo Standard Time",
+        start=world.utc(2, 9).astimezone(ZoneInfo("Asia/Tokyo")).isoformat()[:19],
+        end=world.utc(2, 10).astimezone(ZoneInfo("Asia/Tokyo")).isoformat()[:19])
+    await world.settle()
+    assert span(blockers(world)[0]) == (world.utc(2, 9), world.utc(2, 10))
+    later = world.utc(400, 9)  # outside the window: delta reports it removed; the app looks it up
+    world.stack.graph.person_update_event(
+        world.room, event["id"], time_zone="Tokyo Standard Time",
+        start=later.astimezone(ZoneInfo("Asia/Tokyo")).isoformat()[:19],
+        end=(later + timedelta(hours=1)).astimezone(ZoneInfo("Asia/Tokyo")).isoformat()[:19])
+    await world.settle()
+    assert span(blockers(world)[0]) == (later, later + timedelta(hours=1))
