@@ -7,6 +7,7 @@ the one dispatcher behind both.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -14,11 +15,13 @@ from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync.errors import ConcurrencyError, NotFoundError, RuleError
+from sync.inbound import blocker_note
 from sync.keys import normalise_mailbox
 from sync.nightly import NightlyReport, run_nightly, sync_rule
+from sync.services import STATUS_TTL_S
 from sync.settings import StorageSettings
 from sync.state import IntegrationStatus, Link, Rule, StateStore
-from sync.work import POISON_QUEUE, RoomWork
+from sync.work import POISON_QUEUE, RoomWork, Work
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -70,10 +73,17 @@ async def activate(worker: Worker) -> dict[str, Any]:
     worker.services.forget_status()
     report = await run_nightly(worker)
     rooms = [w for w in report.follow_up if isinstance(w, RoomWork)]
-    for work in report.follow_up:
-        await worker.handle(work)
+    await _handle_all(worker, report.follow_up)
     return {"state": "active", "rooms": len(rooms), "bookings_checked": report.bookings_checked,
             "subscriptions_renewed": report.renewed}
+
+
+async def _handle_all(worker: Worker, work: list[Work], limit: int = 50) -> None:
+    """Run work items here and now, with the follow-ups they ask for (bounded)."""
+    pending = list(work)
+    while pending and limit > 0:
+        limit -= 1
+        pending.extend(await worker.handle(pending.pop(0)))
 
 
 async def deactivate(worker: Worker) -> dict[str, Any]:
@@ -85,6 +95,9 @@ async def deactivate(worker: Worker) -> dict[str, Any]:
     for rule in await store.list_rules():
         removed += await worker.subscriptions.remove(rule.room)
     return {"state": "inactive", "subscriptions_removed": removed}
+
+
+DELETION_GRACE_S = STATUS_TTL_S
 
 
 @dataclass
@@ -101,27 +114,27 @@ async def remove_rule(worker: Worker, anny_resource_id: str) -> dict[str, Any]:
     rule = await store.get_rule(anny_resource_id)
     if rule is None:
         raise RuleError("no rule for this anny resource", anny_resource=anny_resource_id)
+    rule.removing = True  # from now on the worker treats the resource and room as unmapped
+    await store.save_rule(rule)
     removal = Removal()
-    await _remove_room(worker, rule, removal)
+    removal.subscriptions += await worker.subscriptions.remove(rule.room)
+    for link in await store.all_links_of_room(rule.room):
+        await _remove_link(worker, link, rule, removal)
+    await _forget_rule(store, rule, removal)
     return {**rule_view(rule), "removed": asdict(removal)}
 
 
-async def _remove_room(worker: Worker, rule: Rule, removal: Removal) -> None:
-    services = worker.services
-    removal.subscriptions += await worker.subscriptions.remove(rule.room)
-    for link in await services.store.all_links_of_room(rule.room):
-        await _remove_mirror(worker, link, removal)
-        await services.store.delete_link(link)
-    await services.store.delete_room_state(rule.room)
+async def _forget_rule(store: StateStore, rule: Rule, removal: Removal) -> None:
+    await store.delete_room_state(rule.room)
     try:
-        await services.store.remove_rule(rule.anny_resource_id)
+        await store.remove_rule(rule.anny_resource_id)
     except NotFoundError:
         pass
     removal.rules += 1
 
 
-async def _remove_mirror(worker: Worker, link: Link, removal: Removal) -> None:
-    """Remove what this app wrote for the link; what a person made is never touched."""
+async def _remove_link(worker: Worker, link: Link, rule: Rule | None, removal: Removal) -> None:
+    """Remove what this app wrote for the link, then the link; what a person made is never touched."""
     services = worker.services
     if link.origin == "anny":
         event_id = link.event_id
@@ -131,9 +144,14 @@ async def _remove_mirror(worker: Worker, link: Link, removal: Removal) -> None:
         if event_id:
             await services.graph.delete_event(link.room, event_id)
             removal.events += 1
-    elif link.anny_id and not link.suppressed:
-        await services.anny.delete_booking(link.anny_id)
-        removal.blockers += 1
+    elif not link.suppressed:
+        anny_id = link.anny_id
+        if not anny_id and rule is not None:  # a blocker POST whose answer was never recorded
+            anny_id = await worker.inbound.find_our_blocker(rule, blocker_note(link.room, link.event_id)) or ""
+        if anny_id:
+            await services.anny.delete_booking(anny_id)
+            removal.blockers += 1
+    await services.store.delete_link(link)
 
 
 async def delete_integration(worker: Worker) -> dict[str, Any]:
@@ -141,10 +159,15 @@ async def delete_integration(worker: Worker) -> dict[str, Any]:
     store = worker.services.store
     await _set_state(store, "deleting")
     worker.services.forget_status()
+    await asyncio.sleep(DELETION_GRACE_S)  # other instances stop taking work before the scan
     removal = Removal()
-    for rule in await store.list_rules():
-        await _remove_room(worker, rule, removal)
-    await store.drop_all()
+    rules = {rule.room: rule for rule in await store.list_rules()}
+    for rule in rules.values():
+        removal.subscriptions += await worker.subscriptions.remove(rule.room)
+    for link in await store.all_links():
+        await _remove_link(worker, link, rules.get(link.room), removal)
+    removal.rules = len(rules)
+    await store.clear_all()
     log.info("integration deleted", extra=asdict(removal))
     return {"state": "deleted", "removed": asdict(removal)}
 
@@ -206,8 +229,7 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
         if await worker.services.is_active():  # a rule added while active is synced at once
             report = NightlyReport()
             await sync_rule(worker, rule, report)
-            for work in report.follow_up:
-                await worker.handle(work)
+            await _handle_all(worker, report.follow_up)
         return rule_view(rule)
     if command == "rules.remove":
         return await remove_rule(worker, params.get("anny_resource", ""))

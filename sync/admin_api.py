@@ -60,7 +60,7 @@ async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
             return _json(400, {"error": "malformed JSON"})
         if not isinstance(body, dict):
             return _json(400, {"error": "expected a JSON object"})
-        params.update({k: str(v) for k, v in body.items()})
+        params = {**{k: str(v) for k, v in body.items()}, **params}  # the path wins over the body
     try:
         return _json(200, await run_command(command, params, worker))
     except RuleError as exc:

@@ -14,6 +14,7 @@ import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -67,7 +68,7 @@ async def _run_locally(command: str, params: dict[str, str]) -> Any:
 
 async def _run_remotely(api: str, key: str, command: str, params: dict[str, str]) -> Any:
     method, template = ROUTES[command]
-    path = template.format(**params) if "{" in template else template
+    path = template.format(**{k: quote(v, safe="") for k, v in params.items()}) if "{" in template else template
     body = None if method == "GET" or "{" in template else params
     async with httpx.AsyncClient(timeout=600) as client:
         try:

@@ -81,6 +81,12 @@ class DeleteBlocker:
 
 
 @dataclass(frozen=True)
+class DeleteUnrecordedBlocker:
+    """A blocker POST was sent but its answer never recorded (pending link): find it by our
+    marker and delete it if it exists."""
+
+
+@dataclass(frozen=True)
 class ForgetLink:
     """Nothing left to keep in step: drop the link."""
 
@@ -104,7 +110,7 @@ class CheckRemoved:
 
 
 Action = (Skip | CreateEvent | UpdateEvent | DeleteEvent | DeleteUnrecordedEvent | SuppressBlocker | CreateBlocker
-          | UpdateBlocker | DeleteBlocker | ForgetLink | RestoreMirror | CheckRemoved)
+          | UpdateBlocker | DeleteBlocker | DeleteUnrecordedBlocker | ForgetLink | RestoreMirror | CheckRemoved)
 
 
 # --- anny → Outlook ---------------------------------------------------------------------------------
@@ -247,8 +253,12 @@ def decide_removed_event(found: OutlookEvent | None, link: Link, ctx: InboundCon
 
 
 def _stop_blocking(link: Link) -> list[Action]:
-    if link.anny_id and not link.suppressed:
+    if link.suppressed:
+        return [ForgetLink()]
+    if link.anny_id:
         return [DeleteBlocker(link.anny_id), ForgetLink()]
+    if link.state == "pending":
+        return [DeleteUnrecordedBlocker(), ForgetLink()]
     return [ForgetLink()]
 
 

@@ -21,6 +21,7 @@ from sync.decide import (
     CheckRemoved,
     CreateBlocker,
     DeleteBlocker,
+    DeleteUnrecordedBlocker,
     ForgetLink,
     InboundContext,
     RestoreMirror,
@@ -38,7 +39,7 @@ from sync.settings import Settings
 from sync.state import Link, RoomState, Rule, StateStore
 
 log = logging.getLogger(__name__)
-LEASE = timedelta(minutes=10)  # longer than functionTimeout: a lease this old belongs to a dead run
+LEASE = timedelta(minutes=15)  # longer than functionTimeout (10 min): a lease this old belongs to a dead run
 MAX_RUNS_PER_SIGNAL = 10
 COALESCE_S = 0.25  # a burst's notifications arrive over a second or so; one read covers many
 EVENTS_IN_PARALLEL = 8
@@ -175,7 +176,7 @@ class InboundFlow:
     async def _run_once(self, state: RoomState, result: RoomRunResult) -> RoomState:
         result.runs += 1
         rule = await self.store.get_rule_for_room(state.room)
-        if rule is None:
+        if rule is None or rule.removing:
             log.info("room has no rule; nothing to do", extra={"room": state.room})
             return state
         ctx = inbound_context(self.settings, rule.time_zone or await self._resource_zone(rule))
@@ -231,8 +232,11 @@ class InboundFlow:
                     result.failures.append(str(exc))
                     return []
 
-        for actions in await asyncio.gather(*(one(e) for e in events)):
-            result.actions.extend(actions)
+        outcomes = await asyncio.gather(*(one(e) for e in events), return_exceptions=True)
+        for outcome in outcomes:  # every event finished before a failure ends the run (and its lease)
+            if isinstance(outcome, BaseException):
+                raise outcome
+            result.actions.extend(outcome)
 
     async def _reconcile_unseen(self, room: str, rule: Rule, ctx: InboundContext, seen: set[str],
                                 result: RoomRunResult) -> None:
@@ -276,6 +280,11 @@ class InboundFlow:
             case DeleteBlocker(anny_id=anny_id):
                 await self.anny.delete_booking(anny_id)
                 return link
+            case DeleteUnrecordedBlocker():
+                found = await self.find_our_blocker(rule, blocker_note(room, event.id))
+                if found is not None:
+                    await self.anny.delete_booking(found)
+                return link
             case ForgetLink():
                 if link is not None:
                     await self.store.delete_link(link)
@@ -292,7 +301,7 @@ class InboundFlow:
         note = blocker_note(room, event.id)
         adopted = None
         if link is not None and link.state == "pending":
-            adopted = await self._find_our_blocker(rule, desired, note)
+            adopted = await self.find_our_blocker(rule, note, desired)
         previous_index = self.store.index_key_of(link) if link is not None else None
         if link is None or link.state != "pending":
             link = link or Link(room=room, origin="outlook", event_id=event.id)
@@ -321,12 +330,13 @@ class InboundFlow:
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
         return await self.store.save_link(link, previous_index=previous_index)
 
-    async def _find_our_blocker(self, rule: Rule, desired: DesiredBlocker, note: str) -> str | None:
-        """Recovery after a crash between the blocker POST and the link write."""
+    async def find_our_blocker(self, rule: Rule, note: str, desired: DesiredBlocker | None = None) -> str | None:
+        """Our blocker with this note, after a crash between its POST and the link write."""
         window = SyncWindow.now(datetime.now(UTC), self.settings.window_months, self.settings.time_zone)
-        bookings = await self.anny.list_bookings([rule.anny_resource_id], min(window.start, desired.start),
-                                                 max(window.end, desired.end))
-        for booking in bookings:
+        start, end = window.start, window.end
+        if desired is not None:
+            start, end = min(start, desired.start), max(end, desired.end)
+        for booking in await self.anny.list_bookings([rule.anny_resource_id], start, end):
             if booking.is_blocker and booking.note == note and not booking.is_cancelled:
                 return booking.id
         return None

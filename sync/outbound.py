@@ -23,7 +23,7 @@ from sync.decide import (
     UpdateEvent,
     decide_booking,
 )
-from sync.errors import RemoteGone
+from sync.errors import ConcurrencyError, RemoteGone
 from sync.graph import GraphGateway, WrittenEvent
 from sync.keys import transaction_id
 from sync.model import AnnyBooking, DesiredEvent, SyncWindow
@@ -74,7 +74,7 @@ class OutboundFlow:
     async def _room_of(self, booking: AnnyBooking) -> str | None:
         for resource_id in booking.resource_ids:
             rule = await self.store.get_rule(resource_id)
-            if rule is not None:
+            if rule is not None and not rule.removing:
                 return rule.room
         return None
 
@@ -119,7 +119,14 @@ class OutboundFlow:
             written = await self.graph.update_event(room, written.event_id, desired)
         else:
             written = await self.graph.create_event(room, desired, link.transaction_id)
-        return await self._record(link, room, written, desired, previous_index)
+        try:
+            return await self._record(link, room, written, desired, previous_index)
+        except ConcurrencyError:
+            if await self.store.link_by_anny_id(desired.anny_id) is None:
+                # Another worker gave the booking up (cancelled) while our create was in flight:
+                # nobody would ever find this event again, so undo it before the retry.
+                await self.graph.delete_event(room, written.event_id)
+            raise
 
     def _pending(self, link: Link | None, room: str, anny_id: str, generation: int) -> Link:
         pending = link or Link(room=room, origin="anny", anny_id=anny_id)
@@ -156,8 +163,6 @@ class OutboundFlow:
         self.categories_ensured.add(room)
 
     async def _remember_category(self, room: str) -> None:
-        from sync.errors import ConcurrencyError
-
         for _ in range(5):
             state = await self.store.get_room_state(room)
             state.category_ensured = True

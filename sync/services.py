@@ -23,18 +23,20 @@ class Services:
     anny: AnnyClient
     graph: GraphGateway
     categories_ensured: set[str] = field(default_factory=set)
-    _active: tuple[float, bool] = (0.0, False)
+    _active_since: float | None = None
 
     async def is_active(self) -> bool:
-        """Whether the integration is active; read at most every STATUS_TTL_S seconds."""
-        checked_at, active = self._active
-        if time.monotonic() - checked_at > STATUS_TTL_S:
-            active = (await self.store.get_status()).state == "active"
-            self._active = (time.monotonic(), active)
+        """Whether the integration is active. Only "active" is cached (for STATUS_TTL_S): work
+        arriving right after an activation elsewhere is never dropped on a stale "inactive"."""
+        now = time.monotonic()
+        if self._active_since is not None and now - self._active_since < STATUS_TTL_S:
+            return True
+        active = (await self.store.get_status()).state == "active"
+        self._active_since = now if active else None
         return active
 
     def forget_status(self) -> None:
-        self._active = (0.0, False)
+        self._active_since = None
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:

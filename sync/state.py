@@ -57,6 +57,7 @@ class Rule:
     anny_resource_id: str
     room: str
     time_zone: str = ""  # the anny resource's zone (all-day blockers); empty: SYNC_TIME_ZONE
+    removing: bool = False  # being deleted: the worker treats resource and room as unmapped
     created_at: datetime = field(default_factory=utcnow)
     activated_at: datetime | None = None
 
@@ -217,14 +218,6 @@ class StateStore:
             await self._service.close()
         if self._credential is not None:
             await self._credential.close()
-
-    async def drop_all(self) -> None:
-        """Delete the app's tables (integration deletion and tests)."""
-        for client in self._tables.values():
-            try:
-                await client.delete_table()
-            except ResourceNotFoundError:
-                pass
 
     # -- primitive operations, each counted and with errors mapped ----------------------------
 
@@ -424,9 +417,27 @@ class StateStore:
         for key, link in referenced.items():
             if key not in owners:
                 owner = await self.owner_link(link)
-                if owner is not None:
-                    owners[key] = owner
+                if owner is not None and owner.room == link.room and self._index_key(owner) == self._index_key(link):
+                    owners[key] = owner  # a stale index copy must not pull in another room's link
         return list(owners.values())
+
+    async def all_links(self) -> list[Link]:
+        """Every link (their owners), for deleting the whole integration."""
+        owners = []
+        async for entity in self._query("links", "PartitionKey ge @low", low=""):
+            link: Link = _from_entity(Link, entity)
+            if self._owner_key(link) == (entity["PartitionKey"], entity["RowKey"]):
+                owners.append(link)
+        return owners
+
+    async def clear_all(self) -> int:
+        """Delete every entity of the app's tables (the tables stay: their names are reused at once)."""
+        removed = 0
+        for name in TABLES:
+            async for entity in self._query(name, "PartitionKey ge @low", low=""):
+                await self._delete(name, entity["PartitionKey"], entity["RowKey"])
+                removed += 1
+        return removed
 
     # -- subscriptions ------------------------------------------------------------------------------
 

@@ -169,3 +169,11 @@ async def test_all_links_of_a_room_include_pending_ones(store: StateStore) -> No
     found = await store.all_links_of_room(ROOM)
     assert sorted(link.anny_id for link in found) == ["b-1", "b-2", "blk-3"]
     assert all(link.etag for link in found)
+
+
+async def test_a_stale_index_in_one_room_never_pulls_in_another_rooms_link(store: StateStore) -> None:
+    link = await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id="e-1"))
+    link.room, link.event_id = "other@contoso.example", "e-2"
+    await store.save_link(link)  # moved rooms; as if the crash came before the old index was removed
+    assert await store.all_links_of_room(ROOM) == []
+    assert [x.anny_id for x in await store.all_links_of_room("other@contoso.example")] == ["b-1"]

@@ -71,7 +71,9 @@ async def test_reactivation_catches_up_with_the_window(world: World) -> None:
     assert len(world.mirror_events()) == 1 and len(world.stack.graph.subscriptions()) == 1
 
 
-async def test_delete_removes_only_what_the_app_created_and_reports_it(world: World) -> None:
+async def test_delete_removes_only_what_the_app_created_and_reports_it(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("sync.admin.DELETION_GRACE_S", 0)  # one instance here: nobody else to wait for
     meeting(world, 2, 9)
     world.stack.anny.person_create_booking(world.resource, world.at(3, 9), world.at(3, 10))
     person_blocker = world.stack.anny.person_create_blocker(world.resource, world.at(5, 9), world.at(5, 10))
@@ -83,6 +85,11 @@ async def test_delete_removes_only_what_the_app_created_and_reports_it(world: Wo
     assert blockers(world) == [world.stack.anny.booking(person_blocker["id"])]
     assert [e["subject"] for e in world.stack.graph.events(world.room)] == ["Planning"]  # the person's meeting
     assert world.stack.graph.subscriptions() == []
+    # the app keeps working after a deletion: a new install starts from empty state
+    status = (await manage(world, "GET", "status")).json()
+    assert status["state"] == "inactive" and status["rules"] == []
+    added = await manage(world, "POST", "rules", json={"anny_resource": world.resource, "room": world.room})
+    assert added.status_code == 200
 
 
 async def test_rules_remove_deletes_the_rooms_mirrors(world: World) -> None:

@@ -262,6 +262,32 @@ async def test_expired_delta_token_rebaselines_without_duplicates(active: World)
     assert len(blockers(world)) == 2
 
 
+async def test_crash_after_the_blocker_post_then_the_meeting_is_deleted_leaves_no_blocker(
+        active: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sync.inbound import InboundFlow
+
+    world = active
+    original = InboundFlow._record
+    crashes = {"left": 1}
+
+    async def crash_once(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError("injected crash after the blocker POST")
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(InboundFlow, "_record", crash_once)
+    world.stack.host.queue_options.max_dequeue_count = 1  # the crashed run is parked, not retried
+    event = meeting(world, 2, 9)
+    await world.settle()
+    assert crashes["left"] == 0 and len(blockers(world)) == 1  # written, never recorded
+    world.stack.host.queue_options.max_dequeue_count = 5
+    world.stack.graph.person_delete_event(world.room, event["id"])
+    world.stack.graph.expire_delta_tokens()  # the next run is a baseline, as every night's is
+    await world.settle()
+    assert blockers(world) == []
+
+
 async def test_one_event_anny_refuses_does_not_stop_the_room(active: World) -> None:
     world = active
     start = world.utc(2, 9).isoformat()[:19]

@@ -132,6 +132,27 @@ async def test_crash_after_the_create_then_a_cancel_leaves_no_event(
     assert await world.state.link_by_anny_id(booking["id"]) is None
 
 
+async def test_cancel_racing_an_in_flight_create_leaves_no_event(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sync.outbound import OutboundFlow
+
+    original = OutboundFlow._record
+    raced = {"left": 1}
+
+    async def cancelled_meanwhile(self, link, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if raced["left"]:  # another worker saw the cancellation and gave the pending link up
+            raced["left"] -= 1
+            world.stack.anny.person_cancel_booking(link.anny_id)
+            await self.store.delete_link(await self.store.link_by_anny_id(link.anny_id))
+        return await original(self, link, *args, **kwargs)
+
+    monkeypatch.setattr(OutboundFlow, "_record", cancelled_meanwhile)
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 16), world.at(2, 17))
+    await world.settle()
+    assert raced["left"] == 0
+    assert world.mirror_events() == []
+
+
 async def test_crash_between_graph_create_and_link_write_still_gives_one_event(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     crashes = crash_once_in_record(monkeypatch)
