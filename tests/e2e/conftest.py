@@ -114,3 +114,19 @@ async def world(stack: LocalStack, state: StateStore) -> World:
     stack.graph.clear_deliveries()
     stack.graph.reset_counters()
     return mapped
+
+
+def crash_once(monkeypatch: pytest.MonkeyPatch, owner: type, method: str = "_record") -> dict:
+    """Injected crash: the first call of `owner.method` dies (after the remote write, before the
+    link is recorded, for the flows' `_record`). Returns a counter of crashes left."""
+    original = getattr(owner, method)
+    crashes = {"left": 1}
+
+    async def crashing(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if crashes["left"]:
+            crashes["left"] -= 1
+            raise RuntimeError(f"injected crash in {owner.__name__}.{method}")
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(owner, method, crashing)
+    return crashes

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from sandbox.graph.person import recurrence
-from tests.e2e.conftest import BERLIN, World
+from tests.e2e.conftest import BERLIN, World, crash_once
 
 UTC = ZoneInfo("UTC")
 
@@ -267,16 +267,7 @@ async def test_crash_after_the_blocker_post_then_the_meeting_is_deleted_leaves_n
     from sync.inbound import InboundFlow
 
     world = active
-    original = InboundFlow._record
-    crashes = {"left": 1}
-
-    async def crash_once(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if crashes["left"]:
-            crashes["left"] -= 1
-            raise RuntimeError("injected crash after the blocker POST")
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(InboundFlow, "_record", crash_once)
+    crashes = crash_once(monkeypatch, InboundFlow)
     world.stack.host.queue_options.max_dequeue_count = 1  # the crashed run is parked, not retried
     event = meeting(world, 2, 9)
     await world.settle()

@@ -11,7 +11,7 @@ import pytest
 
 from devhost.stack import WEBHOOK_SECRET, WEBHOOK_SECRET_HEADER
 from sync.graph import ANNY_PROPERTY_ID
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, crash_once
 
 UTC = ZoneInfo("UTC")
 
@@ -105,17 +105,7 @@ def crash_once_in_record(monkeypatch: pytest.MonkeyPatch) -> dict:
     """Injected: the process dies right after Graph created the event, before the link is recorded."""
     from sync.outbound import OutboundFlow
 
-    original = OutboundFlow._record
-    crashes = {"left": 1}
-
-    async def crash_once(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if crashes["left"]:
-            crashes["left"] -= 1
-            raise RuntimeError("injected crash after the Graph create")
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(OutboundFlow, "_record", crash_once)
-    return crashes
+    return crash_once(monkeypatch, OutboundFlow)
 
 
 async def test_crash_after_the_create_then_a_cancel_leaves_no_event(
