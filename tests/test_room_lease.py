@@ -1,0 +1,94 @@
+"""Room runs never overlap, never lose a signal, and survive their worker's crash (Azurite)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from sync import inbound
+from sync.inbound import InboundFlow, _ended_before
+from sync.model import SyncWindow
+from sync.state import Link, RoomState, StateStore
+
+ROOM = "room@contoso.example"
+
+
+def flow(store: StateStore) -> InboundFlow:
+    return InboundFlow(settings=None, store=store, anny=None, graph=None, outbound=None)  # type: ignore[arg-type]
+
+
+@pytest.fixture(autouse=True)
+def no_coalescing(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(inbound, "COALESCE_S", 0)
+
+
+async def hold_lease(store: StateStore, run_id: str, since: datetime | None = None) -> None:
+    await store.save_room_state(RoomState(room=ROOM, running_since=since or datetime.now(UTC), run_id=run_id))
+
+
+async def test_a_signal_during_a_run_is_kept_for_the_holder(store: StateStore) -> None:
+    await hold_lease(store, "run-a")
+    result = await flow(store).sync_room(ROOM, run_id="message-b")
+    assert result.skipped_busy
+    state = await store.get_room_state(ROOM)
+    assert state.rerun_requested and state.run_id == "run-a"
+
+
+async def test_a_message_redelivered_after_its_worker_died_takes_its_lease_back(
+        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    await hold_lease(store, "message-a")
+    runs = []
+
+    async def run_once(self, state, result):  # type: ignore[no-untyped-def]
+        runs.append(state.run_id)
+        result.runs += 1
+        return state
+
+    monkeypatch.setattr(InboundFlow, "_run_once", run_once)
+    result = await flow(store).sync_room(ROOM, run_id="message-a")
+    assert not result.skipped_busy and runs == ["message-a"]
+    assert (await store.get_room_state(ROOM)).running_since is None
+
+
+async def test_an_expired_lease_of_a_dead_run_is_taken_over(store: StateStore, monkeypatch: pytest.MonkeyPatch
+                                                            ) -> None:
+    await hold_lease(store, "dead", since=datetime.now(UTC) - inbound.LEASE - timedelta(seconds=1))
+
+    async def run_once(self, state, result):  # type: ignore[no-untyped-def]
+        result.runs += 1
+        return state
+
+    monkeypatch.setattr(InboundFlow, "_run_once", run_once)
+    assert not (await flow(store).sync_room(ROOM, run_id="fresh")).skipped_busy
+
+
+async def test_signals_that_never_stop_end_in_a_released_lease_and_one_more_signal(
+        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_once(self, state, result):  # type: ignore[no-untyped-def]
+        result.runs += 1
+        await flow(store).sync_room(ROOM, run_id=f"signal-{result.runs}")  # a signal arrives meanwhile
+        return await store.get_room_state(ROOM)
+
+    monkeypatch.setattr(InboundFlow, "_run_once", run_once)
+    result = await flow(store).sync_room(ROOM, run_id="first")
+    assert result.runs == inbound.MAX_RUNS_PER_SIGNAL and result.rerun_later
+    state = await store.get_room_state(ROOM)
+    assert state.running_since is None and not state.rerun_requested
+
+
+async def test_a_failed_run_releases_its_lease(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_once(self, state, result):  # type: ignore[no-untyped-def]
+        raise RuntimeError("anny is down")
+
+    monkeypatch.setattr(InboundFlow, "_run_once", run_once)
+    with pytest.raises(RuntimeError):
+        await flow(store).sync_room(ROOM, run_id="m")
+    assert (await store.get_room_state(ROOM)).running_since is None
+
+
+def test_items_that_ended_before_the_window_are_left_alone_by_the_nightly_baseline() -> None:
+    window = SyncWindow(datetime(2026, 11, 24, tzinfo=UTC), datetime(2027, 5, 24, tzinfo=UTC))
+    past = Link(room=ROOM, origin="anny", end=datetime(2026, 11, 20, tzinfo=UTC).isoformat())
+    current = Link(room=ROOM, origin="anny", end=datetime(2026, 11, 25, tzinfo=UTC).isoformat())
+    assert _ended_before(past, window) and not _ended_before(current, window)
