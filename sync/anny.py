@@ -6,7 +6,7 @@ import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -16,7 +16,8 @@ from sync.model import AnnyBooking, DesiredBlocker
 
 log = logging.getLogger(__name__)
 JSONAPI = "application/vnd.api+json"
-BOOKING_INCLUDE = "resource,resource.parent,service"
+BOOKING_INCLUDE = "resource,service"  # the parent id comes with the included resource
+DATE_FILTER_MARGIN = timedelta(days=1)  # anny does not say whether its date filters mean overlap
 PAGE_SIZE = 30
 MAX_THROTTLE_RETRIES = 3
 MAX_RETRY_AFTER_S = 10.0
@@ -63,10 +64,15 @@ class AnnyClient:
 
     async def list_bookings(self, resource_ids: list[str], start: datetime, end: datetime,
                             hide_blockers: bool = False) -> list[AnnyBooking]:
-        """Bookings of the resources overlapping [start, end), following every page."""
+        """Bookings of the resources overlapping [start, end), following every page.
+
+        The query asks for a margin around the span, and the answer is filtered precisely here.
+        """
         params: dict[str, Any] = {
-            "filter[resources]": ",".join(resource_ids), "filter[start_date]": start.isoformat(),
-            "filter[end_date]": end.isoformat(), "include": BOOKING_INCLUDE, "page[size]": PAGE_SIZE}
+            "filter[resources]": ",".join(resource_ids),
+            "filter[start_date]": (start - DATE_FILTER_MARGIN).isoformat(),
+            "filter[end_date]": (end + DATE_FILTER_MARGIN).isoformat(),
+            "include": BOOKING_INCLUDE, "page[size]": PAGE_SIZE}
         if hide_blockers:
             params["filter[hide_blocker]"] = 1
         found: list[AnnyBooking] = []
@@ -86,11 +92,11 @@ class AnnyClient:
         document = await self._request("POST", "/bookings", json=body, event_id=blocker.event_id)
         return parse_booking(document["data"], _included(document), default_resource=resource_id)
 
-    async def update_blocker(self, booking_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking:
+    async def update_blocker(self, booking_id: str, blocker: DesiredBlocker, note: str) -> None:
+        """PATCH a blocker (JSON:API allows 200 with the document or 204 without one)."""
         body = _blocker_document(blocker, note)
         body["data"]["id"] = booking_id
-        document = await self._request("PATCH", f"/bookings/{booking_id}", json=body, booking_id=booking_id)
-        return parse_booking(document["data"], _included(document))
+        await self._request("PATCH", f"/bookings/{booking_id}", json=body, booking_id=booking_id)
 
     async def delete_booking(self, booking_id: str) -> None:
         """Delete a booking/blocker; one that is gone already counts as deleted."""

@@ -39,6 +39,7 @@ from msgraph.graph_request_adapter import GraphRequestAdapter
 from msgraph_core import GraphClientFactory
 
 from sync.errors import (
+    RemoteBadRequest,
     RemoteConflict,
     RemoteError,
     RemoteGone,
@@ -236,7 +237,9 @@ class GraphGateway:
             request = builder.with_url(link) if link else builder
             try:
                 page = await self._call(room, lambda r=request, c=config: r.get(c))
-            except RemoteGone as exc:
+            except (RemoteGone, RemoteBadRequest) as exc:
+                if not sync_state_lost(exc):
+                    raise
                 raise SyncStateExpired("delta token expired", room=room) from exc
             result = DeltaPage([parse_event(e) for e in (page.value if page else None) or []],
                                str(page.odata_next_link or ""), str(page.odata_delta_link or ""))
@@ -269,11 +272,16 @@ class GraphGateway:
 
     async def find_subscription(self, room: str) -> str | None:
         """Id of this app's subscription on the room's events (after a 409 on create)."""
-        page = await self._call(room, self.client.subscriptions.get)
+        builder = self.client.subscriptions
+        page = await self._call(room, builder.get)
         wanted = f"users/{room}/events".lower()
-        for sub in (page.value if page else None) or []:
-            if (sub.resource or "").lower().lstrip("/") == wanted:
-                return str(sub.id)
+        while page is not None:
+            for sub in page.value or []:
+                if (sub.resource or "").lower().lstrip("/") == wanted:
+                    return str(sub.id)
+            if not page.odata_next_link:
+                return None
+            page = await self._call(room, builder.with_url(page.odata_next_link).get)
         return None
 
     async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> datetime:
@@ -297,6 +305,12 @@ class GraphGateway:
 
 
 # --- wire formats --------------------------------------------------------------------------------------
+
+
+def sync_state_lost(error: RemoteError) -> bool:
+    """Graph answers an expired delta token with 410 Gone, or with a sync-state error code."""
+    code = str(error.context.get("code") or "").lower()
+    return error.context.get("status") == 410 or "syncstate" in code or "resyncrequired" in code
 
 
 def _graph_time(value: datetime) -> str:

@@ -309,18 +309,19 @@ class InboundFlow:
             link = await self.store.save_link(link, previous_index=previous_index)
             previous_index = None
         if adopted is not None:
-            written = await self.anny.update_blocker(adopted, desired, note)
+            await self.anny.update_blocker(adopted, desired, note)
+            anny_id = adopted
         else:
-            written = await self.anny.create_blocker(rule.anny_resource_id, desired, note)
-        return await self._record(link, event, desired, written.id, previous_index)
+            anny_id = (await self.anny.create_blocker(rule.anny_resource_id, desired, note)).id
+        return await self._record(link, event, desired, anny_id, previous_index)
 
     async def _update_blocker(self, room: str, rule: Rule, event: OutlookEvent, anny_id: str,
                               desired: DesiredBlocker, link: Link) -> Link:
         try:
-            written = await self.anny.update_blocker(anny_id, desired, blocker_note(room, event.id))
+            await self.anny.update_blocker(anny_id, desired, blocker_note(room, event.id))
         except RemoteGone:
             return await self._create_blocker(room, rule, event, desired, link)
-        return await self._record(link, event, desired, written.id, None)
+        return await self._record(link, event, desired, anny_id, None)
 
     async def _record(self, link: Link, event: OutlookEvent, desired: DesiredBlocker, anny_id: str,
                       previous_index: tuple[str, str] | None) -> Link:

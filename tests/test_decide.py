@@ -291,3 +291,4 @@ def _apply(action: object, link: Link | None, outlook: dict[str, tuple[str, str]
         case ForgetLink():
             return None
     return link
+

@@ -97,7 +97,14 @@ class StoredEvent:
         )
 
     def occurrence_timing(self, original_start: datetime) -> Timing:
-        return self.timing.shifted(original_start - self.timing.start)
+        if not self.timing.all_day:
+            return self.timing.shifted(original_start - self.timing.start)
+        # All-day occurrences run midnight to midnight in their zone, also across a DST change.
+        tz = zone(self.timing.start_tz)
+        days = self.timing.end.astimezone(tz).date() - self.timing.start.astimezone(tz).date()
+        first = original_start.astimezone(tz).date()
+        return replace(self.timing, start=day_start(first, self.timing.start_tz),
+                       end=day_start(first + days, self.timing.end_tz))
 
     def original_starts(self, until: datetime) -> list[datetime]:
         """Original starts of all occurrences that begin before `until` (deleted ones included)."""

@@ -863,3 +863,13 @@ def test_standalone_module_serves_a_seed_file(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=10)
+
+
+def test_all_day_series_stays_midnight_to_midnight_across_dst(graph: GraphEmulator) -> None:
+    graph.person_create_event(ROOM, subject="Fair", is_all_day=True, time_zone=WEU,
+                              start=date(2026, 10, 24), end=date(2026, 10, 25),
+                              recurrence=recurrence("daily", "2026-10-24", count=3))
+    view = graph.calendar_view(ROOM, "2026-10-20T00:00:00Z", "2026-10-30T00:00:00Z", time_zone="UTC")
+    assert [(e["start"]["dateTime"][:10], e["end"]["dateTime"][:10]) for e in view] == [
+        ("2026-10-24", "2026-10-25"), ("2026-10-25", "2026-10-26"), ("2026-10-26", "2026-10-27")]
+    assert all(e["start"]["dateTime"].endswith("T00:00:00.0000000") for e in view)
