@@ -126,8 +126,9 @@ class SubscriptionStore:
 
     def duplicate_of(self, candidate: Subscription, now: datetime) -> Subscription | None:
         for sub in self.active(now):
-            same = (sub.mailbox_key, sorted(sub.change_types), sub.notification_url)
-            if same == (candidate.mailbox_key, sorted(candidate.change_types), candidate.notification_url):
+            # Graph: the same resource and changeType from the same app is a duplicate, whatever the URL.
+            same = (sub.mailbox_key, sorted(sub.change_types))
+            if same == (candidate.mailbox_key, sorted(candidate.change_types)):
                 return sub
         return None
 

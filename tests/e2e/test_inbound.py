@@ -376,3 +376,15 @@ async def test_meeting_moved_beyond_the_window_keeps_its_blocker_in_step_across_
         end=(later + timedelta(hours=1)).astimezone(ZoneInfo("Asia/Tokyo")).isoformat()[:19])
     await world.settle()
     assert span(blockers(world)[0]) == (later, later + timedelta(hours=1))
+
+
+async def test_a_subscription_the_app_forgot_is_replaced_not_duplicated(active: World) -> None:
+    world = active
+    [old] = world.stack.graph.subscriptions()
+    await world.state.delete_subscription(old["id"])  # state lost; Graph still has it (409 on create)
+    await world.activate()
+    [new] = world.stack.graph.subscriptions()
+    assert new["id"] != old["id"]
+    meeting(world, 2, 9)
+    await world.settle()
+    assert len(blockers(world)) == 1
