@@ -66,7 +66,7 @@ async def create(ctx: Context) -> GraphResponse:
 
 def _refuse_duplicate(ctx: Context, sub: Subscription) -> None:
     if ctx.state.subscriptions.duplicate_of(sub, ctx.now) is not None:
-        raise GraphError(409, "Conflict", "A subscription for this resource and changeType exists for this application.")
+        raise GraphError(409, "Conflict", "A subscription for this resource and changeType exists.")
 
 
 async def list_all(ctx: Context) -> GraphResponse:
