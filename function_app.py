@@ -56,6 +56,7 @@ async def nightly(timer: func.TimerRequest, work: func.Out[list[str]]) -> None:
     work.set([encode(w) for w in report.follow_up])
 
 
-@app.route(route="manage/{*path}", methods=["GET", "POST", "DELETE"], auth_level=func.AuthLevel.ADMIN)
+@app.route(route=f"{admin_api.ROUTE_PREFIX}/{{*path}}", methods=["GET", "POST", "DELETE"],
+           auth_level=func.AuthLevel.ADMIN)
 async def manage(req: func.HttpRequest) -> func.HttpResponse:
     return await admin_api.handle(req, Worker(await get_services()))

@@ -6,7 +6,6 @@ import asyncio
 import json
 import statistics
 import sys
-import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -114,6 +113,3 @@ def emit(result: dict) -> None:
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
     sys.stdout.flush()
 
-
-def temp_dir() -> str:
-    return tempfile.mkdtemp(prefix="bench-")

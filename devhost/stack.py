@@ -70,7 +70,7 @@ class LocalStack:
     def webhook_url(self) -> str:
         return f"{self.host.url}/api/anny/webhook?code={self.keys.default}"
 
-    def subscribe_anny_webhooks(self, signing_key: bool = False) -> dict[str, Any]:
+    def subscribe_anny_webhooks(self) -> dict[str, Any]:
         """Register the app's webhook in anny, as the admin guide tells the admin to."""
         return self.anny.create_webhook_subscription(
             self.webhook_url, custom_headers={WEBHOOK_SECRET_HEADER: WEBHOOK_SECRET})

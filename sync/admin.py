@@ -55,16 +55,12 @@ def rule_view(rule: Rule) -> dict[str, Any]:
 
 
 async def _set_state(store: StateStore, state: str) -> IntegrationStatus:
-    for _ in range(5):
-        status = await store.get_status()
+    def change(status: IntegrationStatus) -> None:
         status.state = state
         if state == "active":
             status.activated_at = datetime.now(UTC)
-        try:
-            return await store.save_status(status)
-        except ConcurrencyError:
-            continue
-    raise ConcurrencyError("integration status keeps changing", state=state)
+
+    return await store.update_status(change)
 
 
 async def activate(worker: Worker) -> dict[str, Any]:

@@ -33,14 +33,13 @@ class AnnyResource:
 
 
 class AnnyClient:
-    """One client per event loop; `async with AnnyClient(...)`. Counts its requests."""
+    """One client per event loop; `async with AnnyClient(...)`."""
 
     def __init__(self, base_url: str, token: str, organization_id: str, *, timeout: float = 30) -> None:
         self._org = organization_id
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/api/v1", timeout=timeout,
             headers={"Authorization": f"Bearer {token}", "Accept": JSONAPI})
-        self.requests = 0
 
     async def __aenter__(self) -> AnnyClient:
         return self
@@ -133,7 +132,6 @@ class AnnyClient:
         query = {"o": self._org, **(params or {})}
         headers = {"Content-Type": JSONAPI} if json is not None else {}
         for attempt in range(MAX_THROTTLE_RETRIES + 1):
-            self.requests += 1
             try:
                 response = await self._http.request(method, path, params=query, json=json, headers=headers)
             except httpx.HTTPError as exc:
@@ -232,7 +230,6 @@ def parse_booking(item: dict[str, Any], included: dict[tuple[str, str], dict[str
         resource_name=str(_attributes(resource).get("name") or "") if resource else "",
         title=str(attrs.get("title") or attrs.get("description") or ""),
         note=str(attrs.get("note") or ""),
-        updated_at=str(attrs.get("updated_at") or ""),
     )
 
 

@@ -46,8 +46,6 @@ class RuleError(SyncError):
 class RemoteError(SyncError):
     """A call to anny or Graph failed."""
 
-    retryable: bool = False
-
 
 class RemoteGone(RemoteError):
     """The item no longer exists on the remote side (404 / 410)."""
@@ -60,13 +58,9 @@ class RemoteConflict(RemoteError):
 class RemoteThrottled(RemoteError):
     """Throttled (429) after the client's own retries; retry later."""
 
-    retryable = True
-
 
 class RemoteUnavailable(RemoteError):
     """5xx, timeout or connection failure; retry later."""
-
-    retryable = True
 
 
 class RemoteAuthError(RemoteError):

@@ -66,7 +66,6 @@ def _ended_before(link: Link, window: SyncWindow) -> bool:
 class RoomRunResult:
     room: str
     runs: int = 0
-    delta_requests: int = 0
     actions: list[Action] = field(default_factory=list)
     skipped_busy: bool = False
     rerun_later: bool = False
@@ -160,16 +159,13 @@ class InboundFlow:
                 state = fresh
 
     async def _release_after_failure(self, room: str, run_id: str) -> None:
-        for _ in range(5):
-            state = await self.store.get_room_state(room)
+        def release(state: RoomState) -> bool:
             if state.run_id != run_id:
-                return
+                return False  # not ours (any more)
             state.running_since, state.run_id = None, ""
-            try:
-                await self.store.save_room_state(state)
-                return
-            except ConcurrencyError:
-                continue
+            return True
+
+        await self.store.update_room_state(room, release)
 
     # -- one delta round ------------------------------------------------------------------------------
 
@@ -208,7 +204,6 @@ class InboundFlow:
         latest: dict[str, OutlookEvent] = {}
         delta_link = ""
         async for page in self.graph.delta_pages(room, ctx.window, link, self.settings.delta_page_size):
-            result.delta_requests += 1
             for event in page.events:
                 latest[event.id] = event  # the same event may come several times in one round
             delta_link = page.delta_link or delta_link

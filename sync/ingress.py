@@ -40,12 +40,15 @@ def _json_answer(http_status: int, **body: Any) -> Answer:
     return Answer(func.HttpResponse(json.dumps(body), status_code=http_status, mimetype="application/json"))
 
 
-def _read_json(req: func.HttpRequest, limit: int) -> tuple[Any, Answer | None]:
-    body = req.get_body() or b""
-    if len(body) > limit:
-        return None, _json_answer(413, error="body too large", limit=limit)
+def _too_large(req: func.HttpRequest, limit: int) -> Answer | None:
+    if len(req.get_body() or b"") > limit:
+        return _json_answer(413, error="body too large", limit=limit)
+    return None
+
+
+def _parse_json(req: func.HttpRequest) -> tuple[Any, Answer | None]:
     try:
-        return json.loads(body), None
+        return json.loads(req.get_body() or b""), None
     except (ValueError, UnicodeDecodeError):
         return None, _json_answer(400, error="malformed JSON")
 
@@ -74,12 +77,13 @@ def booking_id_of(payload: dict[str, Any]) -> str:
 
 
 async def anny_webhook(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
-    if len(req.get_body() or b"") > settings.webhook_max_body_bytes:
-        return _json_answer(413, error="body too large", limit=settings.webhook_max_body_bytes)
+    too_large = _too_large(req, settings.webhook_max_body_bytes)  # before anything else is read
+    if too_large:
+        return too_large
     if not _authentic(req, settings):
         log.warning("anny webhook refused: secret or signature wrong")
         return _json_answer(401, error="unauthorized")
-    payload, refused = _read_json(req, settings.webhook_max_body_bytes)
+    payload, refused = _parse_json(req)
     if refused:
         return refused
     if not isinstance(payload, dict):
@@ -145,7 +149,10 @@ _subscriptions = _SubscriptionCache()
 
 async def _verified_items(req: func.HttpRequest, settings: Settings, store: StateStore
                           ) -> tuple[Verified, Answer | None]:
-    payload, refused = _read_json(req, settings.webhook_max_body_bytes)
+    too_large = _too_large(req, settings.webhook_max_body_bytes)
+    if too_large:
+        return [], too_large
+    payload, refused = _parse_json(req)
     if refused:
         return [], refused
     items = payload.get("value") if isinstance(payload, dict) else None

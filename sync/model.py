@@ -34,7 +34,6 @@ class AnnyBooking:
     resource_name: str = ""
     title: str = ""
     note: str = ""
-    updated_at: str = ""
 
     @property
     def is_cancelled(self) -> bool:
@@ -48,9 +47,6 @@ class AnnyBooking:
     def resource_ids(self) -> tuple[str, ...]:
         """The resources a rule may map it by: its own and its parent's."""
         return tuple(r for r in (self.resource_id, self.parent_resource_id) if r)
-
-    def blocker_fingerprint(self) -> str:
-        return fingerprint(_utc_iso(self.start), _utc_iso(self.end))
 
 
 @dataclass(frozen=True)

@@ -159,15 +159,5 @@ class OutboundFlow:
         state = await self.store.get_room_state(room)
         if not state.category_ensured:
             await self.graph.ensure_category(room)
-            await self._remember_category(room)
+            await self.store.update_room_state(room, lambda s: setattr(s, "category_ensured", True))
         self.categories_ensured.add(room)
-
-    async def _remember_category(self, room: str) -> None:
-        for _ in range(5):
-            state = await self.store.get_room_state(room)
-            state.category_ensured = True
-            try:
-                await self.store.save_room_state(state)
-                return
-            except ConcurrencyError:
-                continue

@@ -21,10 +21,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from azure.core import MatchConditions
 from azure.core.exceptions import (
@@ -40,6 +40,7 @@ from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError, St
 from sync.keys import encode_key, normalise_mailbox
 from sync.settings import StorageSettings
 
+T = TypeVar("T")
 MAX_ENTITY_BYTES = 1024 * 1024
 MAX_STRING_BYTES = 64 * 1024
 TABLES = ("rules", "links", "subscriptions", "rooms", "status", "events")
@@ -74,7 +75,6 @@ class Link:
     generation: int = 0
     transaction_id: str = ""
     event_change_key: str = ""
-    anny_updated_at: str = ""
     fingerprint: str = ""
     suppressed: bool = False  # anny admin deleted our blocker: do not recreate until the event changes
     start: str = ""
@@ -494,6 +494,28 @@ class StateStore:
     async def save_status(self, status: IntegrationStatus) -> IntegrationStatus:
         status.etag = await self._replace("status", _to_entity(status, "status", "integration"), status.etag)
         return status
+
+    async def update_status(self, change: Callable[[IntegrationStatus], object]) -> IntegrationStatus:
+        """Read, change and write the status, again after a lost race."""
+        return await self._update(self.get_status, change, self.save_status)
+
+    async def update_room_state(self, room: str, change: Callable[[RoomState], object]) -> RoomState:
+        """Read, change and write a room's state, again after a lost race; `change` returning
+        False leaves it as it is."""
+        return await self._update(lambda: self.get_room_state(room), change, self.save_room_state)
+
+    @staticmethod
+    async def _update(read: Callable[[], Awaitable[T]], change: Callable[[T], object],
+                      save: Callable[[T], Awaitable[T]], attempts: int = 5) -> T:
+        for _ in range(attempts):
+            record = await read()
+            if change(record) is False:
+                return record
+            try:
+                return await save(record)
+            except ConcurrencyError:
+                continue
+        raise ConcurrencyError("the entity kept changing while it was updated", attempts=attempts)
 
     # -- processed webhook event ids ------------------------------------------------------------------
 

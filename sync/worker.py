@@ -10,6 +10,7 @@ from sync.errors import RemoteAuthError
 from sync.inbound import InboundFlow
 from sync.outbound import OutboundFlow
 from sync.services import Services
+from sync.state import IntegrationStatus
 from sync.subscriptions import SubscriptionManager
 from sync.work import BadWorkItem, BookingWork, LifecycleWork, RoomWork, Work, decode
 
@@ -86,13 +87,7 @@ class Worker:
         return [RoomWork(sub.room, reason=work.event)]
 
     async def _record_error(self, message: str) -> None:
-        from sync.errors import ConcurrencyError
-
-        for _ in range(3):
-            status = await self.services.store.get_status()
+        def change(status: IntegrationStatus) -> None:
             status.last_error, status.last_error_at = message[:2000], datetime.now(UTC)
-            try:
-                await self.services.store.save_status(status)
-                return
-            except ConcurrencyError:
-                continue
+
+        await self.services.store.update_status(change)
