@@ -25,7 +25,8 @@ from sync.work import POISON_QUEUE, RoomWork, Work
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
-COMMANDS = ("rules.list", "rules.add", "rules.remove", "activate", "deactivate", "delete", "status")
+COMMANDS = ("rooms", "resources", "rules.list", "rules.add", "rules.remove", "activate", "deactivate", "delete",
+            "status")
 
 
 async def add_rule(store: StateStore, anny_resource_id: str, room: str, time_zone: str = "") -> Rule:
@@ -217,6 +218,10 @@ def _iso(value: datetime | None) -> str | None:
 async def run_command(command: str, params: dict[str, str], worker: Worker) -> Any:
     """Carry out one admin command; raises RuleError (bad input) or SyncError."""
     store = worker.services.store
+    if command == "rooms":  # what can be mapped: the tenant's room mailboxes (Graph Places)
+        return [asdict(room) for room in await worker.services.graph.list_rooms()]
+    if command == "resources":  # ... and anny's resources; only parents can be mapped
+        return [asdict(resource) for resource in await worker.services.anny.list_resources()]
     if command == "rules.list":
         return [rule_view(r) for r in await store.list_rules()]
     if command == "rules.add":

@@ -16,6 +16,8 @@ log = logging.getLogger(__name__)
 ROUTE_PREFIX = "manage"
 # command → (method, path below /api/manage); the CLI's remote mode uses the same table.
 ROUTES: dict[str, tuple[str, str]] = {
+    "rooms": ("GET", "rooms"),
+    "resources": ("GET", "resources"),
     "rules.list": ("GET", "rules"),
     "rules.add": ("POST", "rules"),
     "rules.remove": ("DELETE", "rules/{anny_resource}"),

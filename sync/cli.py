@@ -34,6 +34,8 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--key", default=os.environ.get("SYNC_ADMIN_KEY", ""),
                         help="the function app's admin (master) key, for --api")
     commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("rooms", help="list the tenant's room mailboxes (from Microsoft Graph)")
+    commands.add_parser("resources", help="list anny's resources (parents can be mapped)")
     rules = commands.add_parser("rules", help="map anny resources to rooms").add_subparsers(dest="action",
                                                                                             required=True)
     add = rules.add_parser("add", help="map an anny parent resource to a room mailbox")

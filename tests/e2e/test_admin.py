@@ -25,6 +25,13 @@ async def test_admin_api_needs_the_admin_key(world: World) -> None:
     assert status["rules"][0]["subscription_expires"] and status["poison_queue"] == 0
 
 
+async def test_rooms_and_resources_can_be_listed_for_mapping(world: World) -> None:
+    rooms = (await manage(world, "GET", "rooms")).json()
+    assert rooms == [{"email": world.room, "name": "Room Alpha"}]
+    resources = {r["id"]: r for r in (await manage(world, "GET", "resources")).json()}
+    assert resources[world.resource]["parent_id"] == "" and resources[world.child]["parent_id"] == world.resource
+
+
 async def test_admin_api_refuses_bad_input_clearly(world: World) -> None:
     duplicate = await manage(world, "POST", "rules", json={"anny_resource": world.resource, "room": "x@y.example"})
     assert duplicate.status_code == 400 and "mapped already" in duplicate.json()["error"]

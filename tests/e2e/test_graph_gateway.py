@@ -1,0 +1,61 @@
+"""The Graph gateway against the Graph emulator: Graph's limits are respected, throttling is survived."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from devhost.stack import GRAPH_TOKEN, Emulators
+from sync.errors import RemoteGone
+from sync.graph import GraphGateway
+from sync.keys import transaction_id
+from sync.model import DesiredEvent
+from sync.settings import Settings
+
+ROOM = "gateway.room@contoso.example"
+REQUIRED = {"ANNY_API_TOKEN": "t", "ANNY_ORGANIZATION_ID": "o", "ANNY_WEBHOOK_SECRET": "s",
+            "PUBLIC_BASE_URL": "https://sync.example.org", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
+
+
+@pytest.fixture
+async def gateway(emulators: Emulators) -> AsyncIterator[GraphGateway]:
+    emulators.reset()
+    emulators.graph.add_room(ROOM, "Gateway Room")
+    settings = Settings.from_env({**REQUIRED, "GRAPH_BASE_URL": emulators.graph.base_url,
+                                  "GRAPH_AUTH_MODE": "static_token", "GRAPH_STATIC_TOKEN": GRAPH_TOKEN})
+    gateway = GraphGateway.from_settings(settings)
+    yield gateway
+    await gateway.close()
+
+
+def desired(index: int) -> DesiredEvent:
+    start = datetime.now(UTC).replace(microsecond=0) + timedelta(days=1, hours=index)
+    return DesiredEvent(f"b-{index}", f"Booking {index}", start, start + timedelta(minutes=30))
+
+
+async def test_never_more_than_four_requests_per_mailbox_at_once(gateway: GraphGateway,
+                                                                 emulators: Emulators) -> None:
+    emulators.graph.set_latency(100)  # requests overlap for long enough to hit the limit
+    await asyncio.gather(*(gateway.create_event(ROOM, desired(i), transaction_id(f"b-{i}", 0)) for i in range(12)))
+    counts = emulators.graph.call_counts()
+    assert counts["POST /users/{mailbox}/events"] == 12  # no request was refused with 429 and retried
+    assert len(emulators.graph.events(ROOM)) == 12
+
+
+async def test_throttling_and_unavailability_are_retried_after_retry_after(gateway: GraphGateway,
+                                                                            emulators: Emulators) -> None:
+    emulators.graph.add_fault(429, route="POST /users/{mailbox}/events", count=1, retry_after=1)
+    emulators.graph.add_fault(503, route="POST /users/{mailbox}/events", count=1, retry_after=1)
+    written = await gateway.create_event(ROOM, desired(0), transaction_id("b-0", 0))
+    assert emulators.graph.call_counts()["POST /users/{mailbox}/events"] == 3
+    assert [e["id"] for e in emulators.graph.events(ROOM)] == [written.event_id]
+
+
+async def test_graph_errors_become_typed_errors_with_context(gateway: GraphGateway, emulators: Emulators) -> None:
+    with pytest.raises(RemoteGone) as gone:
+        await gateway.update_event(ROOM, "no-such-event", desired(1))
+    assert gone.value.context["event_id"] == "no-such-event" and gone.value.context["room"] == ROOM
+    await gateway.delete_event(ROOM, "no-such-event")  # deleting what is gone already is fine
