@@ -12,47 +12,20 @@ import logging
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from sync.errors import ConcurrencyError, NotFoundError, RuleError
+from sync.errors import ConfirmationNeeded, NotFoundError, RuleError, RuleNotAdded, SyncError
 from sync.inbound import blocker_note
-from sync.keys import normalise_mailbox
 from sync.nightly import NightlyReport, run_nightly, sync_rule
+from sync.rules import add_rule
 from sync.services import STATUS_TTL_S
-from sync.settings import StorageSettings
 from sync.state import IntegrationStatus, Link, Rule, StateStore
-from sync.work import POISON_QUEUE, RoomWork, Work
+from sync.status import rule_view, status_view
+from sync.work import RoomWork, Work
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
 COMMANDS = ("rooms", "resources", "rules.list", "rules.add", "rules.remove", "activate", "deactivate", "delete",
             "status")
-
-
-async def add_rule(store: StateStore, anny_resource_id: str, room: str, time_zone: str = "") -> Rule:
-    anny_resource_id, room = anny_resource_id.strip(), normalise_mailbox(room)
-    if not anny_resource_id:
-        raise RuleError("the anny resource id is empty")
-    if "@" not in room or room.startswith("@") or room.endswith("@"):
-        raise RuleError("the room must be a mailbox address like room@contoso.com", room=room)
-    if time_zone:
-        try:
-            ZoneInfo(time_zone)
-        except (ZoneInfoNotFoundError, ValueError):
-            raise RuleError("unknown time zone; expected an IANA name like Europe/Berlin",
-                            time_zone=time_zone) from None
-    try:
-        return await store.add_rule(Rule(anny_resource_id, room, time_zone=time_zone))
-    except ConcurrencyError:
-        mapped = await store.get_rule(anny_resource_id)
-        if mapped is not None:
-            raise RuleError("this anny resource is mapped already", anny_resource=anny_resource_id,
-                            room=mapped.room) from None
-        raise RuleError("this room is mapped already", room=room) from None
-
-
-def rule_view(rule: Rule) -> dict[str, Any]:
-    return {k: v.isoformat() if isinstance(v, datetime) else v for k, v in asdict(rule).items()}
 
 
 async def _set_state(store: StateStore, state: str) -> IntegrationStatus:
@@ -105,6 +78,32 @@ class Removal:
     rules: int = 0
 
 
+async def add_and_sync_rule(worker: Worker, params: dict[str, str]) -> dict[str, Any]:
+    """Add a rule; while active, sync it at once. If that initial sync fails, the rule and
+    whatever the sync wrote are removed again: a refused add stores nothing."""
+    services = worker.services
+    rule = await add_rule(services.store, services.anny, services.graph, params.get("anny_resource", ""),
+                          params.get("room", ""), params.get("time_zone", ""))
+    if not await services.is_active():
+        return rule_view(rule)
+    try:
+        report = NightlyReport()
+        await sync_rule(worker, rule, report)
+        await _handle_all(worker, report.follow_up)
+    except SyncError as exc:
+        log.error("initial sync of a new rule failed; removing the rule again",
+                  extra={"anny_resource": rule.anny_resource_id, "room": rule.room, "error": str(exc)})
+        try:
+            await remove_rule(worker, rule.anny_resource_id)
+        except SyncError as cleanup:
+            raise RuleNotAdded(f"rule not added: its initial sync failed ({exc.message}) and removing it failed "
+                               f"too ({cleanup.message}); run `rules remove --anny-resource "
+                               f"{rule.anny_resource_id}` once anny and Graph answer", **exc.context) from exc
+        raise RuleNotAdded(f"rule not added: its initial sync failed ({exc.message}); nothing was kept, "
+                           "try again when the cause is fixed", **exc.context) from exc
+    return rule_view(rule)
+
+
 async def remove_rule(worker: Worker, anny_resource_id: str) -> dict[str, Any]:
     """Delete a rule and everything this app created for it (mirror events and blockers)."""
     store = worker.services.store
@@ -151,9 +150,30 @@ async def _remove_link(worker: Worker, link: Link, rule: Rule | None, removal: R
     await services.store.delete_link(link)
 
 
-async def delete_integration(worker: Worker) -> dict[str, Any]:
-    """Remove every mirror event and blocker, every subscription and all stored state."""
+DELETE_CONFIRMATION = "delete"
+
+
+async def deletion_preview(store: StateStore) -> dict[str, int]:
+    """What `delete` would remove: this app's mirrors, subscriptions and rules (nothing a person made)."""
+    links = await store.all_links()
+    return {"events": sum(1 for link in links if link.origin == "anny"),
+            "blockers": sum(1 for link in links if link.origin == "outlook" and not link.suppressed),
+            "subscriptions": len(await store.list_subscriptions()), "rules": len(await store.list_rules())}
+
+
+async def delete_integration(worker: Worker, confirm: str = "") -> dict[str, Any]:
+    """Remove every mirror event and blocker, every subscription and all stored state.
+
+    Refused (ConfirmationNeeded, saying what it would remove) unless `confirm` is "delete".
+    """
     store = worker.services.store
+    if confirm != DELETE_CONFIRMATION:
+        preview = await deletion_preview(store)
+        raise ConfirmationNeeded(
+            f"delete removes {preview['events']} mirror event(s) from the room calendars, "
+            f"{preview['blockers']} mirror blocker(s) from anny, {preview['subscriptions']} Graph "
+            f"subscription(s), {preview['rules']} rule(s) and all stored state; nothing a person created. "
+            f'To go on, send {{"confirm": "delete"}} (CLI: delete --yes)', would_remove=preview)
     await _set_state(store, "deleting")
     worker.services.forget_status()
     await asyncio.sleep(DELETION_GRACE_S)  # other instances stop taking work before the scan
@@ -169,50 +189,9 @@ async def delete_integration(worker: Worker) -> dict[str, Any]:
     return {"state": "deleted", "removed": asdict(removal)}
 
 
-async def poison_count(storage: StorageSettings) -> int | None:
-    """Work items parked in the poison queue after maxDequeueCount failures (None: unknown)."""
-    from azure.core.exceptions import AzureError, ResourceNotFoundError
-    from azure.storage.queue.aio import QueueClient
-
-    credential = None
-    if storage.connection_string:
-        client = QueueClient.from_connection_string(storage.connection_string, POISON_QUEUE)
-    else:
-        from azure.identity.aio import DefaultAzureCredential
-
-        credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id or None)
-        client = QueueClient(storage.queue_service_uri, POISON_QUEUE, credential=credential)
-    try:
-        return (await client.get_queue_properties()).approximate_message_count
-    except ResourceNotFoundError:
-        return 0
-    except AzureError as exc:
-        log.warning("poison queue not readable", extra={"error": str(exc)})
-        return None
-    finally:
-        await client.close()
-        if credential is not None:
-            await credential.close()
-
-
-async def status_view(store: StateStore, storage: StorageSettings) -> dict[str, Any]:
-    status = await store.get_status()
-    subscriptions = {s.room: s.expires_at.isoformat() for s in await store.list_subscriptions()}
-    rooms = {r.room: r for r in await store.list_room_states()}
-    return {
-        "state": status.state,
-        "activated_at": _iso(status.activated_at),
-        "last_error": status.last_error or None,
-        "last_error_at": _iso(status.last_error_at),
-        "poison_queue": await poison_count(storage),
-        "rules": [{**rule_view(rule), "subscription_expires": subscriptions.get(rule.room),
-                   "last_run_at": _iso(rooms[rule.room].last_run_at) if rule.room in rooms else None}
-                  for rule in await store.list_rules()],
-    }
-
-
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
+def flag(params: dict[str, str], name: str) -> bool:
+    """A yes/no parameter as the CLI and the admin API send it."""
+    return str(params.get(name, "")).strip().lower() in ("1", "true", "yes", "on")
 
 
 async def run_command(command: str, params: dict[str, str], worker: Worker) -> Any:
@@ -225,13 +204,7 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
     if command == "rules.list":
         return [rule_view(r) for r in await store.list_rules()]
     if command == "rules.add":
-        rule = await add_rule(store, params.get("anny_resource", ""), params.get("room", ""),
-                              params.get("time_zone", ""))
-        if await worker.services.is_active():  # a rule added while active is synced at once
-            report = NightlyReport()
-            await sync_rule(worker, rule, report)
-            await _handle_all(worker, report.follow_up)
-        return rule_view(rule)
+        return await add_and_sync_rule(worker, params)
     if command == "rules.remove":
         return await remove_rule(worker, params.get("anny_resource", ""))
     if command == "activate":
@@ -239,7 +212,7 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
     if command == "deactivate":
         return await deactivate(worker)
     if command == "delete":
-        return await delete_integration(worker)
+        return await delete_integration(worker, params.get("confirm", ""))
     if command == "status":
-        return await status_view(store, worker.services.settings.storage)
+        return await status_view(store, worker.services.settings, drift=flag(params, "drift"))
     raise RuleError(f"unknown command; expected one of {', '.join(COMMANDS)}", command=command)

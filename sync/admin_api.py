@@ -9,7 +9,7 @@ from typing import Any
 import azure.functions as func
 
 from sync.admin import run_command
-from sync.errors import RuleError, SyncError
+from sync.errors import ConfirmationNeeded, RuleError, SyncError
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -55,6 +55,7 @@ async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
     if matched is None:
         return _json(404, {"error": "unknown admin command", "commands": sorted(ROUTES)})
     command, params = matched
+    params = {**{k: str(v) for k, v in req.params.items()}, **params}
     if req.get_body():
         try:
             body = json.loads(req.get_body())
@@ -65,6 +66,8 @@ async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
         params = {**{k: str(v) for k, v in body.items()}, **params}  # the path wins over the body
     try:
         return _json(200, await run_command(command, params, worker))
+    except ConfirmationNeeded as exc:
+        return _json(400, {"error": str(exc), "needs_confirmation": True, **exc.context})
     except RuleError as exc:
         return _json(400, {"error": str(exc), **exc.context})
     except SyncError as exc:

@@ -12,52 +12,114 @@ import asyncio
 import json
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
-from sync.admin import run_command
+from sync.admin import DELETE_CONFIRMATION, run_command
 from sync.admin_api import ROUTES
-from sync.errors import RemoteError, SyncError
+from sync.errors import ConfirmationNeeded, RemoteError, RuleError, SettingsError, SyncError
 from sync.services import Services
 from sync.settings import Settings
+from sync.status import render
 from sync.worker import Worker
+
+EXIT_OK, EXIT_REFUSED, EXIT_FAILED = 0, 2, 3
+EXIT_CODES = f"""exit codes:
+  {EXIT_OK}  done
+  {EXIT_REFUSED}  refused: bad input, a missing confirmation or a wrong key; the message says what to fix
+  {EXIT_FAILED}  failed: anny, Microsoft Graph, Table Storage or the admin API did not answer as
+     expected; nothing half-done is kept where the command says so; try again later"""
+
+
+def _common() -> argparse.ArgumentParser:
+    """Options accepted anywhere on the line (before or after the subcommand)."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="print machine-readable JSON instead of text")
+    common.add_argument("--api", default=argparse.SUPPRESS,
+                        help="admin API base URL (…/api/manage); default $SYNC_ADMIN_API, else work locally "
+                             "with the app's settings in the environment")
+    common.add_argument("--key", default=argparse.SUPPRESS,
+                        help="the function app's admin (master) key for --api; default $SYNC_ADMIN_KEY")
+    return common
+
+
+def _add(commands: Any, name: str, summary: str, example: str, common: argparse.ArgumentParser,
+         details: str = "") -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name, help=summary, description=f"{summary}.\n\n{details}".strip(), parents=[common],
+        epilog=f"example:\n  {example}\n\n{EXIT_CODES}", formatter_class=argparse.RawDescriptionHelpFormatter)
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m sync", description="anny ⇄ Microsoft 365 room sync admin")
-    parser.add_argument("--json", action="store_true", help="print machine-readable JSON")
-    parser.add_argument("--api", default=os.environ.get("SYNC_ADMIN_API", ""),
-                        help="admin API base URL (…/api/manage); default: work locally with the app's settings")
-    parser.add_argument("--key", default=os.environ.get("SYNC_ADMIN_KEY", ""),
-                        help="the function app's admin (master) key, for --api")
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("rooms", help="list the tenant's room mailboxes (from Microsoft Graph)")
-    commands.add_parser("resources", help="list anny's resources (parents can be mapped)")
-    rules = commands.add_parser("rules", help="map anny resources to rooms").add_subparsers(dest="action",
-                                                                                            required=True)
-    add = rules.add_parser("add", help="map an anny parent resource to a room mailbox")
-    add.add_argument("--anny-resource", required=True, help="anny resource id")
-    add.add_argument("--room", required=True, help="room mailbox address")
-    add.add_argument("--time-zone", default="", help="the resource's IANA time zone (default: SYNC_TIME_ZONE)")
-    rules.add_parser("list", help="list the rules")
-    remove = rules.add_parser("remove", help="delete a rule and the mirror events and blockers it created")
-    remove.add_argument("--anny-resource", required=True)
-    commands.add_parser("activate", help="subscribe every mapped room and sync the window both ways")
-    commands.add_parser("deactivate", help="stop syncing (removes the subscriptions, keeps everything else)")
-    commands.add_parser("delete", help="remove every mirror event and blocker, the subscriptions and all state")
-    commands.add_parser("status", help="integration state, rules, subscriptions")
+    common = _common()
+    parser = argparse.ArgumentParser(
+        prog="python -m sync", parents=[common], formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="anny ⇄ Microsoft 365 room sync: the admin's commands. "
+                    "`python -m sync <command> --help` explains each one with an example.",
+        epilog=f"typical first run:\n  python -m sync rooms\n  python -m sync resources\n"
+               f"  python -m sync rules add --anny-resource <id> --room room-a@contoso.com\n"
+               f"  python -m sync activate --dry-run\n  python -m sync activate\n  python -m sync status\n\n"
+               f"{EXIT_CODES}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="<command>")
+    _add(commands, "rooms", "list the tenant's room mailboxes (Microsoft Graph Places)", "python -m sync rooms",
+         common)
+    _add(commands, "resources", "list anny's resources; children show their parent and cannot be mapped",
+         "python -m sync resources", common)
+    rules = _add(commands, "rules", "map anny parent resources to rooms (add, list, remove)",
+                 "python -m sync rules list", common).add_subparsers(dest="action", required=True, metavar="<action>")
+    add = _add(rules, "add", "map an anny parent resource to a room mailbox",
+               "python -m sync rules add --anny-resource 8f1c… --room room-a@contoso.com", common,
+               "Refused (and nothing stored) for a child resource, an unknown resource, an address that is\n"
+               "not a room in Places, or a resource or room mapped already. While the sync is active the\n"
+               "rule is synced at once; if that fails, the rule is removed again.")
+    add.add_argument("--anny-resource", required=True, help="the anny parent resource's id (see `resources`)")
+    add.add_argument("--room", required=True, help="the room mailbox address (see `rooms`)")
+    add.add_argument("--time-zone", default="", help="the resource's IANA time zone (default: anny's, else "
+                                                     "SYNC_TIME_ZONE)")
+    _add(rules, "list", "list the rules", "python -m sync rules list", common)
+    remove = _add(rules, "remove", "delete a rule and the mirror events and blockers it created",
+                  "python -m sync rules remove --anny-resource 8f1c…", common)
+    remove.add_argument("--anny-resource", required=True, help="the rule's anny resource id")
+    activate = _add(commands, "activate", "start syncing: subscribe every mapped room and sync both ways",
+                    "python -m sync activate --dry-run", common,
+                    "The first activation transfers everything in the window. After `deactivate`, activating\n"
+                    "again transfers only what is created from then on; linked items catch up with their\n"
+                    "changes, and what was created while off stays unsynced (`resync` brings it over).")
+    activate.add_argument("--dry-run", action="store_true", help="only say what would happen, write nothing")
+    _add(commands, "deactivate", "stop syncing (removes the subscriptions, keeps everything else)",
+         "python -m sync deactivate", common)
+    resync = _add(commands, "resync", "bring everything in the window over, both ways (all rules or one)",
+                  "python -m sync resync --rule 8f1c… --confirm-deletions", common,
+                  "Also how a rule held by the brake on mass deletion is released: check with --dry-run,\n"
+                  "then resync it with --confirm-deletions.")
+    resync.add_argument("--rule", default="", help="only this rule (its anny resource id)")
+    resync.add_argument("--dry-run", action="store_true", help="only say what would happen, write nothing")
+    resync.add_argument("--confirm-deletions", action="store_true",
+                        help="allow this run to delete more mirrors than the brake allows")
+    delete = _add(commands, "delete", "uninstall: remove every mirror event and blocker, the subscriptions "
+                                      "and all state", "python -m sync delete --yes", common,
+                  "Without --yes it says what it would remove and asks (or, not on a terminal, stops).")
+    delete.add_argument("--yes", action="store_true", help="confirm: remove without asking")
+    status = _add(commands, "status", "state, rules, last runs, what was repaired, the poison queue",
+                  "python -m sync status --drift", common)
+    status.add_argument("--drift", action="store_true", help="also list the items the last runs repaired")
     return parser
 
 
 def _command(args: argparse.Namespace) -> tuple[str, dict[str, str]]:
-    if args.command == "rules":
-        params = {"anny_resource": getattr(args, "anny_resource", ""), "room": getattr(args, "room", ""),
-                  "time_zone": getattr(args, "time_zone", "")}
-        return f"rules.{args.action}", {k: v for k, v in params.items() if v}
-    return args.command, {}
+    params = {"anny_resource": getattr(args, "anny_resource", ""), "room": getattr(args, "room", ""),
+              "time_zone": getattr(args, "time_zone", ""), "rule": getattr(args, "rule", "")}
+    for flag in ("dry_run", "confirm_deletions", "drift"):
+        if getattr(args, flag, False):
+            params[flag] = "true"
+    if getattr(args, "yes", False):
+        params["confirm"] = DELETE_CONFIRMATION
+    command = f"rules.{args.action}" if args.command == "rules" else args.command
+    return command, {k: v for k, v in params.items() if v}
 
 
 async def _run_locally(command: str, params: dict[str, str]) -> Any:
@@ -72,43 +134,63 @@ async def _run_remotely(api: str, key: str, command: str, params: dict[str, str]
     method, template = ROUTES[command]
     path = template.format(**{k: quote(v, safe="") for k, v in params.items()}) if "{" in template else template
     body = None if method == "GET" or "{" in template else params
+    query = params if method == "GET" else None
     async with httpx.AsyncClient(timeout=600) as client:
         try:
-            answer = await client.request(method, f"{api.rstrip('/')}/{path}", json=body,
+            answer = await client.request(method, f"{api.rstrip('/')}/{path}", json=body, params=query,
                                           headers={"x-functions-key": key})
         except httpx.HTTPError as exc:
             raise RemoteError(f"admin API unreachable: {type(exc).__name__}", api=api) from exc
-    if answer.status_code >= 400:
-        detail = answer.json().get("error") if answer.headers.get("content-type", "").startswith(
-            "application/json") else answer.reason_phrase
-        raise RemoteError(f"admin API answered {answer.status_code}: {detail}", command=command)
-    return answer.json()
+    if answer.status_code < 400:
+        return answer.json()
+    error: dict[str, Any] = {}
+    if answer.headers.get("content-type", "").startswith("application/json"):
+        error = answer.json()
+    detail = error.get("error") or answer.reason_phrase
+    if error.get("needs_confirmation"):
+        raise ConfirmationNeeded(str(detail))
+    kind = RuleError if answer.status_code < 500 else RemoteError
+    raise kind(f"admin API answered {answer.status_code}: {detail}", command=command)
 
 
-def _print(result: Any, as_json: bool) -> None:
+def _print(command: str, result: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2, default=str))
-        return
-    rows = result if isinstance(result, list) else [result]
-    for row in rows:
-        print("  ".join(f"{k}={v}" for k, v in row.items() if v not in (None, "", [])))
-    if not rows:
-        print("(none)")
+    else:
+        print(render(command, result))
+
+
+def _confirmed_interactively(exc: ConfirmationNeeded) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    print(exc.message, file=sys.stderr)
+    return input(f"Type {DELETE_CONFIRMATION!r} to go on: ").strip() == DELETE_CONFIRMATION
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    as_json = getattr(args, "json", False)
+    api = getattr(args, "api", os.environ.get("SYNC_ADMIN_API", ""))
+    key = getattr(args, "key", os.environ.get("SYNC_ADMIN_KEY", ""))
     command, params = _command(args)
+
+    def run(p: dict[str, str]) -> Any:
+        runner: Callable[[], Any] = (lambda: _run_remotely(api, key, command, p)) if api else (
+            lambda: _run_locally(command, p))
+        return asyncio.run(runner())
+
     try:
-        if args.api:
-            result = asyncio.run(_run_remotely(args.api, args.key, command, params))
-        else:
-            result = asyncio.run(_run_locally(command, params))
-        _print(result, args.json)
+        try:
+            result = run(params)
+        except ConfirmationNeeded as exc:
+            if as_json or command != "delete" or not _confirmed_interactively(exc):
+                raise
+            result = run({**params, "confirm": DELETE_CONFIRMATION})
+        _print(command, result, as_json)
     except SyncError as exc:
-        if args.json:
+        if as_json:
             print(json.dumps({"error": str(exc), **exc.context}, default=str))
         else:
             print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return EXIT_REFUSED if isinstance(exc, RuleError | SettingsError) else EXIT_FAILED
+    return EXIT_OK

@@ -88,3 +88,11 @@ def error_for_status(status: int) -> type[RemoteError]:
     if status >= 500 or status == 0:
         return RemoteUnavailable
     return RemoteBadRequest
+
+
+class ConfirmationNeeded(RuleError):
+    """A destructive command was sent without its confirmation; the message says what it would do."""
+
+
+class RuleNotAdded(SyncError):
+    """A valid rule's initial sync failed; the rule was removed again."""

@@ -45,8 +45,9 @@ class AnnyBooking:
 
     @property
     def resource_ids(self) -> tuple[str, ...]:
-        """The resources a rule may map it by: its own and its parent's."""
-        return tuple(r for r in (self.resource_id, self.parent_resource_id) if r)
+        """The resources a rule may map it by: its parent's first (a child always syncs into its
+        parent's room, even if a rule for the child itself was stored), then its own."""
+        return tuple(r for r in (self.parent_resource_id, self.resource_id) if r)
 
 
 @dataclass(frozen=True)

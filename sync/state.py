@@ -60,7 +60,10 @@ class Rule:
     time_zone: str = ""  # the anny resource's zone (all-day blockers); empty: SYNC_TIME_ZONE
     removing: bool = False  # being deleted: the worker treats resource and room as unmapped
     created_at: datetime = field(default_factory=utcnow)
-    activated_at: datetime | None = None
+    activated_at: datetime | None = None  # when its first (initial) sync ran
+    sync_from: datetime | None = None  # reactivated: unlinked items created before this stay unsynced
+    held: str = ""  # the brake on mass deletion stopped it: why, with the numbers
+    held_at: datetime | None = None
 
 
 @dataclass
@@ -102,7 +105,10 @@ class RoomState:
     run_id: str = ""
     rerun_requested: bool = False
     category_ensured: bool = False
-    last_run_at: datetime | None = None
+    last_run_at: datetime | None = None  # last successful Outlook → anny run
+    last_outbound_at: datetime | None = None  # last successful anny → Outlook reconciliation
+    last_error: str = ""
+    last_error_at: datetime | None = None
     etag: str | None = field(default=None, compare=False)
 
 
@@ -114,7 +120,30 @@ class IntegrationStatus:
     window_end: str = ""
     last_error: str = ""
     last_error_at: datetime | None = None
+    last_sweep_at: datetime | None = None
+    sweep_high_water: str = ""  # anny `updated_at` of the newest booking the last sweep saw
+    nightly_day: str = ""  # the local date (SYNC_TIME_ZONE) whose nightly run finished
+    nightly_claimed_at: datetime | None = None
     etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class RunRecord:
+    """One nightly run, sweep or resync, and what it repaired (the drift report)."""
+
+    kind: str  # nightly | sweep | resync | activate
+    started_at: datetime = field(default_factory=utcnow)
+    finished_at: datetime | None = None
+    repaired: dict[str, int] = field(default_factory=dict)  # drift kind → count
+    items: list[dict[str, str]] = field(default_factory=list)  # the first MAX_RUN_ITEMS repairs
+    checked: dict[str, int] = field(default_factory=dict)
+    held: list[str] = field(default_factory=list)  # rules the brake held during this run
+    error: str = ""
+    etag: str | None = field(default=None, compare=False)
+
+
+MAX_RUN_ITEMS = 100
+KEPT_RUNS = 20
 
 
 # --- size limits (Azurite does not enforce them; Azure does) -------------------------------
@@ -164,6 +193,8 @@ def _from_entity(cls: type, entity: Any) -> Any:
     for key, value in values.items():
         if isinstance(value, datetime) and value.tzinfo is None:
             values[key] = value.replace(tzinfo=UTC)
+        elif isinstance(value, str) and names[key].type in ("dict[str, int]", "list[dict[str, str]]", "list[str]"):
+            values[key] = json.loads(value)
     record = cls(**values)
     record.etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
     return record
@@ -516,6 +547,24 @@ class StateStore:
             except ConcurrencyError:
                 continue
         raise ConcurrencyError("the entity kept changing while it was updated", attempts=attempts)
+
+    # -- run records (the drift report) -----------------------------------------------------------
+
+    async def save_run(self, run: RunRecord) -> None:
+        """Store a run (newest first by key) and forget all but the last KEPT_RUNS."""
+        run.items = run.items[:MAX_RUN_ITEMS]
+        key = f"{10**11 - int(run.started_at.timestamp()):011d}~{run.kind}"
+        await self._upsert("status", _to_entity(run, "run", key))
+        for old in (await self._run_entities())[KEPT_RUNS:]:
+            await self._delete("status", old["PartitionKey"], old["RowKey"])
+
+    async def _run_entities(self) -> list[Any]:
+        found = [e async for e in self._query("status", "PartitionKey eq @pk", pk="run")]
+        return sorted(found, key=lambda e: e["RowKey"])
+
+    async def list_runs(self) -> list[RunRecord]:
+        """Runs, newest first."""
+        return [_from_entity(RunRecord, e) for e in await self._run_entities()]
 
     # -- processed webhook event ids ------------------------------------------------------------------
 

@@ -6,13 +6,14 @@ import asyncio
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from devhost.azurite import Azurite
 from devhost.stack import Emulators, LocalStack, start_stack
-from sync.admin import activate, add_rule
+from sync.admin import activate, run_command
 from sync.services import Services
 from sync.settings import Settings, StorageSettings
 from sync.state import StateStore
@@ -91,14 +92,24 @@ class World:
         finally:
             await services.close()
 
+    async def admin(self, command: str, **params: str) -> Any:
+        """An admin command as the local CLI runs it (the same dispatcher as the admin API)."""
+        return await run_admin(self.stack, command, **params)
+
     async def admin_status(self) -> dict:
         """What `python -m sync status` shows."""
-        from sync.admin import status_view
-
-        return await status_view(self.state, StorageSettings(connection_string=self.stack.azurite.connection_string))
+        return await self.admin("status")
 
     def mirror_events(self) -> list[dict]:
         return [e for e in self.stack.graph.events(self.room) if "anny" in (e.get("categories") or [])]
+
+
+async def run_admin(stack: LocalStack, command: str, **params: str) -> Any:
+    services = await Services.open(Settings.from_env(stack.env))
+    try:
+        return await run_command(command, params, Worker(services))
+    finally:
+        await services.close()
 
 
 @pytest.fixture
@@ -107,7 +118,7 @@ async def world(stack: LocalStack, state: StateStore) -> World:
     child = stack.anny.add_resource("Desk A1", timezone="Europe/Berlin", parent=parent["id"])
     stack.anny.add_service("Meeting")
     stack.graph.add_room(ROOM, "Room Alpha")
-    await add_rule(state, parent["id"], ROOM)
+    await run_admin(stack, "rules.add", anny_resource=parent["id"], room=ROOM)
     stack.subscribe_anny_webhooks()
     mapped = World(stack, state, parent["id"], child["id"])
     await mapped.activate()

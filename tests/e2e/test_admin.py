@@ -86,7 +86,7 @@ async def test_delete_removes_only_what_the_app_created_and_reports_it(
     person_blocker = world.stack.anny.person_create_blocker(world.resource, world.at(5, 9), world.at(5, 10))
     await world.settle()
     assert len(world.mirror_events()) == 2  # the booking and the person-made blocker
-    report = (await manage(world, "POST", "delete")).json()
+    report = (await manage(world, "POST", "delete", json={"confirm": "delete"})).json()
     assert report["removed"] == {"events": 2, "blockers": 1, "subscriptions": 1, "rules": 1}
     assert world.mirror_events() == []
     assert blockers(world) == [world.stack.anny.booking(person_blocker["id"])]
