@@ -1,5 +1,6 @@
 """Azure Functions entry point: declares the triggers and hands each to `sync/`."""
 
+import typing
 from collections.abc import Awaitable, Callable
 
 import azure.functions as func
@@ -14,10 +15,13 @@ from sync.worker import Worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 STORAGE = "AzureWebJobsStorage"
+# The Functions worker accepts only `typing` generics inside `func.Out[...]`: `list[str]` makes it
+# refuse the function ("invalid non-type annotation"; Azure/azure-functions-python-worker#1034).
+WorkOut = func.Out[typing.List[str]]  # noqa: UP006
 Handler = Callable[[func.HttpRequest, Settings, StateStore], Awaitable[ingress.Answer]]
 
 
-async def _ingress(handler: Handler, req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
+async def _ingress(handler: Handler, req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
     services = await get_services()
     answer = await handler(req, services.settings, services.store)
     work.set(answer.messages)
@@ -26,32 +30,32 @@ async def _ingress(handler: Handler, req: func.HttpRequest, work: func.Out[list[
 
 @app.route(route="anny/webhook", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
-async def anny_webhook(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
+async def anny_webhook(req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
     return await _ingress(ingress.anny_webhook, req, work)
 
 
 @app.route(route="graph/notify", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
-async def graph_notify(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
+async def graph_notify(req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
     return await _ingress(ingress.graph_notify, req, work)
 
 
 @app.route(route="graph/lifecycle", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
-async def graph_lifecycle(req: func.HttpRequest, work: func.Out[list[str]]) -> func.HttpResponse:
+async def graph_lifecycle(req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
     return await _ingress(ingress.graph_lifecycle, req, work)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection=STORAGE)
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
-async def sync_worker(msg: func.QueueMessage, work: func.Out[list[str]]) -> None:
+async def sync_worker(msg: func.QueueMessage, work: WorkOut) -> None:
     follow_up = await Worker(await get_services()).handle_message(msg.get_body(), msg.id or "")
     work.set([encode(w) for w in follow_up])
 
 
 @app.timer_trigger(schedule=NIGHTLY_SCHEDULE, arg_name="timer", run_on_startup=False)
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
-async def nightly(timer: func.TimerRequest, work: func.Out[list[str]]) -> None:
+async def nightly(timer: func.TimerRequest, work: WorkOut) -> None:
     report = await run_nightly(Worker(await get_services()))
     work.set([encode(w) for w in report.follow_up])
 
