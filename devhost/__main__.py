@@ -18,6 +18,7 @@ from pathlib import Path
 
 from devhost.azurite import start_azurite
 from devhost.host import HostKeys, LocalFunctionsHost
+from devhost.worker_env import preflight
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -53,6 +54,10 @@ def main() -> None:
     logging.getLogger("azure").setLevel(logging.WARNING)  # the SDKs' request logging is noise here
     logging.getLogger("httpx").setLevel(logging.WARNING)
 
+    may_serve, verdict = preflight(args.app)  # what the real host's worker refuses, Azure refuses
+    print(verdict)
+    if not may_serve:
+        raise SystemExit(1)
     for name, value in _load_local_settings(Path(args.settings)).items():
         os.environ.setdefault(name, value)
     stops = []

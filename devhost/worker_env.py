@@ -129,6 +129,25 @@ def describe(verdict: WorkerVerdict) -> str:
     return "\n".join(lines)
 
 
+def preflight(app_module: str = "function_app") -> tuple[bool, str]:
+    """The check `python -m devhost` runs before serving: (may serve, one line or the worker's refusal).
+
+    It uses the environment only when it is built (`make install` builds it), so a start never
+    waits for an install; where it cannot check, it says so.
+    """
+    script = ROOT / f"{app_module.replace('.', '/')}.py"
+    if not script.exists():
+        return True, f"Functions worker check skipped: {app_module} is not a script of this project"
+    if not is_ready():
+        reason = "no Python 3.13 on this machine" if find_interpreter() is None else "run `make worker-env` once"
+        return True, f"Functions worker check skipped: its Python {WORKER_PYTHON} environment is not built ({reason})"
+    try:
+        verdict = check(script.parent, script.name)
+    except (WorkerEnvError, subprocess.TimeoutExpired) as error:
+        return True, f"Functions worker check skipped: {error}"
+    return verdict.ok, describe(verdict)
+
+
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else "check"
     try:

@@ -29,10 +29,9 @@ param location string = resourceGroup().location
 @description('Tags for every resource.')
 param tags object = {}
 
-@description('Python version of the function app; keep it equal to the version the tests run on.')
+@description('Python version of the function app. Offered: the versions the tests run on (3.11 the whole suite, 3.13 the end-to-end tests and the Functions worker\'s indexing).')
 @allowed([
   '3.11'
-  '3.12'
   '3.13'
 ])
 param pythonVersion string = '3.11'
@@ -54,6 +53,41 @@ param maximumInstanceCount int = 40
 @minValue(30)
 @maxValue(730)
 param logRetentionInDays int = 30
+
+// ---------------------------------------------------------------- parameters: how the sync behaves
+// Defaults are the code's (sync/settings.py); the app validates every value at start.
+
+@description('IANA time zone that defines "today" for the sync window and the nightly run (e.g. Europe/Berlin, America/New_York).')
+@minLength(1)
+param syncTimeZone string = 'Europe/Berlin'
+
+@description('Length of the sync window in calendar months from the start of today (1-24). Keep it within the rooms\' booking window (BookingWindowInDays, 180 days by default).')
+@minValue(1)
+@maxValue(24)
+param syncWindowMonths int = 6
+
+@description('Title of mirror events in Outlook; placeholders {service}, {number}, {resource}, {status}. Avoid customer data: room calendars are widely readable.')
+@minLength(1)
+param eventTitleTemplate string = '{service} · anny #{number}'
+
+@description('Title of mirror events for blockers a person made in anny.')
+@minLength(1)
+param annyBlockerEventTitle string = 'Blocked in anny'
+
+@description('Titles of mirror blockers in anny: subject (the Outlook subject; private events always neutral) or neutral (all neutral).')
+@allowed([
+  'subject'
+  'neutral'
+])
+param blockerTitleMode string = 'subject'
+
+@description('Neutral title of mirror blockers in anny (private/confidential events, or all with blockerTitleMode neutral).')
+@minLength(1)
+param blockerNeutralTitle string = 'Busy in Outlook'
+
+@description('Comma-separated Outlook showAs values whose events block the room in anny (free, tentative, busy, oof, workingElsewhere, unknown).')
+@minLength(1)
+param blockingShowAs string = 'free,tentative,busy,oof,workingElsewhere,unknown'
 
 // ---------------------------------------------------------------- parameters: Key Vault
 
@@ -408,6 +442,14 @@ resource appSettings 'Microsoft.Web/sites/config@2024-04-01' = {
     GRAPH_CLIENT_ID: identity.properties.clientId
     GRAPH_NOTIFICATION_KEY: '@Microsoft.KeyVault(SecretUri=${graphNotificationKeySecret.properties.secretUri})'
     PUBLIC_BASE_URL: baseUrl
+    // how the sync behaves (template parameters, so a redeployment keeps them)
+    SYNC_TIME_ZONE: syncTimeZone
+    SYNC_WINDOW_MONTHS: string(syncWindowMonths)
+    EVENT_TITLE_TEMPLATE: eventTitleTemplate
+    ANNY_BLOCKER_EVENT_TITLE: annyBlockerEventTitle
+    BLOCKER_TITLE_MODE: blockerTitleMode
+    BLOCKER_NEUTRAL_TITLE: blockerNeutralTitle
+    BLOCKING_SHOW_AS: blockingShowAs
   }
   dependsOn: [
     annyWebhookSigningKeySecret

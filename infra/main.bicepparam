@@ -24,6 +24,15 @@ param annyWebhookSecret = readEnvironmentVariable('ANNY_WEBHOOK_SECRET')
 param annyWebhookSigningKey = readEnvironmentVariable('ANNY_WEBHOOK_SIGNING_KEY', '')
 param graphNotificationKey = readEnvironmentVariable('GRAPH_NOTIFICATION_KEY')
 
+// How the sync behaves; each defaults to the code's default when its variable is unset.
+param syncTimeZone = readEnvironmentVariable('SYNC_TIME_ZONE', 'Europe/Berlin')
+param syncWindowMonths = int(readEnvironmentVariable('SYNC_WINDOW_MONTHS', '6'))
+param eventTitleTemplate = readEnvironmentVariable('EVENT_TITLE_TEMPLATE', '{service} · anny #{number}')
+param annyBlockerEventTitle = readEnvironmentVariable('ANNY_BLOCKER_EVENT_TITLE', 'Blocked in anny')
+param blockerTitleMode = readEnvironmentVariable('BLOCKER_TITLE_MODE', 'subject')
+param blockerNeutralTitle = readEnvironmentVariable('BLOCKER_NEUTRAL_TITLE', 'Busy in Outlook')
+param blockingShowAs = readEnvironmentVariable('BLOCKING_SHOW_AS', 'free,tentative,busy,oof,workingElsewhere,unknown')
+
 // false: Microsoft Graph roles are granted by script instead (README).
 param grantGraphAppRoles = true
 // false once Exchange RBAC for Applications scopes the mailbox roles to the rooms (README).

@@ -7,6 +7,8 @@ fail and say how to get one.
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -38,3 +40,20 @@ def test_the_worker_refuses_a_builtin_generic_output_annotation(worker_python: P
     assert not verdict.ok and verdict.loaded == []
     assert "invalid non-type annotation" in verdict.refused["refused"]
     assert "refused: FunctionLoadError" in worker_env.describe(verdict)
+
+
+def test_the_local_runner_refuses_to_serve_what_the_worker_refuses(worker_python: Path) -> None:
+    started = subprocess.run([sys.executable, "-m", "devhost", "--app", "tests.apps.builtin_generic_app",
+                              "--port", "0"], cwd=worker_env.ROOT, capture_output=True, text=True, timeout=120)
+    assert started.returncode == 1
+    assert "refuses 1 function(s)" in started.stdout
+    assert "refused: FunctionLoadError: cannot load the refused function" in started.stdout
+
+
+def test_the_local_runner_says_in_one_line_when_it_cannot_check(monkeypatch: pytest.MonkeyPatch,
+                                                                  tmp_path: Path) -> None:
+    monkeypatch.setattr(worker_env, "VENV", tmp_path / "no-worker-env")
+    may_serve, line = worker_env.preflight("function_app")
+    assert may_serve
+    assert line.startswith("Functions worker check skipped: its Python 3.13 environment is not built")
+    assert "\n" not in line

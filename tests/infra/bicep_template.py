@@ -100,7 +100,7 @@ class Template:
     def evaluate(self, expr: Any, env: Mapping[str, Any]) -> Any:
         """Evaluate the plain subset the template uses: names (looked up in `env`, then in the
         variables), property access, `${…}` interpolation, `cond ? a : b`, `!`, `empty()`,
-        `concat()` and literals. Anything else raises, so a test never passes on a guess."""
+        `concat()`, `string()` and literals. Anything else raises, so a test never passes on a guess."""
         if isinstance(expr, str):
             if expr in env:
                 return env[expr]
@@ -131,6 +131,9 @@ class Template:
             name, args = fn
             if name == "empty":
                 return not self.evaluate(args["item_to_test"], env)
+            if name == "string":
+                value = self.evaluate(args["value_to_convert"], env)
+                return str(value).lower() if isinstance(value, bool) else str(value)
             if name == "concat":
                 ordered = sorted(args, key=lambda key: int(key.rsplit("_", 1)[1]))
                 return [item for key in ordered for item in self.evaluate(args[key], env)]

@@ -12,7 +12,15 @@ import re
 import pytest
 from bicep_template import APP_HOST, INFRA, ROOT, Template
 
-from sync.settings import GRAPH_AUTH_MODES, STORAGE_SETTINGS, Settings, all_setting_names, declared_settings
+from sync.errors import SettingsError
+from sync.settings import (
+    BLOCKER_TITLE_MODES,
+    GRAPH_AUTH_MODES,
+    STORAGE_SETTINGS,
+    Settings,
+    all_setting_names,
+    declared_settings,
+)
 
 # Read by the Functions host and its Application Insights logger, not by our code.
 PLATFORM_SETTINGS = {"APPLICATIONINSIGHTS_CONNECTION_STRING", "APPLICATIONINSIGHTS_AUTHENTICATION_STRING"}
@@ -46,12 +54,17 @@ def _secret_settings() -> set[str]:
     return {spec.env for spec in declared_settings() if spec.secret}
 
 
-def _deployed_environment(template: Template, **overrides: str) -> dict[str, str]:
+def _parameter_defaults(template: Template) -> dict[str, str | int | bool]:
+    return {name: param["default"] for name, param in template.params.items()
+            if isinstance(param.get("default"), str | int | bool)}
+
+
+def _deployed_environment(template: Template, **overrides: str | int) -> dict[str, str]:
     """The app settings as the running app sees them, Key Vault references resolved."""
     vault = "https://kv-example.vault.azure.net/"
     secrets = {body["name"]: f"secret-{body['name']}-value"
                for body in template.of_type("Microsoft.KeyVault/vaults/secrets").values()}
-    runtime = RUNTIME | {"vault.properties.vaultUri": vault} | {
+    runtime = _parameter_defaults(template) | RUNTIME | {"vault.properties.vaultUri": vault} | {
         f"{symbol}.properties.secretUri": f"{vault}secrets/{body['name']}"
         for symbol, body in template.of_type("Microsoft.KeyVault/vaults/secrets").items()}
     env = {}
@@ -138,6 +151,57 @@ def test_the_deployed_settings_pass_the_apps_own_validation(template: Template, 
     assert settings.anny_api_token == "secret-anny-api-token-value"
     assert settings.graph_notification_key == "secret-graph-notification-key-value"
     assert settings.anny_webhook_signing_key == ("secret-anny-webhook-signing-key-value" if signing_key else "")
+
+
+# Settings a tenant chooses: template parameters (a deployment rewrites all app settings, so a
+# value set by hand in the portal would be lost at the next one).
+TENANT_PARAMETERS = {
+    "syncTimeZone": "SYNC_TIME_ZONE",
+    "syncWindowMonths": "SYNC_WINDOW_MONTHS",
+    "eventTitleTemplate": "EVENT_TITLE_TEMPLATE",
+    "annyBlockerEventTitle": "ANNY_BLOCKER_EVENT_TITLE",
+    "blockerTitleMode": "BLOCKER_TITLE_MODE",
+    "blockerNeutralTitle": "BLOCKER_NEUTRAL_TITLE",
+    "blockingShowAs": "BLOCKING_SHOW_AS",
+}
+
+
+@pytest.mark.parametrize(("parameter", "setting"), TENANT_PARAMETERS.items())
+def test_tenant_setting_is_a_described_parameter_with_the_codes_default(template: Template, parameter, setting):
+    spec = next(spec for spec in declared_settings() if spec.env == setting)
+    assert template.decorators(parameter)["description"]
+    assert str(template.params[parameter]["default"]) == spec.default
+    assert _deployed_environment(template)[setting] == spec.default
+
+
+@pytest.mark.parametrize(("parameter", "setting"), TENANT_PARAMETERS.items())
+def test_parameter_file_reads_tenant_setting_from_its_variable_with_the_codes_default(parameter, setting):
+    spec = next(spec for spec in declared_settings() if spec.env == setting)
+    _, params = _bicepparam()
+    read = f"readEnvironmentVariable('{setting}', '{spec.default}')"
+    assert params[parameter] in (read, f"int({read})")
+
+
+def test_tenant_choices_reach_the_app(template: Template):
+    env = _deployed_environment(template, syncTimeZone="America/New_York", syncWindowMonths=3,
+                                eventTitleTemplate="anny {number}", annyBlockerEventTitle="Closed",
+                                blockerTitleMode="neutral", blockerNeutralTitle="Occupied", blockingShowAs="busy,oof")
+    settings = Settings.from_env(env)
+    assert (settings.time_zone, settings.window_months) == ("America/New_York", 3)
+    assert (settings.event_title_template, settings.anny_blocker_event_title) == ("anny {number}", "Closed")
+    assert (settings.blocker_title_mode, settings.blocker_neutral_title) == ("neutral", "Occupied")
+    assert settings.blocking_show_as == frozenset({"busy", "oof"})
+
+
+def test_template_validation_matches_the_codes(template: Template):
+    assert template.decorators("blockerTitleMode")["allowed"] == list(BLOCKER_TITLE_MODES)
+    window = template.decorators("syncWindowMonths")
+    base = _deployed_environment(template)
+    for months in (window["min_value"], window["max_value"]):
+        assert Settings.from_env(base | {"SYNC_WINDOW_MONTHS": str(months)}).window_months == months
+    for months in (window["min_value"] - 1, window["max_value"] + 1):
+        with pytest.raises(SettingsError, match="SYNC_WINDOW_MONTHS"):
+            Settings.from_env(base | {"SYNC_WINDOW_MONTHS": str(months)})
 
 
 def test_local_settings_example_names_every_setting_of_the_code_and_the_template(template: Template):

@@ -7,7 +7,9 @@ import re
 import sys
 
 import pytest
-from bicep_template import APP_HOST, INFRA, Template, parse_bicep
+from bicep_template import APP_HOST, INFRA, ROOT, Template, parse_bicep
+
+from devhost.worker_env import WORKER_PYTHON
 
 RUNNING_PYTHON = f"{sys.version_info.major}.{sys.version_info.minor}"
 
@@ -87,6 +89,12 @@ def test_function_app_is_linux_python_https_only_with_tls12_and_no_ftp(template:
 def test_python_version_parameter_defaults_to_the_version_the_tests_run_on(template: Template):
     assert template.params["pythonVersion"]["default"] == RUNNING_PYTHON
     assert RUNNING_PYTHON in template.decorators("pythonVersion")["allowed"]
+
+
+def test_template_offers_only_the_python_versions_the_tests_run_on(template: Template):
+    suite_python = re.search(r"^PYTHON \?= python(3\.\d+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+    assert "make test-e2e-py313" in (ROOT / ".ci" / "run").read_text()  # CI runs the e2e tests on the worker's Python
+    assert set(template.decorators("pythonVersion")["allowed"]) == {suite_python, WORKER_PYTHON}
 
 
 def test_instance_memory_and_maximum_instances_are_parameters(template: Template):
