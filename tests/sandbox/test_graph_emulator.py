@@ -616,7 +616,9 @@ async def test_changes_are_notified_with_client_state_and_retried(
     assert all(query == {"code": "fnkey"} for _, query, _ in graph_receiver.posts)
     statuses = [d["status"] for d in graph.deliveries("change")]
     assert statuses[0] == 500 and statuses.count(500) == 1 and set(statuses[1:]) == {202}
-    assert graph.deliveries("change")[1]["attempt"] == 2
+    failed = graph.deliveries("change")[0]
+    # the retry comes after a backoff, so later batches may be delivered before it
+    assert [d["attempt"] for d in graph.deliveries("change") if d["body"] == failed["body"]] == [1, 2]
 
 
 async def test_notifications_are_collected_into_one_post_per_url(
