@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -59,15 +61,45 @@ def azurite_binary() -> str:
     raise AzuriteNotInstalled("Azurite is not installed: run `npm install` in the project (make test does)")
 
 
-def start_azurite(timeout: float = 30) -> Azurite:
-    table_port, queue_port = free_port(), free_port()
-    blob_port = free_port()
+@dataclass(frozen=True)
+class AzuritePorts:
+    """Azurite's three services; 0 means any free port. Its documented defaults are 10000–10002."""
+
+    blob: int = 0
+    queue: int = 0
+    table: int = 0
+
+    @classmethod
+    def from_base(cls, base: int) -> AzuritePorts:
+        """`base` for blob, `base + 1` for queue, `base + 2` for table, as Azurite's defaults are laid out."""
+        return cls(base, base + 1, base + 2) if base else cls()
+
+    def resolved(self) -> AzuritePorts:
+        return AzuritePorts(self.blob or free_port(), self.queue or free_port(), self.table or free_port())
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: get SIGKILL when the process that started Azurite dies, however it dies.
+
+    Azurite runs in a session of its own (so a Ctrl-C reaches only us, and we stop it in order),
+    which also means no terminal signal reaches it: without this, a crashed or killed runner
+    would leave it running.
+    """
+    if sys.platform.startswith("linux"):
+        pr_set_pdeathsig = 1
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def start_azurite(timeout: float = 30, ports: AzuritePorts | None = None) -> Azurite:
+    chosen = (ports or AzuritePorts()).resolved()
+    blob_port, queue_port, table_port = chosen.blob, chosen.queue, chosen.table
     args = [azurite_binary(), "--inMemoryPersistence", "--silent", "--skipApiVersionCheck", "--loose",
             "--blobHost", "127.0.0.1", "--blobPort", str(blob_port),
             "--tableHost", "127.0.0.1", "--tablePort", str(table_port),
             "--queueHost", "127.0.0.1", "--queuePort", str(queue_port)]
     process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               env={**os.environ, "AZURITE_ACCOUNTS": ""}, start_new_session=True)
+                               env={**os.environ, "AZURITE_ACCOUNTS": ""}, start_new_session=True,
+                               preexec_fn=_die_with_parent)
     azurite = Azurite(table_port, queue_port, process)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

@@ -34,6 +34,7 @@ from azure.functions.timer import TimerRequest
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
+from devhost.logs import http_call_line
 from sandbox.serve import BackgroundServer
 
 log = logging.getLogger("devhost")
@@ -238,7 +239,10 @@ class LocalFunctionsHost:
         except Exception:
             log.exception("function %s failed", route.function.name)
             return web.Response(status=500)
-        return _to_aiohttp(response)
+        answer = _to_aiohttp(response)
+        log.info(http_call_line(route.function.name, request.method, request.path, answer.status,
+                                bytes(answer.body or b""), answer.content_type))
+        return answer
 
     async def _invoke(self, f: _Function, kwargs: dict[str, Any]) -> Any:
         self.invocations[f.name] += 1

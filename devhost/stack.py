@@ -1,6 +1,6 @@
 """The whole product on this machine: Azurite, both emulators and the function app under the runner.
 
-Used by the end-to-end tests, the benchmarks and `make run --with-emulators`, so all of
+Used by the end-to-end tests, the benchmarks and `make run` (sandbox mode), so all of
 them wire the app to its surroundings the same way.
 """
 
@@ -30,12 +30,17 @@ class Emulators:
 
     @classmethod
     def start(cls, graph_config: Mapping[str, Any] | None = None,
-              anny_config: Mapping[str, Any] | None = None) -> Emulators:
+              anny_config: Mapping[str, Any] | None = None, *, graph_port: int = 0,
+              anny_port: int = 0) -> Emulators:
         from sandbox.anny import start_anny_emulator
         from sandbox.graph.emulator import start_graph_emulator
 
-        graph, graph_server = start_graph_emulator(**dict(graph_config or {}))
-        anny, anny_server = start_anny_emulator(**dict(anny_config or {}))
+        graph, graph_server = start_graph_emulator(port=graph_port, **dict(graph_config or {}))
+        try:
+            anny, anny_server = start_anny_emulator(port=anny_port, **dict(anny_config or {}))
+        except BaseException:
+            graph_server.stop()
+            raise
         return cls(graph, graph_server, anny, anny_server)
 
     def reset(self) -> None:

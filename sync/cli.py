@@ -1,8 +1,9 @@
 """`python -m sync`: the tenant admin's command line.
 
-Locally it reads the same settings as the app and works on the app's state directly. With
-`--api https://<app>/api/manage --key <admin key>` it runs the same commands inside the
-deployed app (as its managed identity) through the admin HTTP API.
+With `--api https://<app>/api/manage --key <admin key>` it runs the commands inside the deployed
+app (as its managed identity) through the admin HTTP API. Without it, next to `make run` it uses the
+app that `make run` serves (found through the local stack file); otherwise it reads the same
+settings as the app and works on the app's state directly.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import httpx
 from sync.admin import DELETE_CONFIRMATION, run_command
 from sync.admin_api import ROUTES
 from sync.errors import ConfirmationNeeded, RemoteError, RuleError, SettingsError, SyncError
+from sync.local_stack import read_local_stack
 from sync.services import Services
 from sync.settings import Settings
 from sync.status import render
@@ -40,8 +42,8 @@ def _common() -> argparse.ArgumentParser:
     common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
                         help="print machine-readable JSON instead of text")
     common.add_argument("--api", default=argparse.SUPPRESS,
-                        help="admin API base URL (…/api/manage); default $SYNC_ADMIN_API, else work locally "
-                             "with the app's settings in the environment")
+                        help="admin API base URL (…/api/manage); default $SYNC_ADMIN_API, else the app "
+                             "`make run` serves, else work locally with the app's settings in the environment")
     common.add_argument("--key", default=argparse.SUPPRESS,
                         help="the function app's admin (master) key for --api; default $SYNC_ADMIN_KEY")
     return common
@@ -167,11 +169,25 @@ def _confirmed_interactively(exc: ConfirmationNeeded) -> bool:
     return input(f"Type {DELETE_CONFIRMATION!r} to go on: ").strip() == DELETE_CONFIRMATION
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    as_json = getattr(args, "json", False)
+def _admin_api(args: argparse.Namespace) -> tuple[str, str]:
+    """--api, else SYNC_ADMIN_API, else the app `make run` serves on this machine (its stack file)."""
     api = getattr(args, "api", os.environ.get("SYNC_ADMIN_API", ""))
     key = getattr(args, "key", os.environ.get("SYNC_ADMIN_KEY", ""))
+    stack = None if api else read_local_stack()
+    if stack is not None:
+        api, key = stack.admin_api, key or stack.admin_key
+    return api, key
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if [a for a in argv if a != "--json"][:1] == ["sandbox"]:  # the sandbox helpers (development only)
+        from devhost.person_cli import main as sandbox_main
+
+        return sandbox_main([a for a in argv if a != "sandbox"])
+    args = _parser().parse_args(argv)
+    as_json = getattr(args, "json", False)
+    api, key = _admin_api(args)
     command, params = _command(args)
 
     def run(p: dict[str, str]) -> Any:

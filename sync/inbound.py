@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from sync import changes_log
 from sync.anny import AnnyClient
 from sync.decide import (
     Action,
@@ -262,6 +263,7 @@ class InboundFlow:
             else:
                 link = await self._carry_out(action, room, rule, event, link)
                 done.append(action)
+        changes_log.event_synced(room, event, link.anny_id if link else "", done, ctx.resource_zone)
         return done
 
     async def _carry_out(self, action: Action, room: str, rule: Rule, event: OutlookEvent,

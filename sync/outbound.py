@@ -9,7 +9,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
+from sync import changes_log
 from sync.anny import AnnyClient
 from sync.decide import (
     Action,
@@ -67,8 +69,7 @@ class OutboundFlow:
         result = OutboundResult(booking_id, actions)
         for action in actions:
             link = await self._carry_out(action, booking_id, link)
-        log.info("booking synced", extra={"booking_id": booking_id, "room": room,
-                                          "actions": [type(a).__name__ for a in actions]})
+        changes_log.booking_synced(booking_id, booking, room, actions, ZoneInfo(self.settings.time_zone))
         return result
 
     async def _room_of(self, booking: AnnyBooking) -> str | None:

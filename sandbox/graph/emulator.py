@@ -444,13 +444,13 @@ def _pick(values: dict, allowed: set[str]) -> dict:
     return values
 
 
-def start_graph_emulator(**config: Any) -> tuple[GraphEmulator, Any]:
-    """Start on a free loopback port in a background thread: (emulator, BackgroundServer).
+def start_graph_emulator(*, port: int = 0, **config: Any) -> tuple[GraphEmulator, Any]:
+    """Start on a loopback port (default: a free one) in a background thread: (emulator, BackgroundServer).
     Clients use `emulator.base_url` (`<server.url>/v1.0`); stop with `server.stop()`."""
     from sandbox.serve import BackgroundServer
 
     emulator = GraphEmulator(**config)
-    server = BackgroundServer(emulator.app()).start()
+    server = BackgroundServer(emulator.app(), port=port).start()
     emulator.server, emulator.url, emulator.base_url = server, server.url, f"{server.url}/v1.0"
     return emulator, server
 

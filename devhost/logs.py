@@ -1,0 +1,51 @@
+"""Live logs of `make run`: one readable line per event, the structured fields where they help.
+
+In Azure the `extra=` fields become custom dimensions. Here they are shown after the message
+for warnings and errors (which need the room or booking to act on), and for everything with -v.
+No-op syncs are logged at DEBUG by the app, so they show with -v only.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+QUIET_LOGGERS = ("azure", "httpx", "httpcore", "kiota_http", "msal", "aiohttp.access")
+
+
+class ReadableFormatter(logging.Formatter):
+    def __init__(self, verbose: bool) -> None:
+        super().__init__("%(asctime)s %(message)s", datefmt="%H:%M:%S")
+        self.verbose = verbose
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        if record.levelno >= logging.WARNING:
+            text = text.replace(" ", f" {record.levelname}: ", 1)
+        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        if extras and (self.verbose or record.levelno >= logging.WARNING):
+            text = f"{text}  {json.dumps(extras, default=str, ensure_ascii=False)}"
+        return text
+
+
+def configure_logging(verbose: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(ReadableFormatter(verbose))
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
+    for name in QUIET_LOGGERS:  # the SDKs' request logging is noise here
+        logging.getLogger(name).setLevel(logging.WARNING)
+    logging.getLogger("asyncio").setLevel(logging.WARNING)
+
+
+def http_call_line(function_name: str, method: str, path: str, status: int, body: bytes, content_type: str) -> str:
+    """`anny_webhook: POST /api/anny/webhook → 202 {"status": "queued", "booking_id": "50012"}`.
+
+    The query string (which carries the function key) is never shown.
+    """
+    summary = ""
+    if content_type.startswith("application/json") and len(body) <= 300:
+        summary = " " + body.decode(errors="replace")
+    elif status == 200 and content_type.startswith("text/plain"):
+        summary = " (validation handshake)"
+    return f"{function_name}: {method} {path} → {status}{summary}"
