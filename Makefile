@@ -1,45 +1,62 @@
 # One command to test on a fresh machine with Python 3.11 and Node.js: `make test`.
+# One command to see the sync run, on a seeded sandbox: `make run` (RUN_ARGS="--port 7171 -v" to change it).
 PYTHON ?= python3.11
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+UV := $(VENV)/bin/uv
+RUN_STAMP := $(VENV)/.run-installed
+DEV_STAMP := $(VENV)/.dev-installed
 AZURITE := node_modules/.bin/azurite-table
+UV_INSTALL := $(UV) pip install --quiet --python $(PY)
 
-.PHONY: test test-e2e-py313 install worker-env lint run bench-outbound bench-inbound clean
+.PHONY: test test-e2e-py313 install install-run worker-env lint run bench-outbound bench-inbound clean
 
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
-install: $(STAMP) $(AZURITE) worker-env
+# Python packages and Azurite are installed side by side (npm takes longest).
+install:
+	@$(MAKE) --no-print-directory -j2 $(DEV_STAMP) $(AZURITE)
+	@$(MAKE) --no-print-directory worker-env
+
+# What `make run` needs, and no more: it starts without the test tools and the worker environment.
+install-run:
+	@$(MAKE) --no-print-directory -j2 $(RUN_STAMP) $(AZURITE)
 
 # The Functions host's Python worker for 3.13 in its own virtualenv (.venv-3.13): the
 # worker-indexing test and `make run` check the app with it. Without a Python 3.13 this
 # says so; the worker-indexing test then fails with the same message.
-worker-env: $(STAMP)
+worker-env: $(DEV_STAMP)
 	-@$(PY) -m devhost.worker_env ensure >/dev/null
 
 # The end-to-end tests on Python 3.13 (CI runs this after `make test`).
 test-e2e-py313: install
 	"$$($(PY) -m devhost.worker_env python)" -m pytest -q -p no:cacheprovider tests/e2e tests/test_worker_indexing.py $(PYTEST_ARGS)
 
-$(PY):
+$(UV): requirements-tools.txt
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON) (set PYTHON=...)"; exit 1; }
-	$(PYTHON) -m venv $(VENV)
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-tools.txt
+	touch $(UV)
 
-$(STAMP): $(PY) requirements.txt requirements-dev.txt
-	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
-	touch $(STAMP)
+$(RUN_STAMP): $(UV) requirements.txt requirements-run.txt
+	$(UV_INSTALL) -r requirements-run.txt
+	touch $(RUN_STAMP)
 
-$(AZURITE): package.json
-	npm install --no-audit --no-fund --silent
+$(DEV_STAMP): $(RUN_STAMP) requirements-dev.txt
+	$(UV_INSTALL) -r requirements-dev.txt
+	touch $(DEV_STAMP)
+
+$(AZURITE): package.json package-lock.json
+	npm ci --no-audit --no-fund --silent
 	touch $(AZURITE)
 
 lint: install
 	$(PY) -m ruff check .
 
-run: install
-	$(PY) -m devhost --with-emulators
+run: install-run
+	$(PY) -m devhost $(RUN_ARGS)
 
 bench-outbound: install
 	$(PY) -m bench.outbound
@@ -48,4 +65,4 @@ bench-inbound: install
 	$(PY) -m bench.inbound
 
 clean:
-	rm -rf $(VENV) .venv-3.13 node_modules .pytest_cache .ruff_cache .hypothesis
+	rm -rf $(VENV) .venv-3.13 node_modules .pytest_cache .ruff_cache .hypothesis .local-stack.json

@@ -65,7 +65,7 @@ def _parser() -> argparse.ArgumentParser:
         sub.add_argument("--at", required=True, help="start: HH:MM, 'tomorrow HH:MM', '+3d HH:MM' or "
                                                      "'YYYY-MM-DD HH:MM', in the sandbox's time zone")
         sub.add_argument("--minutes", type=int, default=60, help="length (default 60)")
-        sub.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+        sub.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     book.add_argument("--note", default="", help="the customer's description")
     meet.add_argument("--subject", default="Meeting", help="the meeting's subject")
     meet.add_argument("--private", action="store_true", help="a private meeting")
@@ -76,7 +76,7 @@ def _parser() -> argparse.ArgumentParser:
     which.add_argument("--booking", help="anny booking id (as `book` printed it)")
     which.add_argument("--meeting", help="Outlook meeting: its subject (the latest one) or its id")
     cancel.add_argument("--room", default="", help="the meeting's room, if its subject is not unique")
-    cancel.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    cancel.add_argument("--json", action="store_true", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     return parser
 
 

@@ -19,7 +19,7 @@ class PortInUse(RuntimeError):
 
     def __init__(self, port: int, what: str, flag: str) -> None:
         super().__init__(f"port {port} ({what}) is in use: stop what uses it, or choose another port with "
-                         f"{flag} (e.g. `python -m devhost {flag} {port + 100}`)")
+                         f"{flag} (e.g. `make run RUN_ARGS='{flag} {port + 100}'`)")
         self.port = port
 
 
