@@ -46,6 +46,10 @@ class SetupError(RuntimeError):
     """Something the user has to fix before the app can run; the message says what."""
 
 
+class WorkerRefuses(SetupError):
+    """The Functions host's own Python worker refuses the app: Azure would not run it either."""
+
+
 def _load_local_settings(path: Path) -> dict[str, str]:
     if not path.exists():
         return {}
@@ -93,6 +97,10 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(3600)
     except Shutdown:
         return 0
+    except WorkerRefuses as exc:
+        print(exc, flush=True)
+        print("make run: not serving what Azure would refuse (see above)", file=sys.stderr)
+        return 1
     except (PortInUse, SetupError) as exc:
         print(f"make run: {exc}", file=sys.stderr)
         return 1
@@ -144,7 +152,7 @@ def _worker_check(app_module: str) -> Callable[[], str]:
         thread.join()
         may_serve, text = verdict[0] if verdict else (True, "Functions worker check skipped: it did not finish")
         if not may_serve:
-            raise SetupError(text)
+            raise WorkerRefuses(text)
         return text
 
     return result

@@ -43,8 +43,9 @@ def test_the_worker_refuses_a_builtin_generic_output_annotation(worker_python: P
 
 
 def test_the_local_runner_refuses_to_serve_what_the_worker_refuses(worker_python: Path) -> None:
-    started = subprocess.run([sys.executable, "-m", "devhost", "--app", "tests.apps.builtin_generic_app",
-                              "--port", "0"], cwd=worker_env.ROOT, capture_output=True, text=True, timeout=120)
+    started = subprocess.run([sys.executable, "-m", "devhost", "--app", "tests.apps.builtin_generic_app", "--sandbox",
+                              "--port", "0", "--graph-port", "0", "--anny-port", "0", "--azurite-port", "0"],
+                             cwd=worker_env.ROOT, capture_output=True, text=True, timeout=120)
     assert started.returncode == 1
     assert "refuses 1 function(s)" in started.stdout
     assert "refused: FunctionLoadError: cannot load the refused function" in started.stdout
