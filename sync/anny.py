@@ -91,11 +91,15 @@ class AnnyClient:
         document = await self._request("POST", "/bookings", json=body, event_id=blocker.event_id)
         return parse_booking(document["data"], _included(document), default_resource=resource_id)
 
-    async def update_blocker(self, booking_id: str, blocker: DesiredBlocker, note: str) -> None:
-        """PATCH a blocker (JSON:API allows 200 with the document or 204 without one)."""
+    async def update_blocker(self, booking_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking | None:
+        """PATCH a blocker; returns it as anny has it now (None when anny answered 204 without a document,
+        as JSON:API allows). anny accepts the PATCH of a cancelled booking and leaves it cancelled."""
         body = _blocker_document(blocker, note)
         body["data"]["id"] = booking_id
-        await self._request("PATCH", f"/bookings/{booking_id}", json=body, booking_id=booking_id)
+        document = await self._request("PATCH", f"/bookings/{booking_id}", json=body, booking_id=booking_id)
+        if not document.get("data"):
+            return None
+        return parse_booking(document["data"], _included(document))
 
     async def delete_booking(self, booking_id: str) -> None:
         """Delete a booking/blocker; one that is gone already counts as deleted."""

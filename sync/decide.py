@@ -263,8 +263,10 @@ def _stop_blocking(link: Link) -> list[Action]:
 
 
 def _blocks(event: OutlookEvent, ctx: InboundContext) -> bool:
-    return (not event.removed and not event.is_cancelled and event.start is not None
-            and event.end is not None and event.show_as in ctx.blocking_show_as)
+    """A series master never blocks: its occurrences do, one blocker each (DESIGN §3.2). A master
+    is seen when a linked single meeting was made recurring (its id now names the series)."""
+    return (not event.removed and not event.is_cancelled and not event.is_series_master
+            and event.start is not None and event.end is not None and event.show_as in ctx.blocking_show_as)
 
 
 def _mirror_event_seen_in_outlook(event: OutlookEvent, link: Link) -> list[Action]:

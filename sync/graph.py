@@ -376,6 +376,8 @@ def parse_event(event: Event) -> OutlookEvent:
         is_cancelled=bool(event.is_cancelled),
         categories=tuple(event.categories or ()),
         type=_enum(event.type, "singleInstance"),
+        has_attendees=bool(event.attendees),
+        is_reminder_on=bool(event.is_reminder_on),
     )
 
 

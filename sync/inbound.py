@@ -315,8 +315,16 @@ class InboundFlow:
     async def _update_blocker(self, room: str, rule: Rule, event: OutlookEvent, anny_id: str,
                               desired: DesiredBlocker, link: Link) -> Link:
         try:
-            await self.anny.update_blocker(anny_id, desired, blocker_note(room, event.id))
+            updated = await self.anny.update_blocker(anny_id, desired, blocker_note(room, event.id))
+            if updated is None:  # 204: no document to tell whether the blocker still blocks
+                updated = await self.anny.get_booking(anny_id)
         except RemoteGone:
+            updated = None
+        if updated is None or updated.is_cancelled:
+            # Cancelled (or deleted) in anny and its webhook lost: the meeting changed since, so
+            # Outlook's version is written again as a new blocker (DESIGN §3.2).
+            log.info("mirror blocker was cancelled in anny; blocking again",
+                     extra={"room": room, "event_id": event.id, "booking_id": anny_id})
             return await self._create_blocker(room, rule, event, desired, link)
         return await self._record(link, event, desired, anny_id, None)
 

@@ -9,6 +9,7 @@ reversibly: letters, digits and `- _ . @` stay as they are, every other UTF-8 by
 from __future__ import annotations
 
 import hashlib
+import secrets
 import string
 
 from sync.errors import StateError
@@ -50,9 +51,17 @@ def normalise_mailbox(address: str) -> str:
     return address.strip().lower()
 
 
-def transaction_id(anny_booking_id: str, generation: int) -> str:
-    """Graph `transactionId` of a mirror event: the same booking and generation give the same id."""
-    digest = hashlib.sha256(f"anny-booking:{anny_booking_id}:{generation}".encode()).hexdigest()
+def new_create_token() -> str:
+    """A fresh random part for a transactionId: one per intended create, kept on the pending link."""
+    return secrets.token_hex(8)
+
+
+def transaction_id(anny_booking_id: str, generation: int, token: str = "") -> str:
+    """Graph `transactionId` of a mirror event: the same booking, generation and create token give
+    the same id (a retried create dedupes); a new token gives a new one. Graph does not document
+    how long it remembers a transactionId, so a mirror made again later (its link forgotten and
+    re-made) must never reuse an old one: every new pending create draws a new token."""
+    digest = hashlib.sha256(f"anny-booking:{anny_booking_id}:{generation}:{token}".encode()).hexdigest()
     return f"anny-{digest[:32]}"
 
 

@@ -66,14 +66,22 @@ class OutlookEvent:
     categories: tuple[str, ...] = ()
     type: str = "singleInstance"
     removed: bool = False
+    has_attendees: bool = False
+    is_reminder_on: bool = False
 
     @property
     def looks_like_ours(self) -> bool:
         return ANNY_CATEGORY in self.categories
 
+    @property
+    def is_series_master(self) -> bool:
+        return self.type == "seriesMaster"
+
     def mirror_fingerprint(self) -> str:
-        """Comparable with `DesiredEvent.fingerprint` of what we wrote."""
-        return event_fingerprint(self.subject, self.start, self.end, self.is_cancelled)
+        """Comparable with `DesiredEvent.fingerprint` of what we wrote: everything DESIGN §3.1 says a
+        mirror event is, so an Outlook edit of any of it is seen and undone."""
+        return event_fingerprint(self.subject, self.start, self.end, self.is_cancelled, MirrorLook(
+            self.show_as, ANNY_CATEGORY in self.categories, self.has_attendees, self.is_reminder_on))
 
 
 @dataclass(frozen=True)
@@ -87,7 +95,7 @@ class DesiredEvent:
 
     @property
     def fingerprint(self) -> str:
-        return event_fingerprint(self.subject, self.start, self.end, False)
+        return event_fingerprint(self.subject, self.start, self.end, False, MIRROR_LOOK)
 
 
 @dataclass(frozen=True)
@@ -104,8 +112,23 @@ class DesiredBlocker:
         return fingerprint(self.title, _utc_iso(self.start), _utc_iso(self.end))
 
 
-def event_fingerprint(subject: str, start: datetime | None, end: datetime | None, cancelled: bool) -> str:
-    return fingerprint(subject, _utc_iso(start), _utc_iso(end), cancelled)
+@dataclass(frozen=True)
+class MirrorLook:
+    """How a mirror event shows in Outlook besides its title and time (DESIGN §3.1)."""
+
+    show_as: str = "busy"
+    categorised: bool = True  # carries the "anny" category
+    has_attendees: bool = False
+    is_reminder_on: bool = False
+
+
+MIRROR_LOOK = MirrorLook()
+
+
+def event_fingerprint(subject: str, start: datetime | None, end: datetime | None, cancelled: bool,
+                      look: MirrorLook) -> str:
+    return fingerprint(subject, _utc_iso(start), _utc_iso(end), cancelled, look.show_as.lower(), look.categorised,
+                       look.has_attendees, look.is_reminder_on)
 
 
 def _utc_iso(value: datetime | None) -> str:

@@ -27,7 +27,7 @@ from sync.decide import (
 )
 from sync.errors import ConcurrencyError, RemoteGone
 from sync.graph import GraphGateway, WrittenEvent
-from sync.keys import transaction_id
+from sync.keys import new_create_token, transaction_id
 from sync.model import AnnyBooking, DesiredEvent, SyncWindow
 from sync.settings import Settings
 from sync.state import Link, StateStore
@@ -133,7 +133,7 @@ class OutboundFlow:
         pending = link or Link(room=room, origin="anny", anny_id=anny_id)
         pending.room, pending.state, pending.generation = room, "pending", generation
         pending.event_id, pending.event_change_key, pending.fingerprint = "", "", ""
-        pending.transaction_id = transaction_id(anny_id, generation)
+        pending.transaction_id = transaction_id(anny_id, generation, new_create_token())
         return pending
 
     async def _update(self, action: UpdateEvent, link: Link) -> Link:

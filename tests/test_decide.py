@@ -207,6 +207,13 @@ def test_removed_linked_event_is_looked_up_before_anything_is_deleted() -> None:
     assert isinstance(decide_removed_event(moved, blocker_link(), IN)[0], UpdateBlocker)
 
 
+def test_series_master_never_blocks_and_a_single_made_recurring_gives_its_blocker_up() -> None:
+    master = event(type="seriesMaster", change_key="ck2")
+    assert isinstance(decide_event(master, None, IN)[0], Skip)
+    assert decide_event(master, blocker_link(), IN) == [DeleteBlocker("blk1"), ForgetLink()]
+    assert decide_removed_event(master, blocker_link(), IN) == [DeleteBlocker("blk1"), ForgetLink()]
+
+
 def test_removed_unlinked_event_is_nothing() -> None:
     assert isinstance(decide_event(OutlookEvent(id="x", removed=True), None, IN)[0], Skip)
 
@@ -242,8 +249,17 @@ def test_outlook_edit_or_delete_of_a_mirror_event_restores_it_from_anny() -> Non
     assert decide_event(edited, mirror_link(), IN) == [RestoreMirror("b1", edited.mirror_fingerprint())]
     assert decide_event(OutlookEvent(id="E1", removed=True), mirror_link(), IN) == [CheckRemoved("E1")]
     assert decide_removed_event(None, mirror_link(), IN) == [RestoreMirror("b1", "")]
-    untouched = event(id="E1", subject=desired_event(booking(), OUT).subject, change_key="ck7")
+    untouched = event(id="E1", subject=desired_event(booking(), OUT).subject, change_key="ck7", categories=("anny",))
     assert isinstance(decide_removed_event(untouched, mirror_link(), IN)[0], Skip)
+
+
+@pytest.mark.parametrize("edit", [{"categories": ()}, {"show_as": "free"}, {"show_as": "tentative"},
+                                  {"has_attendees": True}, {"is_reminder_on": True}])
+def test_any_outlook_edit_of_what_a_mirror_event_is_restores_it(edit: dict) -> None:
+    untouched = event(id="E1", subject=desired_event(booking(), OUT).subject, categories=("anny",))
+    assert isinstance(decide_event(untouched, mirror_link(), IN)[0], Skip)
+    edited = replace(untouched, **edit)
+    assert decide_event(edited, mirror_link(), IN) == [RestoreMirror("b1", edited.mirror_fingerprint())]
 
 
 # --- convergence: applying the decisions, then deciding again, changes nothing --------------------

@@ -41,3 +41,5 @@ def test_transaction_id_is_deterministic_per_booking_and_generation() -> None:
     assert transaction_id("b-1", 0) == transaction_id("b-1", 0)
     assert transaction_id("b-1", 0) != transaction_id("b-1", 1)
     assert transaction_id("b-1", 0) != transaction_id("b-2", 0)
+    assert transaction_id("b-1", 0, "t1") == transaction_id("b-1", 0, "t1")
+    assert transaction_id("b-1", 0, "t1") != transaction_id("b-1", 0, "t2")

@@ -1,0 +1,143 @@
+"""The sync's edge cases (issue "Exact at the edges"): one end-to-end test per defect found in review.
+
+Each test drives the real flows through the runner, Azurite and both emulators. Where a race
+needs a precise interleaving, the test wraps one gateway method to do the other party's part
+at that moment; nothing else is replaced.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sandbox.graph.person import recurrence
+from sync.admin import run_command
+from sync.graph import ANNY_PROPERTY_ID
+from sync.services import Services
+from sync.settings import Settings
+from sync.worker import Worker
+from tests.e2e.conftest import World
+from tests.e2e.test_inbound import blockers, meeting, span
+
+UTC = ZoneInfo("UTC")
+BETA = "room.beta@contoso.example"
+
+
+def utc(value: str) -> datetime:
+    return datetime.fromisoformat(value.rstrip("Z")[:19]).replace(tzinfo=UTC)
+
+
+def mirrors(world: World, room: str | None = None) -> list[dict]:
+    """Events carrying our extended property (whatever an Outlook user did to their category)."""
+    return [e for e in world.stack.graph.events(room or world.room)
+            if any(p["id"].lower() == ANNY_PROPERTY_ID.lower() for p in e.get("singleValueExtendedProperties") or [])]
+
+
+def move(world: World, event_id: str, start: datetime, hours: int = 1) -> None:
+    world.stack.graph.person_update_event(world.room, event_id, start=start.isoformat()[:19],
+                                          end=(start + timedelta(hours=hours)).isoformat()[:19], time_zone="UTC")
+
+
+async def run_admin(world: World, command: str, **params: str) -> object:
+    """An admin command as `python -m sync …` runs it (own clients, same tables)."""
+    services = await Services.open(Settings.from_env(world.stack.env))
+    try:
+        return await run_command(command, params, Worker(services))
+    finally:
+        await services.close()
+
+
+# --- 2. anny is authoritative for everything a mirror event is (§3.1) ---------------------------------------------
+
+
+@pytest.mark.parametrize("edit", [
+    {"categories": []},
+    {"show_as": "free"},
+    {"show_as": "tentative"},
+    {"attendees": ["bob@contoso.example"], "organizer": "bob@contoso.example"},
+    {"extra": {"isReminderOn": True, "reminderMinutesBeforeStart": 15}},
+], ids=["category-removed", "free", "tentative", "attendees", "reminder"])
+async def test_outlook_edit_of_any_mirror_property_is_undone(world: World, edit: dict) -> None:
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    [event] = mirrors(world)
+    world.stack.graph.person_update_event(world.room, event["id"], **edit)
+    await world.settle()
+    [restored] = mirrors(world)
+    assert restored["id"] == event["id"]
+    assert restored["showAs"] == "busy" and restored["categories"] == ["anny"]
+    assert not restored.get("attendees") and restored["isReminderOn"] is False
+
+
+# --- 3. recurrence changes in Outlook (§3.2) -------------------------------------------------------------------------
+
+
+def starts(world: World) -> list[datetime]:
+    return [span(b)[0] for b in blockers(world)]
+
+
+def weekly(world: World, first_day: int, count: int, hour: int = 10) -> dict:
+    first = world.utc(first_day, hour)
+    return recurrence("weekly", first.date(), days_of_week=[first.strftime("%A").lower()], count=count,
+                      time_zone="UTC")
+
+
+async def test_single_meeting_made_recurring_has_one_blocker_per_occurrence(world: World) -> None:
+    event = meeting(world, 1, 10)
+    await world.settle()
+    world.stack.graph.person_update_event(world.room, event["id"], recurrence=weekly(world, 1, 3))
+    await world.settle()
+    assert starts(world) == [world.utc(1, 10) + timedelta(weeks=k) for k in range(3)]
+
+
+async def test_series_turned_into_one_meeting_has_one_blocker(world: World) -> None:
+    series = meeting(world, 1, 10, recurrence=weekly(world, 1, 3))
+    await world.settle()
+    assert len(blockers(world)) == 3
+    world.stack.graph.person_update_event(world.room, series["id"], extra={"recurrence": None})
+    await world.settle()
+    assert starts(world) == [world.utc(1, 10)]
+
+
+async def test_series_split_this_and_following_has_one_blocker_per_occurrence(world: World) -> None:
+    series = meeting(world, 1, 10, recurrence=weekly(world, 1, 4))
+    await world.settle()
+    world.stack.graph.person_update_event(world.room, series["id"], recurrence=weekly(world, 1, 2))
+    meeting(world, 15, 12, recurrence=weekly(world, 15, 2, hour=12))
+    await world.settle()
+    expected = [world.utc(1, 10), world.utc(8, 10), world.utc(15, 12), world.utc(22, 12)]
+    assert starts(world) == expected
+
+
+# --- 4. a mirror blocker cancelled in anny, webhook lost, then its meeting moves (§3.2) ------------------------------
+
+
+async def test_blocker_cancelled_with_its_webhook_lost_blocks_again_after_the_meeting_moves(world: World) -> None:
+    event = meeting(world, 2, 9)
+    await world.settle()
+    [blocker] = blockers(world)
+    world.stack.anny.set_webhook_faults(drop_next=1)
+    world.stack.anny.person_cancel_booking(blocker["id"])
+    await world.settle()
+    assert blockers(world) == []
+    move(world, event["id"], world.utc(2, 14))
+    await world.settle()
+    assert [span(b) for b in blockers(world)] == [(world.utc(2, 14), world.utc(2, 15))]
+
+
+# --- 9. a re-created mirror never reuses a transactionId -------------------------------------------------
+
+
+async def test_mirror_created_again_after_its_rule_came_back_has_a_new_transaction_id(world: World) -> None:
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    [first] = mirrors(world)
+    await run_admin(world, "rules.remove", anny_resource=world.resource)
+    assert mirrors(world) == []
+    await run_admin(world, "rules.add", anny_resource=world.resource, room=world.room)
+    await world.settle()
+    [second] = mirrors(world)
+    assert second["id"] != first["id"]
+    assert second["transactionId"] and second["transactionId"] != first["transactionId"]
