@@ -18,6 +18,9 @@ from devhost.host import indexed_functions
 from function_app import app
 
 APPS = Path(__file__).resolve().parent / "apps"
+# Building the worker's environment (when `make install` has not, or the requirements changed)
+# takes minutes on a fresh machine; the fixture's time counts towards each test's timeout.
+pytestmark = pytest.mark.timeout(900)
 
 
 @pytest.fixture(scope="session")
