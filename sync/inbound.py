@@ -58,11 +58,6 @@ def inbound_context(settings: Settings, resource_zone: str, now: datetime | None
                           settings.blocker_neutral_title, ZoneInfo(resource_zone or settings.time_zone))
 
 
-def _ended_before(link: Link, window: SyncWindow) -> bool:
-    """A linked item that ended before the window: calendarView no longer shows it, nothing to do."""
-    return bool(link.end) and datetime.fromisoformat(link.end) <= window.start
-
-
 @dataclass
 class RoomRunResult:
     room: str
@@ -188,6 +183,8 @@ class InboundFlow:
             delta_link, seen = await self._read_changes(state.room, rule, ctx, link, result)
         if not link:
             await self._reconcile_unseen(state.room, rule, ctx, seen, result)
+        else:
+            await self._follow_beyond_window(state.room, rule, ctx, seen, result)
         state.delta_link = delta_link
         state.window_start, state.window_end = ctx.window.start.isoformat(), ctx.window.end.isoformat()
         state.last_run_at = datetime.now(UTC)
@@ -238,8 +235,18 @@ class InboundFlow:
                                 result: RoomRunResult) -> None:
         """After a baseline: linked events it did not show were deleted or moved away meanwhile."""
         unseen = [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
-                  if link.event_id and link.event_id not in seen and not _ended_before(link, ctx.window)]
+                  if link.event_id and link.event_id not in seen and not link.ended_before(ctx.window.start)]
         await self._sync_events(room, rule, ctx, unseen, result)
+
+    async def _follow_beyond_window(self, room: str, rule: Rule, ctx: InboundContext, seen: set[str],
+                                    result: RoomRunResult) -> None:
+        """Linked events beyond the window's end keep syncing (DESIGN §3.3), but the room's delta
+        covers only the window: each is looked up by id (a GET per such link and run; people
+        seldom move meetings that far, and the window catches up with them day by day). Links
+        that ended before the window are retired: nobody books the past."""
+        beyond = [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
+                  if link.event_id and link.event_id not in seen and link.starts_after(ctx.window.end)]
+        await self._sync_events(room, rule, ctx, beyond, result)
 
     # -- one event -------------------------------------------------------------------------------------
 

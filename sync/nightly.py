@@ -54,9 +54,12 @@ async def _reconcile_outbound(worker: Worker, resource_id: str, room: str, repor
     bookings = await services.anny.list_bookings([resource_id, *children], window.start, window.end)
     flow = worker.outbound
     for booking in bookings:
-        await flow.sync_booking(booking.id, booking=booking)
+        await flow.sync_booking(booking.id, listed=booking)
     listed = {b.id for b in bookings}
     for link in await services.store.links_of_room(room):
-        if link.origin == "anny" and link.anny_id not in listed:
-            report.follow_up.append(BookingWork(link.anny_id))  # re-read: gone, moved or out of window
+        # Not listed: gone, moved or beyond the window's end; re-read it. Links that ended before
+        # the window are retired (a webhook still finds them): re-reading them every night would
+        # cost anny reads without end.
+        if link.origin == "anny" and link.anny_id not in listed and not link.ended_before(window.start):
+            report.follow_up.append(BookingWork(link.anny_id))
     return len(bookings)

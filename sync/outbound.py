@@ -59,13 +59,25 @@ class OutboundFlow:
     categories_ensured: set[str]
 
     async def sync_booking(self, booking_id: str, observed: str | None = None,
-                           booking: AnnyBooking | None = None) -> OutboundResult:
-        """Bring the booking's mirror event in line with anny. `booking` skips the read (reconcile)."""
+                           booking: AnnyBooking | None = None, listed: AnnyBooking | None = None
+                           ) -> OutboundResult:
+        """Bring the booking's mirror event in line with anny. `booking` skips the read (it is current).
+
+        `listed`: the booking as a list read earlier showed it (the nightly run). It saves the read
+        when nothing is to be written; anything else is decided again on a fresh read, since the
+        booking may have changed since the list was read (DESIGN §3.1: read before writing).
+        """
+        ctx = outbound_context(self.settings)
+        if listed is not None and booking is None:
+            link = await self.store.link_by_anny_id(booking_id)
+            room = await self._room_of(listed)
+            if all(isinstance(a, Skip) for a in decide_booking(listed, room, link, ctx, observed)):
+                return OutboundResult(booking_id, [Skip("as listed: nothing to write")])
         if booking is None:
             booking = await self.anny.get_booking(booking_id)
         link = await self.store.link_by_anny_id(booking_id)
         room = await self._room_of(booking) if booking is not None else None
-        actions = decide_booking(booking, room, link, outbound_context(self.settings), observed)
+        actions = decide_booking(booking, room, link, ctx, observed)
         result = OutboundResult(booking_id, actions)
         for action in actions:
             link = await self._carry_out(action, booking_id, link)

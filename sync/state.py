@@ -85,6 +85,14 @@ class Link:
     updated_at: datetime = field(default_factory=utcnow)
     etag: str | None = field(default=None, compare=False)
 
+    def ended_before(self, moment: datetime) -> bool:
+        """What was last written ended before `moment` (unknown span: False)."""
+        return bool(self.end) and datetime.fromisoformat(self.end) <= moment
+
+    def starts_after(self, moment: datetime) -> bool:
+        """What was last written starts at or after `moment` (unknown span: False)."""
+        return bool(self.start) and datetime.fromisoformat(self.start) >= moment
+
 
 @dataclass
 class Subscription:

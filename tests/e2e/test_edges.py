@@ -14,9 +14,13 @@ import pytest
 
 from sandbox.graph.person import recurrence
 from sync.admin import run_command
+from sync.anny import AnnyClient
 from sync.graph import ANNY_PROPERTY_ID
+from sync.model import SyncWindow
+from sync.nightly import run_nightly
 from sync.services import Services
 from sync.settings import Settings
+from sync.work import BookingWork
 from sync.worker import Worker
 from tests.e2e.conftest import World
 from tests.e2e.test_inbound import blockers, meeting, span
@@ -47,6 +51,41 @@ async def run_admin(world: World, command: str, **params: str) -> object:
         return await run_command(command, params, Worker(services))
     finally:
         await services.close()
+
+
+# --- 1. linked items beyond the window keep syncing (§3.3) ---------------------------------------------------
+
+
+async def test_meeting_beyond_the_window_keeps_moving_and_its_deletion_is_seen(world: World) -> None:
+    event = meeting(world, 2, 9)
+    await world.settle()
+    move(world, event["id"], world.utc(400, 9))
+    await world.settle()
+    assert [span(b) for b in blockers(world)] == [(world.utc(400, 9), world.utc(400, 10))]
+    move(world, event["id"], world.utc(401, 14), hours=2)
+    await world.settle()
+    assert [span(b) for b in blockers(world)] == [(world.utc(401, 14), world.utc(401, 16))]
+    world.stack.graph.person_delete_event(world.room, event["id"])
+    await world.settle()
+    assert blockers(world) == []
+
+
+async def test_mirror_event_beyond_the_window_is_restored_after_outlook_edits(world: World) -> None:
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    world.stack.anny.person_move_booking(booking["id"], world.at(400, 9), world.at(400, 10))
+    await world.settle()
+    [event] = mirrors(world)
+    assert utc(event["start"]["dateTime"]) == world.utc(400, 9)
+    move(world, event["id"], world.utc(400, 15))
+    world.stack.graph.person_update_event(world.room, event["id"], subject="Mine now")
+    await world.settle()
+    [restored] = mirrors(world)
+    assert utc(restored["start"]["dateTime"]) == world.utc(400, 9) and restored["subject"].endswith(booking["number"])
+    world.stack.graph.person_delete_event(world.room, restored["id"])
+    await world.settle()
+    [again] = mirrors(world)
+    assert again["id"] != restored["id"] and utc(again["start"]["dateTime"]) == world.utc(400, 9)
 
 
 # --- 2. anny is authoritative for everything a mirror event is (§3.1) ---------------------------------------------
@@ -125,6 +164,55 @@ async def test_blocker_cancelled_with_its_webhook_lost_blocks_again_after_the_me
     move(world, event["id"], world.utc(2, 14))
     await world.settle()
     assert [span(b) for b in blockers(world)] == [(world.utc(2, 14), world.utc(2, 15))]
+
+
+# --- 5. the nightly run reads before it writes (§3.1) ----------------------------------------------------------------
+
+
+async def test_booking_cancelled_while_the_nightly_run_works_stays_cancelled(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    original = AnnyClient.list_bookings
+
+    async def cancelled_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        listed = await original(self, *args, **kwargs)
+        world.stack.anny.person_cancel_booking(booking["id"])  # … and its webhook is handled at once
+        await world.settle()
+        return listed
+
+    monkeypatch.setattr(AnnyClient, "list_bookings", cancelled_meanwhile)
+    services = await Services.open(Settings.from_env(world.stack.env))
+    try:
+        await run_nightly(Worker(services))
+    finally:
+        await services.close()
+    monkeypatch.setattr(AnnyClient, "list_bookings", original)
+    await world.settle()
+    assert mirrors(world) == []
+
+
+# --- 8. outbound links that ended before the window are retired (§3.3, budgets) -------------------------------
+
+
+async def test_nightly_run_does_not_reread_bookings_that_ended_before_the_window(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    past = world.stack.anny.person_create_booking(world.resource, world.at(1, 9), world.at(1, 10))
+    far = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    world.stack.anny.person_move_booking(far["id"], world.at(400, 9), world.at(400, 10))
+    await world.settle()
+    original = SyncWindow.now.__func__  # type: ignore[attr-defined]
+    monkeypatch.setattr(SyncWindow, "now", classmethod(
+        lambda cls, now, months, zone: original(cls, now + timedelta(days=3), months, zone)))
+    services = await Services.open(Settings.from_env(world.stack.env))
+    try:
+        report = await run_nightly(Worker(services))
+    finally:
+        await services.close()
+    rereads = {w.booking_id for w in report.follow_up if isinstance(w, BookingWork)}
+    assert past["id"] not in rereads
+    assert far["id"] in rereads  # a linked booking beyond the window keeps syncing
 
 
 # --- 9. a re-created mirror never reuses a transactionId -------------------------------------------------
