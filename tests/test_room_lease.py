@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sync import inbound
-from sync.inbound import InboundFlow, _ended_before
+from sync.inbound import InboundFlow
 from sync.model import SyncWindow
 from sync.state import Link, RoomState, StateStore
 
@@ -91,4 +91,6 @@ def test_items_that_ended_before_the_window_are_left_alone_by_the_nightly_baseli
     window = SyncWindow(datetime(2026, 11, 24, tzinfo=UTC), datetime(2027, 5, 24, tzinfo=UTC))
     past = Link(room=ROOM, origin="anny", end=datetime(2026, 11, 20, tzinfo=UTC).isoformat())
     current = Link(room=ROOM, origin="anny", end=datetime(2026, 11, 25, tzinfo=UTC).isoformat())
-    assert _ended_before(past, window) and not _ended_before(current, window)
+    assert past.ended_before(window.start) and not current.ended_before(window.start)
+    far = Link(room=ROOM, origin="outlook", start=datetime(2027, 6, 1, tzinfo=UTC).isoformat())
+    assert far.starts_after(window.end) and not current.starts_after(window.end)
