@@ -1,7 +1,7 @@
 """Live logs of `make run`: one readable line per event, the structured fields where they help.
 
-In Azure the `extra=` fields become custom dimensions. Here they are shown after the message
-for warnings and errors (which need the room or booking to act on), and for everything with -v.
+In Azure the `extra=` fields become custom dimensions. Here they follow the message in brackets,
+as JSON for warnings and errors (which need the room or booking to act on) and with -v.
 No-op syncs are logged at DEBUG by the app, so they show with -v only.
 """
 
@@ -11,6 +11,7 @@ import json
 import logging
 
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+SELF_EXPLAINING = ("sync.changes",)  # their message already says what the fields say
 QUIET_LOGGERS = ("azure", "httpx", "httpcore", "kiota_http", "msal", "aiohttp.access")
 
 
@@ -24,9 +25,13 @@ class ReadableFormatter(logging.Formatter):
         if record.levelno >= logging.WARNING:
             text = text.replace(" ", f" {record.levelname}: ", 1)
         extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
-        if extras and (self.verbose or record.levelno >= logging.WARNING):
-            text = f"{text}  {json.dumps(extras, default=str, ensure_ascii=False)}"
-        return text
+        if not extras:
+            return text
+        if self.verbose or record.levelno >= logging.WARNING:
+            return f"{text}  {json.dumps(extras, default=str, ensure_ascii=False)}"
+        if record.name in SELF_EXPLAINING:
+            return text
+        return f"{text} ({', '.join(f'{k} {v}' for k, v in extras.items() if v not in (None, '', [], {}))})"
 
 
 def configure_logging(verbose: bool) -> None:

@@ -34,7 +34,7 @@ from sync.local_stack import RunningStack, SandboxRoomInfo, read_local_stack, st
 
 T = TypeVar("T")
 NEWCOMER = {"email": "newcomer@example.org", "name": "New Comer"}
-_TIME = re.compile(r"^(?:(?P<day>today|tomorrow|\+\d+d?|\d{4}-\d{2}-\d{2})[ T])?(?P<hour>\d{1,2}):(?P<minute>\d{2})$")
+_TIME = re.compile(r"^(?:(?P<day>today|tomorrow|\+\d+d?|\d{4}-\d{2}-\d{2})[ t])?(?P<hour>\d{1,2}):(?P<minute>\d{2})$")
 
 
 class UsageError(Exception):

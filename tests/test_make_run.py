@@ -188,3 +188,56 @@ def test_a_port_in_use_is_one_line_and_nothing_is_left_running(tmp_path: Path) -
     lines = run.output.read_text().strip().splitlines()
     assert len(lines) == 1 and str(port) in lines[0] and "--graph-port" in lines[0], lines
     assert _ours(run.marker) == []
+
+
+def test_with_credentials_the_same_command_runs_against_the_services_they_name(tmp_path: Path) -> None:
+    """Credentials in local.settings.json: no emulators, no seeding; the app talks to the services the
+    settings name (here the emulators stand in for Graph and anny) and the CLI finds it all the same."""
+    from devhost.stack import Emulators
+    from sandbox.organisation import anny_seed, graph_seed, today_here
+    from sandbox.serve import free_port
+
+    emulators = Emulators.start()
+    try:
+        emulators.graph.seed(graph_seed(today_here()))
+        resources = emulators.anny.seed(anny_seed(today_here()))["resources"]
+        port = free_port()
+        values = {
+            "AzureWebJobsStorage": "UseDevelopmentStorage=true", "GRAPH_BASE_URL": emulators.graph.base_url,
+            "GRAPH_AUTH_MODE": "static_token", "GRAPH_STATIC_TOKEN": "token",
+            "ANNY_BASE_URL": emulators.anny_server.url, "ANNY_API_TOKEN": emulators.anny.config.token,
+            "ANNY_ORGANIZATION_ID": emulators.anny.config.organization_id, "ANNY_WEBHOOK_SECRET": "s" * 32,
+            "PUBLIC_BASE_URL": f"http://127.0.0.1:{port}", "GRAPH_NOTIFICATION_KEY": "n" * 32,
+        }
+        settings = tmp_path / "local.settings.json"
+        settings.write_text(json.dumps({"Values": values}))
+        refused = _start(tmp_path, "--settings", str(settings), "--port", str(port), "--azurite-port", "0")
+        assert refused.process.wait(timeout=30) == 1
+        assert "DEVHOST_FUNCTION_KEY" in refused.output.read_text(), "says which setting is missing"
+
+        settings.write_text(json.dumps({"Values": values | {"DEVHOST_FUNCTION_KEY": "f" * 32}}))
+        run = _start(tmp_path, "--settings", str(settings), "--port", str(port), "--azurite-port", "0")
+        try:
+            deadline = time.monotonic() + 60
+            while read_local_stack(Path(run.env["SYNC_LOCAL_STACK"])) is None:
+                assert run.process.poll() is None and time.monotonic() < deadline, run.output.read_text()
+                time.sleep(0.2)
+            assert run.stack.mode == "real" and run.stack.graph_url == ""
+            added = run.cli("rules", "add", "--anny-resource", resources["room-berlin"],
+                            "--room", "room-berlin@contoso.com")
+            assert added.returncode == 0, added.stdout + added.stderr
+            activated = run.cli("--json", "activate")
+            assert activated.returncode == 0, activated.stdout + activated.stderr
+            [subscription] = emulators.graph.subscriptions()
+            assert subscription["notificationUrl"].endswith("?code=" + "n" * 32), \
+                "Graph reaches the app with GRAPH_NOTIFICATION_KEY, as with the graph-notify key in Azure"
+            mirrored = [e for e in emulators.graph.events("room-berlin@contoso.com") if _anny_id_of(e)]
+            assert mirrored, "the room's anny bookings were synced"
+            run.process.send_signal(signal.SIGTERM)
+            assert run.process.wait(timeout=15) == 0
+            assert _ours(run.marker) == []
+        finally:
+            if run.process.poll() is None:
+                os.killpg(run.process.pid, signal.SIGKILL)
+    finally:
+        emulators.stop()
