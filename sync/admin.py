@@ -20,6 +20,7 @@ from sync.rules import add_rule
 from sync.services import STATUS_TTL_S
 from sync.state import IntegrationStatus, Link, Rule, StateStore
 from sync.status import rule_view, status_view
+from sync.validation import anny_id, mailbox, text
 from sync.work import RoomWork, Work
 from sync.worker import Worker
 
@@ -194,9 +195,22 @@ def flag(params: dict[str, str], name: str) -> bool:
     return str(params.get(name, "")).strip().lower() in ("1", "true", "yes", "on")
 
 
+def checked_params(command: str, params: dict[str, str]) -> dict[str, str]:
+    """The format of the admin's input (what it means is the commands' check): ids that fit anny's
+    format, mailbox addresses, short valid text. A rule is removable whatever its stored id."""
+    checks = {"anny_resource": text if command == "rules.remove" else anny_id, "room": mailbox,
+              "time_zone": lambda value, name: text(value, name, 64)}
+    checked = {}
+    for name, value in params.items():
+        value = text(value, name).strip()  # an empty value is the command's own (clearer) refusal
+        checked[name] = checks[name](value, name) if value and name in checks else value
+    return checked
+
+
 async def run_command(command: str, params: dict[str, str], worker: Worker) -> Any:
     """Carry out one admin command; raises RuleError (bad input) or SyncError."""
     store = worker.services.store
+    params = checked_params(command, params)
     if command == "rooms":  # what can be mapped: the tenant's room mailboxes (Graph Places)
         return [asdict(room) for room in await worker.services.graph.list_rooms()]
     if command == "resources":  # ... and anny's resources; only parents can be mapped

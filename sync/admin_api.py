@@ -9,7 +9,8 @@ from typing import Any
 import azure.functions as func
 
 from sync.admin import run_command
-from sync.errors import ConfirmationNeeded, RuleError, SyncError
+from sync.errors import ConfirmationNeeded, InputError, RuleError, SyncError
+from sync.validation import json_object, text
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -50,24 +51,35 @@ def _json(status: int, body: Any) -> func.HttpResponse:
     return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
 
 
+def _body_params(req: func.HttpRequest) -> dict[str, str]:
+    """The JSON object body's fields as command parameters: strings, whole numbers (ids) or booleans (flags)."""
+    raw = req.get_body()
+    if not raw:
+        return {}
+    params: dict[str, str] = {}
+    for name, value in json_object(raw).items():
+        if isinstance(value, bool):
+            value = "true" if value else "false"
+        elif isinstance(value, int):
+            value = str(value)
+        params[name] = text(value, name)
+    return params
+
+
 async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
     matched = command_for(req.method, req.route_params.get("path", ""))
     if matched is None:
         return _json(404, {"error": "unknown admin command", "commands": sorted(ROUTES)})
     command, params = matched
-    params = {**{k: str(v) for k, v in req.params.items()}, **params}
-    if req.get_body():
-        try:
-            body = json.loads(req.get_body())
-        except ValueError:
-            return _json(400, {"error": "malformed JSON"})
-        if not isinstance(body, dict):
-            return _json(400, {"error": "expected a JSON object"})
-        params = {**{k: str(v) for k, v in body.items()}, **params}  # the path wins over the body
     try:
+        query = {k: str(v) for k, v in req.params.items()}
+        params = {**query, **_body_params(req), **params}  # the path wins over the body, the body over the query
         return _json(200, await run_command(command, params, worker))
     except ConfirmationNeeded as exc:
         return _json(400, {"error": str(exc), "needs_confirmation": True, **exc.context})
+    except InputError as exc:
+        log.warning("admin request refused (%s): %s", exc.status, exc, extra={"command": command})
+        return _json(exc.status, {"error": str(exc), "field": exc.field, "problem": exc.problem})
     except RuleError as exc:
         return _json(400, {"error": str(exc), **exc.context})
     except SyncError as exc:

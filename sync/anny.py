@@ -13,6 +13,7 @@ import httpx
 
 from sync.errors import RemoteGone, RemoteUnavailable, error_for_status
 from sync.model import AnnyBooking, DesiredBlocker
+from sync.validation import url_path
 
 log = logging.getLogger(__name__)
 JSONAPI = "application/vnd.api+json"
@@ -55,7 +56,7 @@ class AnnyClient:
     async def get_booking(self, booking_id: str) -> AnnyBooking | None:
         """The booking as anny has it now; None when anny answers 404."""
         try:
-            document = await self._request("GET", f"/bookings/{booking_id}", booking_id=booking_id,
+            document = await self._request("GET", url_path("bookings", booking_id), booking_id=booking_id,
                                            params={"include": BOOKING_INCLUDE})
         except RemoteGone:
             return None
@@ -77,7 +78,7 @@ class AnnyClient:
         found: list[AnnyBooking] = []
         page = 1
         while True:
-            document = await self._request("GET", "/bookings", params={**params, "page[number]": page})
+            document = await self._request("GET", url_path("bookings"), params={**params, "page[number]": page})
             included = _included(document)
             found.extend(parse_booking(item, included) for item in document.get("data") or [])
             if not _has_next_page(document, page):
@@ -88,7 +89,7 @@ class AnnyClient:
     async def create_blocker(self, resource_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking:
         body = _blocker_document(blocker, note)
         body["data"]["relationships"] = {"resource": {"data": {"type": "resources", "id": resource_id}}}
-        document = await self._request("POST", "/bookings", json=body, event_id=blocker.event_id)
+        document = await self._request("POST", url_path("bookings"), json=body, event_id=blocker.event_id)
         return parse_booking(document["data"], _included(document), default_resource=resource_id)
 
     async def update_blocker(self, booking_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking | None:
@@ -96,7 +97,7 @@ class AnnyClient:
         as JSON:API allows). anny accepts the PATCH of a cancelled booking and leaves it cancelled."""
         body = _blocker_document(blocker, note)
         body["data"]["id"] = booking_id
-        document = await self._request("PATCH", f"/bookings/{booking_id}", json=body, booking_id=booking_id)
+        document = await self._request("PATCH", url_path("bookings", booking_id), json=body, booking_id=booking_id)
         if not document.get("data"):
             return None
         return parse_booking(document["data"], _included(document))
@@ -104,7 +105,7 @@ class AnnyClient:
     async def delete_booking(self, booking_id: str) -> None:
         """Delete a booking/blocker; one that is gone already counts as deleted."""
         try:
-            await self._request("DELETE", f"/bookings/{booking_id}", booking_id=booking_id)
+            await self._request("DELETE", url_path("bookings", booking_id), booking_id=booking_id)
         except RemoteGone:
             log.info("anny booking already gone", extra={"booking_id": booking_id})
 
@@ -116,7 +117,7 @@ class AnnyClient:
         resources: list[AnnyResource] = []
         page = 1
         while True:
-            document = await self._request("GET", "/resources", params={**params, "page[number]": page})
+            document = await self._request("GET", url_path("resources"), params={**params, "page[number]": page})
             resources.extend(parse_resource(item) for item in document.get("data") or [])
             if not _has_next_page(document, page):
                 return resources
@@ -124,7 +125,7 @@ class AnnyClient:
 
     async def get_resource(self, resource_id: str) -> AnnyResource | None:
         try:
-            document = await self._request("GET", f"/resources/{resource_id}", anny_resource=resource_id)
+            document = await self._request("GET", url_path("resources", resource_id), anny_resource=resource_id)
         except RemoteGone:
             return None
         return parse_resource(document["data"])
@@ -133,6 +134,7 @@ class AnnyClient:
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                        json: Any = None, **context: Any) -> dict[str, Any]:
+        """One anny call; `path` comes from `url_path`, so every id in it is escaped."""
         query = {"o": self._org, **(params or {})}
         headers = {"Content-Type": JSONAPI} if json is not None else {}
         for attempt in range(MAX_THROTTLE_RETRIES + 1):

@@ -39,6 +39,21 @@ class EntityTooLargeError(StateError):
     """An entity or a string property exceeds Azure Table Storage's limits."""
 
 
+class InputError(SyncError):
+    """Input from outside (a request body, header, id or admin argument) is malformed.
+
+    `field` names where (e.g. `value[3].subscriptionId`), `problem` says what to fix; neither
+    ever holds the offending value, so both are safe to log and to answer with.
+    """
+
+    status = 400  # the HTTP answer
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+        self.problem = problem
+
+
 class RuleError(SyncError):
     """A mapping rule was refused (unknown, duplicate, child resource, …)."""
 

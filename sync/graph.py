@@ -49,6 +49,7 @@ from sync.errors import (
 )
 from sync.model import ANNY_CATEGORY, ANNY_CATEGORY_COLOR, DesiredEvent, OutlookEvent, SyncWindow
 from sync.settings import Settings
+from sync.validation import path_segment
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -142,6 +143,17 @@ class GraphGateway:
     async def close(self) -> None:
         await self.http.aclose()
 
+    def _mailbox(self, room: str) -> Any:
+        """The request builder of a mailbox. The SDK escapes every path parameter (RFC 6570);
+        `path_segment` refuses the ids no escaping can make safe ('', '.', '..')."""
+        return self.client.users.by_user_id(path_segment(room, "room"))
+
+    def _event(self, room: str, event_id: str) -> Any:
+        return self._mailbox(room).events.by_event_id(path_segment(event_id, "event_id"))
+
+    def _subscription(self, subscription_id: str) -> Any:
+        return self.client.subscriptions.by_subscription_id(path_segment(subscription_id, "subscription_id"))
+
     async def _call(self, room: str, call: Callable[[], Awaitable[T]], **context: Any) -> T:
         limit = self._limits.setdefault(room, asyncio.Semaphore(MAILBOX_CONCURRENCY))
         async with limit:
@@ -161,7 +173,7 @@ class GraphGateway:
         body.categories = [ANNY_CATEGORY]
         body.single_value_extended_properties = [
             SingleValueLegacyExtendedProperty(id=ANNY_PROPERTY_ID, value=desired.anny_id)]
-        created = await self._call(room, lambda: self.client.users.by_user_id(room).events.post(body),
+        created = await self._call(room, lambda: self._mailbox(room).events.post(body),
                                    booking_id=desired.anny_id)
         return WrittenEvent(str(created.id), str(created.change_key or ""))
 
@@ -169,14 +181,14 @@ class GraphGateway:
         body = _event_body(desired)
         body.categories = [ANNY_CATEGORY]
         updated = await self._call(
-            room, lambda: self.client.users.by_user_id(room).events.by_event_id(event_id).patch(body),
+            room, lambda: self._event(room, event_id).patch(body),
             booking_id=desired.anny_id, event_id=event_id)
         return WrittenEvent(str(updated.id or event_id), str(updated.change_key or ""))
 
     async def delete_event(self, room: str, event_id: str) -> None:
         """Delete an event; one that is gone already counts as deleted."""
         try:
-            await self._call(room, lambda: self.client.users.by_user_id(room).events.by_event_id(event_id).delete(),
+            await self._call(room, lambda: self._event(room, event_id).delete(),
                              event_id=event_id)
         except RemoteGone:
             log.info("event already gone", extra={"room": room, "event_id": event_id})
@@ -187,7 +199,7 @@ class GraphGateway:
         query.headers.add("Prefer", UTC_TIMES)
         try:
             event = await self._call(
-                room, lambda: self.client.users.by_user_id(room).events.by_event_id(event_id).get(query),
+                room, lambda: self._event(room, event_id).get(query),
                 event_id=event_id)
         except RemoteGone:
             return None
@@ -201,7 +213,7 @@ class GraphGateway:
         params = EventsRequestBuilder.EventsRequestBuilderGetQueryParameters(
             filter=f"singleValueExtendedProperties/Any(ep: ep/id eq '{ANNY_PROPERTY_ID}' and ep/value eq '{escaped}')",
             top=2)
-        found = await self._call(room, lambda: self.client.users.by_user_id(room).events.get(
+        found = await self._call(room, lambda: self._mailbox(room).events.get(
             RequestConfiguration(query_parameters=params)), booking_id=anny_id)
         for event in (found.value if found else None) or []:
             return WrittenEvent(str(event.id), str(event.change_key or ""))
@@ -209,7 +221,7 @@ class GraphGateway:
 
     async def ensure_category(self, room: str) -> None:
         """Create the dark-blue "anny" master category in the room mailbox unless it exists."""
-        categories = self.client.users.by_user_id(room).outlook.master_categories
+        categories = self._mailbox(room).outlook.master_categories
         existing = await self._call(room, categories.get)
         names = {(c.display_name or "").lower() for c in (existing.value if existing else None) or []}
         if ANNY_CATEGORY in names:
@@ -227,7 +239,7 @@ class GraphGateway:
         """The room's changes since `link` (or a new baseline for `window` when empty)."""
         from msgraph.generated.users.item.calendar_view.delta.delta_request_builder import DeltaRequestBuilder
 
-        builder = self.client.users.by_user_id(room).calendar_view.delta
+        builder = self._mailbox(room).calendar_view.delta
         params = DeltaRequestBuilder.DeltaRequestBuilderGetQueryParameters(
             start_date_time=_graph_time(window.start), end_date_time=_graph_time(window.end))
         while True:
@@ -287,18 +299,18 @@ class GraphGateway:
     async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> datetime:
         body = GraphSubscription(expiration_date_time=expires_at)
         renewed = await self._call(
-            "subscriptions", lambda: self.client.subscriptions.by_subscription_id(subscription_id).patch(body),
+            "subscriptions", lambda: self._subscription(subscription_id).patch(body),
             subscription_id=subscription_id)
         return (renewed.expiration_date_time if renewed else None) or expires_at
 
     async def reauthorize_subscription(self, subscription_id: str) -> None:
         await self._call("subscriptions",
-                         self.client.subscriptions.by_subscription_id(subscription_id).reauthorize.post,
+                         self._subscription(subscription_id).reauthorize.post,
                          subscription_id=subscription_id)
 
     async def delete_subscription(self, subscription_id: str) -> None:
         try:
-            await self._call("subscriptions", self.client.subscriptions.by_subscription_id(subscription_id).delete,
+            await self._call("subscriptions", self._subscription(subscription_id).delete,
                              subscription_id=subscription_id)
         except RemoteGone:
             pass

@@ -6,17 +6,22 @@ the HTTP answer and the work items for the queue output binding.
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import hashlib
 import hmac
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import azure.functions as func
 
+from sync import validation
+from sync.errors import InputError
 from sync.settings import Settings
 from sync.state import StateStore, Subscription
 from sync.work import BookingWork, LifecycleWork, RoomWork, Work, encode
@@ -40,62 +45,98 @@ def _json_answer(http_status: int, **body: Any) -> Answer:
     return Answer(func.HttpResponse(json.dumps(body), status_code=http_status, mimetype="application/json"))
 
 
-def _too_large(req: func.HttpRequest, limit: int) -> Answer | None:
-    if len(req.get_body() or b"") > limit:
-        return _json_answer(413, error="body too large", limit=limit)
-    return None
+class BodyTooLarge(InputError):
+    status = 413
 
 
-def _parse_json(req: func.HttpRequest) -> tuple[Any, Answer | None]:
-    try:
-        return json.loads(req.get_body() or b""), None
-    except (ValueError, UnicodeDecodeError):
-        return None, _json_answer(400, error="malformed JSON")
+class StaleDelivery(InputError):
+    """A delivery stamped outside the replay tolerance: answered like a wrong signature."""
+
+    status = 401
+
+
+Handler = Callable[[func.HttpRequest, Settings, StateStore], Awaitable[Answer]]
+
+
+def _refusing(endpoint: str) -> Callable[[Handler], Handler]:
+    """Bad input answers 4xx with the field and the problem, logged as one line without the body."""
+
+    def wrap(handler: Handler) -> Handler:
+        @functools.wraps(handler)
+        async def guarded(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
+            try:
+                return await handler(req, settings, store)
+            except InputError as exc:
+                log.warning("%s request refused (%s): %s", endpoint, exc.status, exc,
+                            extra={"field": exc.field, "problem": exc.problem})
+                return _json_answer(exc.status, error=str(exc), field=exc.field, problem=exc.problem)
+
+        return guarded
+
+    return wrap
+
+
+def _body(req: func.HttpRequest, limit: int) -> bytes:
+    body = req.get_body() or b""
+    if len(body) > limit:
+        raise BodyTooLarge("body", f"larger than {limit} bytes")
+    return body
 
 
 # --- anny webhooks ------------------------------------------------------------------------------
 
 
-def _authentic(req: func.HttpRequest, settings: Settings) -> bool:
+def _authentic(req: func.HttpRequest, body: bytes, settings: Settings) -> bool:
     given = req.headers.get(settings.anny_webhook_secret_header) or ""
-    if not hmac.compare_digest(given.encode(), settings.anny_webhook_secret.encode()):
+    if not hmac.compare_digest(given.encode(errors="replace"), settings.anny_webhook_secret.encode()):
         return False
     if not settings.anny_webhook_signing_key:
         return True
     signature = (req.headers.get(settings.anny_webhook_signature_header) or "").removeprefix("sha256=")
-    expected = hmac.new(settings.anny_webhook_signing_key.encode(), req.get_body() or b"", hashlib.sha256)
-    return hmac.compare_digest(signature.lower().encode(), expected.hexdigest().encode())
+    expected = hmac.new(settings.anny_webhook_signing_key.encode(), body, hashlib.sha256)
+    return hmac.compare_digest(signature.lower().encode(errors="replace"), expected.hexdigest().encode())
+
+
+def _check_fresh(req: func.HttpRequest, payload: dict[str, Any], settings: Settings) -> None:
+    """Refuse replays: the delivery's timestamp (header, else `triggered_at`) must be near now."""
+    header = req.headers.get("x-anny-timestamp")
+    where, stamp = ("x-anny-timestamp", header) if header else ("triggered_at", payload.get("triggered_at"))
+    if stamp is None:
+        raise InputError("x-anny-timestamp", "missing; anny stamps every delivery (header or triggered_at)")
+    sent = validation.instant(stamp, where)
+    tolerance = timedelta(minutes=settings.anny_webhook_tolerance_minutes)
+    if abs(datetime.now(UTC) - sent) > tolerance:
+        raise StaleDelivery(where, f"outside the replay tolerance of {settings.anny_webhook_tolerance_minutes} "
+                                   "minutes (ANNY_WEBHOOK_TOLERANCE_MINUTES)")
 
 
 def booking_id_of(payload: dict[str, Any]) -> str:
     """The booking id from a flat (`data.id`) or JSON:API-wrapped (`data.data.id`) payload."""
     data = payload.get("data")
+    where = "data"
     if isinstance(data, dict) and isinstance(data.get("data"), dict):
-        data = data["data"]
-    booking_id = data.get("id") if isinstance(data, dict) else None
-    return str(booking_id) if isinstance(booking_id, (str, int)) and str(booking_id) else ""
+        data, where = data["data"], "data.data"
+    if not isinstance(data, dict):
+        raise InputError("data", "expected the booking object")
+    return validation.anny_id(data.get("id"), f"{where}.id")
 
 
+@_refusing("anny webhook")
 async def anny_webhook(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
-    too_large = _too_large(req, settings.webhook_max_body_bytes)  # before anything else is read
-    if too_large:
-        return too_large
-    if not _authentic(req, settings):
+    body = _body(req, settings.webhook_max_body_bytes)  # before anything else is read
+    if not _authentic(req, body, settings):
         log.warning("anny webhook refused: secret or signature wrong")
         return _json_answer(401, error="unauthorized")
-    payload, refused = _parse_json(req)
-    if refused:
-        return refused
-    if not isinstance(payload, dict):
-        return _json_answer(400, error="expected a JSON object")
-    event = str(payload.get("event") or req.headers.get("x-anny-event") or "")
+    payload = validation.json_object(body)
+    _check_fresh(req, payload, settings)
+    event = payload.get("event") or req.headers.get("x-anny-event") or ""
+    event = validation.text(event, "event", 128)
     if not event.startswith("bookings."):
         log.info("anny webhook ignored", extra={"anny_event": event})
         return _json_answer(202, status="ignored", event=event)
     booking_id = booking_id_of(payload)
-    if not booking_id:
-        return _json_answer(400, error="data.id (the booking id) is missing")
-    event_id = str(payload.get("event_id") or "")
+    event_id = payload.get("event_id")
+    event_id = validation.anny_event_id(event_id, "event_id") if event_id not in (None, "") else ""
     if event_id and await store.is_processed(event_id):
         return _json_answer(202, status="duplicate", event_id=event_id)
     answer = _json_answer(202, status="queued", booking_id=booking_id)
@@ -112,96 +153,136 @@ def _validation(req: func.HttpRequest) -> Answer | None:
     if token is None:
         return None
     if len(token) > MAX_VALIDATION_TOKEN:
-        return _json_answer(400, error="validation token too long")
+        raise InputError("validationToken", f"longer than {MAX_VALIDATION_TOKEN} characters")
     headers = {"X-Content-Type-Options": "nosniff"}
     return Answer(func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8",
                                     headers=headers))
 
 
+def notification_items(payload: Any) -> list[dict[str, Any]]:
+    """The notifications of a Graph POST, each checked against what Graph sends."""
+    items = payload.get("value") if isinstance(payload, dict) else None
+    if not isinstance(items, list):
+        raise InputError("value", 'expected {"value": [...]}, a list of notifications')
+    for index, item in enumerate(items):
+        where = f"value[{index}]"
+        if not isinstance(item, dict):
+            raise InputError(where, "expected a notification object")
+        validation.graph_subscription_id(item.get("subscriptionId"), f"{where}.subscriptionId")
+        validation.client_state(item.get("clientState"), f"{where}.clientState")
+        if "lifecycleEvent" in item:
+            validation.lifecycle_event(item["lifecycleEvent"], f"{where}.lifecycleEvent")
+        data = item.get("resourceData")
+        if data is not None and not isinstance(data, dict):
+            raise InputError(f"{where}.resourceData", "expected an object")
+        if data and "id" in data:
+            validation.graph_item_id(data["id"], f"{where}.resourceData.id")
+    return items
+
+
+class SubscriptionCache:
+    """Subscriptions by id for the notification endpoints, with bounded table work per request.
+
+    Found subscriptions are kept a minute and misses a few seconds. A request reads at most
+    `POINT_READS` unknown ids one by one; with more, the whole subscriptions table (one entity
+    per room) is read once instead, at most every `LIST_INTERVAL_S`. So a body full of invented
+    ids costs one query, not one read per id.
+    """
+
+    FOUND_TTL_S = 60.0
+    MISS_TTL_S = 5.0
+    POINT_READS = 8
+    LIST_INTERVAL_S = 5.0
+    MAX_MISSES = 100_000
+
+    def __init__(self) -> None:
+        self._found: dict[str, tuple[float, Subscription]] = {}
+        self._missed: dict[str, float] = {}
+        self._listed_at = -float("inf")
+
+    async def resolve(self, ids: set[str], store: StateStore) -> dict[str, Subscription]:
+        now = time.monotonic()
+        known: dict[str, Subscription] = {}
+        unknown: list[str] = []
+        for sub_id in ids:
+            found = self._found.get(sub_id)
+            if found and now - found[0] < self.FOUND_TTL_S:
+                known[sub_id] = found[1]
+            elif now - self._missed.get(sub_id, -float("inf")) >= self.MISS_TTL_S:
+                unknown.append(sub_id)
+        for sub_id, sub in zip(unknown, await self._look_up(unknown, store, now), strict=True):
+            if sub is not None:
+                known[sub_id] = sub
+            elif len(self._missed) < self.MAX_MISSES:
+                self._missed[sub_id] = now
+        return known
+
+    async def _look_up(self, ids: list[str], store: StateStore, now: float) -> list[Subscription | None]:
+        if len(ids) <= self.POINT_READS:
+            return list(await asyncio.gather(*(store.get_subscription(i) for i in ids)))
+        if now - self._listed_at < self.LIST_INTERVAL_S:
+            return [None] * len(ids)
+        self._listed_at = now
+        self._missed.clear()
+        everything = {sub.subscription_id: sub for sub in await store.list_subscriptions()}
+        for sub_id, sub in everything.items():
+            self._found[sub_id] = (now, sub)
+        return [everything.get(i) for i in ids]
+
+
+_subscriptions = SubscriptionCache()
 Verified = list[tuple[dict[str, Any], Subscription]]
 
 
-class _SubscriptionCache:
-    """Subscriptions by id, kept briefly so a burst of notifications costs no table reads.
-
-    Only found subscriptions are kept: an unknown id is looked up every time.
-    """
-
-    def __init__(self, ttl_s: float = 60) -> None:
-        self._ttl = ttl_s
-        self._found: dict[str, tuple[float, Subscription]] = {}
-
-    async def get(self, subscription_id: str, store: StateStore) -> Subscription | None:
-        now = time.monotonic()
-        cached = self._found.get(subscription_id)
-        if cached and now - cached[0] < self._ttl:
-            return cached[1]
-        sub = await store.get_subscription(subscription_id)
-        if sub is None:
-            self._found.pop(subscription_id, None)
-        else:
-            self._found[subscription_id] = (now, sub)
-        return sub
-
-
-_subscriptions = _SubscriptionCache()
-
-
 async def _verified_items(req: func.HttpRequest, settings: Settings, store: StateStore
-                          ) -> tuple[Verified, Answer | None]:
-    too_large = _too_large(req, settings.webhook_max_body_bytes)
-    if too_large:
-        return [], too_large
-    payload, refused = _parse_json(req)
-    if refused:
-        return [], refused
-    items = payload.get("value") if isinstance(payload, dict) else None
-    if not isinstance(items, list):
-        return [], _json_answer(400, error="expected {\"value\": [...]}")
-    verified, dropped = [], 0
+                          ) -> tuple[Verified, int]:
+    """The notifications whose subscription we know and whose clientState matches; and how many were dropped."""
+    items = notification_items(validation.json_body(_body(req, settings.notification_max_body_bytes)))
+    subscriptions = await _subscriptions.resolve({item["subscriptionId"] for item in items}, store)
+    verified: Verified = []
     for item in items:
-        sub_id = str(item.get("subscriptionId") or "") if isinstance(item, dict) else ""
-        sub = await _subscriptions.get(sub_id, store) if sub_id else None
-        given = str(item.get("clientState") or "") if isinstance(item, dict) else ""
-        if sub is None or not hmac.compare_digest(given.encode(), sub.client_state.encode()):
-            dropped += 1
-            continue
-        verified.append((item, sub))
+        sub = subscriptions.get(item["subscriptionId"])
+        given = str(item.get("clientState") or "")
+        if sub is not None and hmac.compare_digest(given.encode(), sub.client_state.encode()):
+            verified.append((item, sub))
+    dropped = len(items) - len(verified)
     if dropped:
-        log.warning("notifications dropped: unknown subscription or wrong clientState",
-                    extra={"dropped": dropped, "received": len(items)})
-    return verified, None
+        log.warning("%d of %d notifications dropped: unknown subscription or wrong clientState",
+                    dropped, len(items), extra={"dropped": dropped, "received": len(items)})
+    return verified, dropped
 
 
 async def _graph_post(req: func.HttpRequest, settings: Settings, store: StateStore,
-                      to_answer: Callable[[Verified], Answer]) -> Answer:
+                      to_answer: Callable[[Verified, int], Answer]) -> Answer:
     """Both Graph endpoints: the validation handshake, or verified items turned into an answer."""
     handshake = _validation(req)
     if handshake:
         return handshake
-    verified, refused = await _verified_items(req, settings, store)
-    return refused or to_answer(verified)
+    verified, dropped = await _verified_items(req, settings, store)
+    return to_answer(verified, dropped)
 
 
-def _room_signals(verified: Verified) -> Answer:
+def _room_signals(verified: Verified, dropped: int) -> Answer:
     rooms = sorted({sub.room for _, sub in verified})
-    answer = _json_answer(202, rooms=len(rooms))
+    answer = _json_answer(202, rooms=len(rooms), received=len(verified) + dropped, dropped=dropped)
     answer.work.extend(RoomWork(room) for room in rooms)
     return answer
 
 
-def _lifecycle_work(verified: Verified) -> Answer:
-    work = [LifecycleWork(sub.subscription_id, str(item.get("lifecycleEvent")))
+def _lifecycle_work(verified: Verified, dropped: int) -> Answer:
+    work = [LifecycleWork(sub.subscription_id, item["lifecycleEvent"])
             for item, sub in verified if item.get("lifecycleEvent") in LIFECYCLE_EVENTS]
-    answer = _json_answer(202, accepted=len(work))
+    answer = _json_answer(202, accepted=len(work), received=len(verified) + dropped, dropped=dropped)
     answer.work.extend(dict.fromkeys(work))
     return answer
 
 
+@_refusing("Graph notification")
 async def graph_notify(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
     """Change notifications: one "room changed" signal per room, whatever the number of items."""
     return await _graph_post(req, settings, store, _room_signals)
 
 
+@_refusing("Graph lifecycle notification")
 async def graph_lifecycle(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
     return await _graph_post(req, settings, store, _lifecycle_work)

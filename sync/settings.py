@@ -195,8 +195,16 @@ class Settings:
         "ANNY_WEBHOOK_SIGNATURE_HEADER", "Header carrying the hex HMAC-SHA256 signature.",
         _header_name, "x-anny-signature")
     webhook_max_body_bytes: int = setting(
-        "WEBHOOK_MAX_BODY_BYTES", "Largest accepted webhook/notification body; larger answers 413.",
-        _int_between(1024, 4 * 1024 * 1024), "262144")
+        "WEBHOOK_MAX_BODY_BYTES", "Largest accepted anny webhook body (one event per delivery); larger "
+        "answers 413.", _int_between(1024, 4 * 1024 * 1024), "262144")
+    notification_max_body_bytes: int = setting(
+        "NOTIFICATION_MAX_BODY_BYTES", "Largest accepted Graph notification body. Graph batches many "
+        "notifications (about 1 KB each) into one POST and documents no maximum; larger answers 413.",
+        _int_between(64 * 1024, 32 * 1024 * 1024), "4194304")
+    anny_webhook_tolerance_minutes: int = setting(
+        "ANNY_WEBHOOK_TOLERANCE_MINUTES", "anny deliveries whose x-anny-timestamp (or triggered_at) is "
+        "further than this from now are refused with 401 as replays; long enough for anny's own retries.",
+        _int_between(5, 7 * 24 * 60), "1440")
     public_base_url: str = setting(
         "PUBLIC_BASE_URL", "Public https base URL of this function app; Graph notification URLs are "
         "built from it.", _url)

@@ -206,8 +206,9 @@ async def test_booking_of_an_unmapped_resource_is_a_no_op(world: World) -> None:
 
 
 def envelope(booking_id: str = "b-1", event: str = "bookings.created", event_id: str = "evt-1") -> dict:
-    return {"event": event, "timestamp": "2026-11-24T10:00:00Z", "event_id": event_id, "webhook_id": "wh-1",
-            "triggered_at": "2026-11-24T10:00:00Z", "data": {"id": booking_id, "type": "bookings"}}
+    now = datetime.now(UTC).isoformat()
+    return {"event": event, "timestamp": now, "event_id": event_id, "webhook_id": "wh-1",
+            "triggered_at": now, "data": {"id": booking_id, "type": "bookings"}}
 
 
 async def post_webhook(world: World, body: bytes | dict, *, key: str | None = "default",
