@@ -15,6 +15,7 @@ The real host (Core Tools) cannot be installed on these machines, so this runner
 from __future__ import annotations
 
 import asyncio
+import hmac
 import inspect
 import json
 import logging
@@ -51,13 +52,20 @@ class HostKeys:
     per_function: dict[str, str] = field(default_factory=dict)
 
     def allows(self, level: str, function_name: str, given: str | None) -> bool:
+        """Whether `given` opens a function of this auth level; every comparison takes constant time."""
         if level == "anonymous":
             return True
         if not given:
             return False
-        if given == self.master:
+        offered = given.encode(errors="replace")
+        if _same(offered, self.master):
             return True
-        return level == "function" and given in {self.default, self.per_function.get(function_name)}
+        candidates = [self.default, self.per_function.get(function_name) or ""]
+        return level == "function" and any([_same(offered, key) for key in candidates if key])
+
+
+def _same(offered: bytes, key: str) -> bool:
+    return hmac.compare_digest(offered, key.encode())
 
 
 @dataclass

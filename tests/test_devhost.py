@@ -59,6 +59,20 @@ async def test_http_auth_levels_are_honoured(host: LocalFunctionsHost) -> None:
     assert await host.run(host.queue_messages(QUEUE)) != []
 
 
+def test_host_keys_compare_whole_keys_of_any_text() -> None:
+    keys = HostKeys(master="m-key", default="f-key", per_function={"echo": "e-key"})
+    assert keys.allows("function", "echo", "e-key") and keys.allows("function", "other", "f-key")
+    assert not keys.allows("function", "other", "e-key")
+    assert not keys.allows("function", "echo", "f-kez") and not keys.allows("admin", "echo", "f-key")
+    assert not keys.allows("function", "echo", "ключ") and not keys.allows("function", "echo", "\ud800")
+    assert not keys.allows("function", "echo", None) and keys.allows("anonymous", "echo", None)
+
+
+async def test_non_ascii_key_is_401_not_500(host: LocalFunctionsHost) -> None:
+    async with httpx.AsyncClient(base_url=host.url) as client:
+        assert (await client.post("/api/echo/x", params={"code": "ключ"})).status_code == 401
+
+
 async def test_queue_messages_are_base64_and_processed(host: LocalFunctionsHost, azurite: Azurite) -> None:
     async with QueueClient.from_connection_string(azurite.connection_string, QUEUE) as raw:
         await raw.send_message(base64.b64encode(json.dumps({"name": "grace"}).encode()).decode())
