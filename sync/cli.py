@@ -21,7 +21,7 @@ import httpx
 
 from sync.admin import DELETE_CONFIRMATION, run_command
 from sync.admin_api import ROUTES
-from sync.errors import ConfirmationNeeded, RemoteError, RuleError, SettingsError, SyncError
+from sync.errors import ConfirmationNeeded, InputError, RemoteError, RuleError, SettingsError, SyncError
 from sync.local_stack import read_local_stack
 from sync.services import Services
 from sync.settings import Settings
@@ -208,5 +208,5 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(json.dumps({"error": str(exc), **exc.context}, default=str))
         else:
             print(f"error: {exc}", file=sys.stderr)
-        return EXIT_REFUSED if isinstance(exc, RuleError | SettingsError) else EXIT_FAILED
+        return EXIT_REFUSED if isinstance(exc, RuleError | SettingsError | InputError) else EXIT_FAILED
     return EXIT_OK

@@ -66,7 +66,7 @@ class Live:
 
 @pytest.fixture(scope="module")
 def live(azurite: Azurite, emulators: Emulators) -> Iterator[Live]:
-    from sync.admin import activate, add_rule
+    from sync.admin import activate, run_command
     from sync.services import Services
     from sync.settings import Settings
     from sync.worker import Worker
@@ -79,7 +79,7 @@ def live(azurite: Azurite, emulators: Emulators) -> Iterator[Live]:
     async def set_up() -> Subscription:
         services = await Services.open(Settings.from_env(stack.env))
         try:
-            await add_rule(services.store, resource["id"], ROOM)
+            await run_command("rules.add", {"anny_resource": resource["id"], "room": ROOM}, Worker(services))
             await activate(Worker(services))
             [subscription] = await services.store.list_subscriptions()
             return subscription
