@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 AZURITE := node_modules/.bin/azurite-table
 UV_INSTALL := $(UV) pip install --quiet --python $(PY)
 
-.PHONY: test test-e2e-py313 install install-run worker-env lint run bench-outbound bench-inbound clean
+.PHONY: test test-e2e-py313 install install-run worker-env lint run bench-outbound bench-inbound bench-ingress clean
 
 test: install
 	$(PY) -m ruff check .
@@ -63,6 +63,9 @@ bench-outbound: install
 
 bench-inbound: install
 	$(PY) -m bench.inbound
+
+bench-ingress: install
+	$(PY) -m bench.ingress
 
 clean:
 	rm -rf $(VENV) .venv-3.13 node_modules .pytest_cache .ruff_cache .hypothesis .local-stack.json

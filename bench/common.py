@@ -14,7 +14,7 @@ from zoneinfo import ZoneInfo
 from devhost.azurite import start_azurite
 from devhost.host import QueueOptions
 from devhost.stack import Emulators, LocalStack, start_stack
-from sync.admin import activate, add_rule
+from sync.admin import activate, run_command
 from sync.services import Services, _by_loop
 from sync.settings import Settings, StorageSettings
 from sync.state import StateStore
@@ -47,8 +47,11 @@ async def map_room(stack: LocalStack, subscribe_graph: bool) -> str:
     stack.anny.add_service("Meeting")
     stack.graph.add_room(ROOM, "Bench Room")
     storage = StorageSettings(connection_string=stack.azurite.connection_string)
-    async with StateStore(storage, stack.env["TABLE_PREFIX"]) as store:
-        await add_rule(store, resource["id"], ROOM)
+    services = await Services.open(Settings.from_env(stack.env))
+    try:
+        await run_command("rules.add", {"anny_resource": resource["id"], "room": ROOM}, Worker(services))
+    finally:
+        await services.close()
     stack.subscribe_anny_webhooks()
     if subscribe_graph:
         services = await Services.open(Settings.from_env(stack.env))
