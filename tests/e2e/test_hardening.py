@@ -6,6 +6,7 @@ active room with its real Graph subscription, so verified notifications reach th
 
 from __future__ import annotations
 
+import itertools
 import json
 import time
 from collections.abc import Iterator
@@ -23,20 +24,21 @@ from sync.state import StateStore, Subscription
 from sync.work import WORK_QUEUE
 
 ROOM = "room.hardening@contoso.example"
+_instances = itertools.count(1)
 
 
-@dataclass
+@dataclass(repr=False)
 class Live:
     stack: LocalStack
     resource: str
     subscription: Subscription
+    client: httpx.Client
 
-    def post(self, route: str, body: bytes | Any = None, *, headers: dict[str, str] | None = None,
+    def post(self, route: str, body: bytes | Any = None, *, headers: dict[str, Any] | None = None,
              params: dict[str, str] | None = None) -> httpx.Response:
         content = body if isinstance(body, bytes) else json.dumps(body).encode()
-        with httpx.Client(base_url=self.stack.host.url, timeout=60) as client:
-            return client.post(f"/api/{route}", content=content, headers=headers or {},
-                               params={"code": self.stack.keys.default, **(params or {})})
+        return self.client.post(f"/api/{route}", content=content, params=params,
+                                headers={"x-functions-key": self.stack.keys.default, **(headers or {})})
 
     def webhook(self, body: bytes | Any, **headers: str) -> httpx.Response:
         sent = {WEBHOOK_SECRET_HEADER: WEBHOOK_SECRET, "x-anny-timestamp": str(int(time.time())), **headers}
@@ -44,8 +46,7 @@ class Live:
 
     def manage(self, method: str, path: str, body: bytes | Any = None) -> httpx.Response:
         content = body if isinstance(body, bytes) or body is None else json.dumps(body).encode()
-        with httpx.Client(base_url=self.stack.host.url, timeout=60) as client:
-            return client.request(method, f"/api/manage/{path}", content=content,
+        return self.client.request(method, f"/api/manage/{path}", content=content,
                                    headers={"x-functions-key": self.stack.keys.master})
 
     def queued(self) -> list[bytes]:
@@ -72,7 +73,7 @@ def live(azurite: Azurite, emulators: Emulators) -> Iterator[Live]:
     from sync.worker import Worker
 
     emulators.reset()
-    stack = start_stack(azurite, emulators, "hardening1x")
+    stack = start_stack(azurite, emulators, f"hardening{next(_instances)}x")  # tables of its own
     resource = stack.anny.add_resource("Room Hardening", timezone="Europe/Berlin")
     stack.graph.add_room(ROOM, "Room Hardening")
 
@@ -87,9 +88,11 @@ def live(azurite: Azurite, emulators: Emulators) -> Iterator[Live]:
             await services.close()
 
     subscription = stack.host.call(set_up())
+    client = httpx.Client(base_url=stack.host.url, timeout=60)
     try:
-        yield Live(stack, resource["id"], subscription)
+        yield Live(stack, resource["id"], subscription, client)
     finally:
+        client.close()
         stack.stop()
 
 
