@@ -333,3 +333,25 @@ def test_admin_api_refuses_malformed_input_and_stores_nothing(app: Live, body: A
 def test_admin_api_malformed_json_is_400(app: Live) -> None:
     assert_refused(app.manage("POST", "rules", b"{nope"), "body")
     assert_refused(app.manage("POST", "rules", b"\xff\xfe"), "body")
+
+
+def test_a_stored_rule_with_a_slash_in_its_id_can_still_be_removed_locally(app: Live) -> None:
+    from sync.admin import run_command
+    from sync.services import Services
+    from sync.settings import Settings
+    from sync.state import Rule
+    from sync.worker import Worker
+
+    legacy = Rule("legacy/7", "room.legacy@contoso.example")
+    app.store_call("add_rule", legacy)
+    assert app.manage("DELETE", "rules/legacy/7").status_code == 404  # the path cannot carry it
+
+    async def remove() -> None:
+        services = await Services.open(Settings.from_env(app.stack.env))
+        try:
+            await run_command("rules.remove", {"anny_resource": "legacy/7"}, Worker(services))
+        finally:
+            await services.close()
+
+    app.stack.host.call(remove())
+    assert [r.anny_resource_id for r in app.store_call("list_rules")] == [app.resource]
