@@ -341,7 +341,7 @@ async def test_malformed_or_oversized_notifications_are_refused(world: World) ->
     async with httpx.AsyncClient(base_url=world.stack.host.url) as client:
         params = {"code": world.stack.keys.default}
         assert (await client.post("/api/graph/notify", params=params, content=b"{oops")).status_code == 400
-        big = b'{"value": [' + b" " * 300_000 + b"]}"
+        big = b'{"value": [' + b" " * (4 * 1024 * 1024) + b"]}"  # over NOTIFICATION_MAX_BODY_BYTES
         assert (await client.post("/api/graph/notify", params=params, content=big)).status_code == 413
         assert (await client.post("/api/graph/notify", params=params, json={"value": 3})).status_code == 400
 
