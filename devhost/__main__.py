@@ -15,6 +15,7 @@ import json
 import logging
 import os
 import secrets
+import select
 import signal
 import sys
 import threading
@@ -124,6 +125,24 @@ def _install_signal_handlers() -> None:
 
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop)
+    threading.Thread(target=_watch_terminal, name="terminal-watch", daemon=True).start()
+
+
+def _watch_terminal() -> None:
+    """SIGHUP ourselves when our terminal hangs up.
+
+    The kernel sends SIGHUP only to a terminal's session leader. Under `make run` started as a
+    terminal's own command (tmux, an IDE), that leader is make, which then waits for us: we
+    would never hear of the hang-up. An interactive shell passes SIGHUP on to its jobs anyway.
+    """
+    terminal = next((fd for fd in (2, 1, 0) if os.isatty(fd)), None)
+    if terminal is None:
+        return
+    watcher = select.poll()
+    watcher.register(terminal, 0)  # only POLLHUP/POLLERR/POLLNVAL: nothing is read from the terminal
+    while not watcher.poll(1000):
+        pass
+    os.kill(os.getpid(), signal.SIGHUP)
 
 
 def _stop_all(stops: list[Callable[[], None]]) -> None:
