@@ -193,6 +193,7 @@ def _start_sandbox(ports: Ports, app_module: str, stops: list[Callable[[], None]
     worker_verdict = worker_check()
     _start_host(host, stops)
     sandbox.connect(org, emulators, host.url, keys)
+    sandbox.wait_for_initial_sync(org, emulators, host)
     stack = RunningStack(pid=os.getpid(), mode="sandbox", app_url=host.url, admin_api=f"{host.url}/api/manage",
                          admin_key=keys.master, graph_url=emulators.graph_server.url,
                          anny_url=emulators.anny_server.url, azurite=azurite.connection_string, rooms=org.rooms)
@@ -257,12 +258,13 @@ def _write_stack(stack: RunningStack, stops: list[Callable[[], None]]) -> None:
 
 def _sandbox_banner(stack: RunningStack, org: SeededOrganisation, worker_verdict: str, seconds: float) -> str:
     first = stack.rooms[0]
-    activation = org.activation
+    synced = f"{org.mirror_events} mirror events and {org.mirror_blockers} blockers written" + (
+        "" if org.settled else " so far, the rest follows in the background")
     return "\n".join([
         "",
         f"anny sync sandbox ready in {seconds:.1f} s: seeded {len(org.rooms)} mapped rooms, "
         f"{org.anny_bookings} anny bookings (incl. a series), {org.outlook_meetings} Outlook meetings; "
-        f"anny webhook registered; sync active ({activation.get('bookings_checked', 0)} bookings synced).",
+        f"anny webhook registered; sync active ({synced}).",
         f"  app            {stack.app_url}/api/   (keys: in {stack_file()}; {worker_verdict})",
         f"  Graph emulator {stack.graph_url}/v1.0   (person in Outlook: {stack.graph_url}/_control)",
         f"  anny emulator  {stack.anny_url}/api/v1   (person in anny: {stack.anny_url}/_control)",

@@ -9,20 +9,22 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 
 from devhost.azurite import Azurite
-from devhost.host import HostKeys
+from devhost.host import HostKeys, LocalFunctionsHost
 from devhost.stack import WEBHOOK_SECRET, WEBHOOK_SECRET_HEADER, Emulators, app_env
 from sandbox.organisation import ROOMS, TIME_ZONE, anny_seed, graph_seed, slug_of, today_here
 from sync.admin_api import ROUTE_PREFIX, ROUTES
 from sync.local_stack import SandboxRoomInfo
+from sync.model import ANNY_CATEGORY, BLOCKER_MARKER
 
 log = logging.getLogger("devhost")
 ADMIN_TIMEOUT_S = 300  # activation syncs two weeks of bookings both ways
+INITIAL_SYNC_TIMEOUT_S = 120
 
 
 @dataclass
@@ -32,7 +34,9 @@ class SeededOrganisation:
     anny_series: int
     outlook_meetings: int
     webhook_id: str = ""
-    activation: dict[str, Any] = field(default_factory=dict)
+    mirror_events: int = 0
+    mirror_blockers: int = 0
+    settled: bool = False
 
 
 def start_emulators(graph_port: int, anny_port: int, anny_config: dict[str, Any] | None = None) -> Emulators:
@@ -68,7 +72,23 @@ def connect(org: SeededOrganisation, emulators: Emulators, app_url: str, keys: H
         for room in org.rooms:
             _admin(client, "rules.add", {"anny_resource": room.anny_resource, "room": room.room})
         on_step(f"{len(org.rooms)} rooms mapped")
-        org.activation = _admin(client, "activate", {})
+        _admin(client, "activate", {})
+
+
+def wait_for_initial_sync(org: SeededOrganisation, emulators: Emulators, host: LocalFunctionsHost) -> None:
+    """Ready means synced: wait until the work the activation queued is done, then count what the sync
+    wrote (whatever the activation ran inline and whatever it queued)."""
+    try:
+        for _ in range(2):  # the echoes of the first round's writes queue a little more work
+            host.call(host.drain(INITIAL_SYNC_TIMEOUT_S), timeout=INITIAL_SYNC_TIMEOUT_S + 10)
+            emulators.anny.wait_settled()
+        org.settled = True
+    except TimeoutError:
+        org.settled = False  # the banner says it goes on in the background
+    org.mirror_events = sum(1 for room in org.rooms for event in emulators.graph.events(room.room)
+                            if ANNY_CATEGORY in event.get("categories", []))
+    org.mirror_blockers = sum(1 for booking in emulators.anny.bookings()
+                              if booking["is_blocker"] and BLOCKER_MARKER in (booking.get("note") or ""))
 
 
 def _admin(client: httpx.Client, command: str, body: dict[str, str]) -> Any:
