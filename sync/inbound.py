@@ -341,7 +341,23 @@ class InboundFlow:
         link.state, link.anny_id, link.suppressed = "synced", anny_id, False
         link.event_change_key, link.fingerprint = event.change_key, desired.fingerprint
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
-        return await self.store.save_link(link, previous_index=previous_index)
+        try:
+            saved = await self.store.save_link(link, previous_index=previous_index)
+        except ConcurrencyError:
+            winner = await self.store.link_by_event(link.room, event.id)
+            if winner is None or winner.anny_id != anny_id:  # nobody else will ever find this blocker
+                log.info("lost a link race; removing the blocker it wrote",
+                         extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
+                await self.anny.delete_booking(anny_id)
+            raise
+        if not await self.store.room_is_mapped(link.room):
+            # The rule was removed during this run: its removal may have scanned the links before
+            # this one was recorded, so what we wrote is ours to remove (DESIGN §3.4).
+            log.info("rule removed during the run; removing the blocker",
+                     extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
+            await self.anny.delete_booking(anny_id)
+            await self.store.delete_link(saved)
+        return saved
 
     async def find_our_blocker(self, rule: Rule, note: str, desired: DesiredBlocker | None = None) -> str | None:
         """Our blocker with this note, after a crash between its POST and the link write."""

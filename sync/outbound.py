@@ -135,9 +135,13 @@ class OutboundFlow:
         try:
             return await self._record(link, room, written, desired, previous_index)
         except ConcurrencyError:
-            if await self.store.link_by_anny_id(desired.anny_id) is None:
-                # Another worker gave the booking up (cancelled) while our create was in flight:
-                # nobody would ever find this event again, so undo it before the retry.
+            winner = await self.store.link_by_anny_id(desired.anny_id)
+            if not _owns(winner, room, written.event_id, link.transaction_id):
+                # Another worker changed the link while our create was in flight (gave the booking
+                # up, or moved it to another room): nobody would ever find this event again, so
+                # undo it before the retry (DESIGN §4.1: no twins).
+                log.info("lost a link race; removing the event it created",
+                         extra={"booking_id": desired.anny_id, "room": room, "event_id": written.event_id})
                 await self.graph.delete_event(room, written.event_id)
             raise
 
@@ -163,7 +167,15 @@ class OutboundFlow:
         link.room, link.state, link.event_id = room, "synced", written.event_id
         link.event_change_key, link.fingerprint = written.change_key, desired.fingerprint
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
-        return await self.store.save_link(link, previous_index=previous_index)
+        saved = await self.store.save_link(link, previous_index=previous_index)
+        if not await self.store.room_is_mapped(room):
+            # The rule was removed while we wrote: its removal may have scanned the links before
+            # this one was recorded, so what we wrote is ours to remove (DESIGN §3.4).
+            log.info("rule removed during the write; removing the event",
+                     extra={"booking_id": link.anny_id, "room": room, "event_id": written.event_id})
+            await self.graph.delete_event(room, written.event_id)
+            await self.store.delete_link(saved)
+        return saved
 
     async def _ensure_category(self, room: str) -> None:
         """The "anny" master category, created once per room and remembered."""
@@ -174,3 +186,11 @@ class OutboundFlow:
             await self.graph.ensure_category(room)
             await self.store.update_room_state(room, lambda s: setattr(s, "category_ensured", True))
         self.categories_ensured.add(room)
+
+
+def _owns(winner: Link | None, room: str, event_id: str, transaction_id: str) -> bool:
+    """Whether the link that won a write race names our event, or will (a pending create with our
+    transactionId gets our event back from Graph)."""
+    if winner is None or winner.room != room:
+        return False
+    return winner.event_id == event_id or (winner.state == "pending" and winner.transaction_id == transaction_id)

@@ -339,6 +339,11 @@ class StateStore:
         guard = await self._get("rules", "rule", "room~" + encode_key(normalise_mailbox(room)))
         return await self.get_rule(guard["anny_resource_id"]) if guard else None
 
+    async def room_is_mapped(self, room: str) -> bool:
+        """Whether a rule maps the room and is not being removed."""
+        rule = await self.get_rule_for_room(room)
+        return rule is not None and not rule.removing
+
     async def list_rules(self) -> list[Rule]:
         rules = [_from_entity(Rule, e) async for e in self._query(
             "rules", "PartitionKey eq @pk and RowKey ge @low and RowKey lt @high",

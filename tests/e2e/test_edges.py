@@ -13,12 +13,12 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from sandbox.graph.person import recurrence
-from sync.admin import run_command
+from sync.admin import remove_rule, run_command
 from sync.anny import AnnyClient
-from sync.graph import ANNY_PROPERTY_ID
+from sync.graph import ANNY_PROPERTY_ID, GraphGateway
 from sync.model import SyncWindow
 from sync.nightly import run_nightly
-from sync.services import Services
+from sync.services import Services, get_services
 from sync.settings import Settings
 from sync.work import BookingWork
 from sync.worker import Worker
@@ -190,6 +190,53 @@ async def test_booking_cancelled_while_the_nightly_run_works_stays_cancelled(
     monkeypatch.setattr(AnnyClient, "list_bookings", original)
     await world.settle()
     assert mirrors(world) == []
+
+
+# --- 6. removing a rule while a room run is in flight (§3.4) -------------------------------------------------------
+
+
+async def test_rule_removed_while_a_room_run_writes_leaves_no_blocker_or_link(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = AnnyClient.create_blocker
+    removed = {"report": None}
+
+    async def rule_removed_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if removed["report"] is None:
+            removed["report"] = await remove_rule(Worker(await get_services()), world.resource)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(AnnyClient, "create_blocker", rule_removed_meanwhile)
+    meeting(world, 2, 9)
+    await world.settle()
+    assert removed["report"] is not None
+    assert blockers(world) == []
+    assert await world.state.all_links() == []
+
+
+# --- 7. two workers, one booking whose room changes (§4.1) ------------------------------------------------------------
+
+
+async def test_booking_moved_to_another_room_during_a_create_leaves_no_twin(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    beta = world.stack.anny.add_resource("Room Beta", timezone="Europe/Berlin")
+    world.stack.graph.add_room(BETA, "Room Beta")
+    await run_admin(world, "rules.add", anny_resource=beta["id"], room=BETA)
+    original = GraphGateway.create_event
+    raced = {"left": 1}
+
+    async def moved_meanwhile(self, room, desired, transaction_id):  # type: ignore[no-untyped-def]
+        if raced["left"] and room == world.room:
+            raced["left"] = 0  # worker Y sees the booking in its new room and syncs it first
+            world.stack.anny.person_update_booking(desired.anny_id, resource=beta["id"])
+            await Worker(await get_services()).outbound.sync_booking(desired.anny_id)
+        return await original(self, room, desired, transaction_id)
+
+    monkeypatch.setattr(GraphGateway, "create_event", moved_meanwhile)
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    assert raced["left"] == 0
+    assert mirrors(world) == []
+    assert len(mirrors(world, BETA)) == 1
 
 
 # --- 8. outbound links that ended before the window are retired (§3.3, budgets) -------------------------------
