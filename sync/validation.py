@@ -32,14 +32,33 @@ _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.{0,40}")
 
 
+MAX_JSON_DEPTH = 64  # anny's and Graph's bodies nest a handful of levels
+_TOO_DEEP = "JSON nested too deeply; send a flat JSON document"
+
+
 def json_body(raw: bytes) -> Any:
     """Parse a request body; deeply nested or malformed JSON is an InputError, never a crash."""
     try:
-        return json.loads(raw)
-    except RecursionError:
-        raise InputError("body", "JSON nested too deeply; send a flat JSON document") from None
+        document = json.loads(raw)
+    except RecursionError:  # Python 3.11/3.12 give up deep in the parser ...
+        raise InputError("body", _TOO_DEEP) from None
     except (ValueError, UnicodeDecodeError):
         raise InputError("body", "malformed JSON; send one JSON document encoded as UTF-8") from None
+    if _deeper_than(document, MAX_JSON_DEPTH):  # ... 3.13's parser goes deeper, so the limit is ours
+        raise InputError("body", _TOO_DEEP)
+    return document
+
+
+def _deeper_than(document: Any, limit: int) -> bool:
+    """Whether containers nest more than `limit` levels (iterative: no recursion on hostile input)."""
+    stack = [(document, 1)] if isinstance(document, dict | list) else []
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = node.values() if isinstance(node, dict) else node
+        stack.extend((child, depth + 1) for child in children if isinstance(child, dict | list))
+    return False
 
 
 def json_object(raw: bytes) -> dict[str, Any]:
