@@ -10,7 +10,8 @@ from sync.nightly import run_nightly
 from sync.services import get_services
 from sync.settings import Settings
 from sync.state import StateStore
-from sync.work import NIGHTLY_SCHEDULE, WORK_QUEUE, encode
+from sync.sweep import run_sweep
+from sync.work import NIGHTLY_SCHEDULE, SWEEP_SCHEDULE, WORK_QUEUE, encode
 from sync.worker import Worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -54,10 +55,13 @@ async def sync_worker(msg: func.QueueMessage, work: WorkOut) -> None:
 
 
 @app.timer_trigger(schedule=NIGHTLY_SCHEDULE, arg_name="timer", run_on_startup=False)
-@app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
-async def nightly(timer: func.TimerRequest, work: WorkOut) -> None:
-    report = await run_nightly(Worker(await get_services()))
-    work.set([encode(w) for w in report.follow_up])
+async def nightly(timer: func.TimerRequest) -> None:
+    await run_nightly(Worker(await get_services()))
+
+
+@app.timer_trigger(schedule=SWEEP_SCHEDULE, arg_name="timer", run_on_startup=False)
+async def sweep(timer: func.TimerRequest) -> None:
+    await run_sweep(Worker(await get_services()))
 
 
 @app.route(route=f"{admin_api.ROUTE_PREFIX}/{{*path}}", methods=["GET", "POST", "DELETE"],

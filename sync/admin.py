@@ -13,59 +13,21 @@ from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from sync.activation import activate, deactivate, resync
 from sync.errors import ConfirmationNeeded, NotFoundError, RuleError, RuleNotAdded, SyncError
 from sync.inbound import blocker_note
-from sync.nightly import NightlyReport, run_nightly, sync_rule
+from sync.reconcile import reconcile_rule
 from sync.rules import add_rule
+from sync.runs import RunLog
 from sync.services import STATUS_TTL_S
-from sync.state import IntegrationStatus, Link, Rule, StateStore
+from sync.state import Link, Rule, StateStore
 from sync.status import rule_view, status_view
 from sync.validation import anny_id, mailbox, text
-from sync.work import RoomWork, Work
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
-COMMANDS = ("rooms", "resources", "rules.list", "rules.add", "rules.remove", "activate", "deactivate", "delete",
-            "status")
-
-
-async def _set_state(store: StateStore, state: str) -> IntegrationStatus:
-    def change(status: IntegrationStatus) -> None:
-        status.state = state
-        if state == "active":
-            status.activated_at = datetime.now(UTC)
-
-    return await store.update_status(change)
-
-
-async def activate(worker: Worker) -> dict[str, Any]:
-    """Subscribe every mapped room and sync the whole window both ways, now."""
-    await _set_state(worker.services.store, "active")
-    worker.services.forget_status()
-    report = await run_nightly(worker)
-    rooms = [w for w in report.follow_up if isinstance(w, RoomWork)]
-    await _handle_all(worker, report.follow_up)
-    return {"state": "active", "rooms": len(rooms), "bookings_checked": report.bookings_checked,
-            "subscriptions_renewed": report.renewed}
-
-
-async def _handle_all(worker: Worker, work: list[Work], limit: int = 50) -> None:
-    """Run work items here and now, with the follow-ups they ask for (bounded)."""
-    pending = list(work)
-    while pending and limit > 0:
-        limit -= 1
-        pending.extend(await worker.handle(pending.pop(0)))
-
-
-async def deactivate(worker: Worker) -> dict[str, Any]:
-    """Stop syncing: subscriptions removed, webhooks acknowledged and ignored; nothing else removed."""
-    store = worker.services.store
-    await _set_state(store, "inactive")
-    worker.services.forget_status()
-    removed = 0
-    for rule in await store.list_rules():
-        removed += await worker.subscriptions.remove(rule.room)
-    return {"state": "inactive", "subscriptions_removed": removed}
+COMMANDS = ("rooms", "resources", "rules.list", "rules.add", "rules.remove", "activate", "deactivate", "resync",
+            "delete", "status")
 
 
 DELETION_GRACE_S = STATUS_TTL_S
@@ -87,10 +49,11 @@ async def add_and_sync_rule(worker: Worker, params: dict[str, str]) -> dict[str,
                           params.get("room", ""), params.get("time_zone", ""))
     if not await services.is_active():
         return rule_view(rule)
+    rule.activated_at = datetime.now(UTC)
+    await services.store.save_rule(rule)
+    run = RunLog("rule added", drift=False)
     try:
-        report = NightlyReport()
-        await sync_rule(worker, rule, report)
-        await _handle_all(worker, report.follow_up)
+        report = await reconcile_rule(worker, rule, run, await services.anny.list_resources())
     except SyncError as exc:
         log.error("initial sync of a new rule failed; removing the rule again",
                   extra={"anny_resource": rule.anny_resource_id, "room": rule.room, "error": str(exc)})
@@ -102,7 +65,8 @@ async def add_and_sync_rule(worker: Worker, params: dict[str, str]) -> dict[str,
                                f"{rule.anny_resource_id}` once anny and Graph answer", **exc.context) from exc
         raise RuleNotAdded(f"rule not added: its initial sync failed ({exc.message}); nothing was kept, "
                            "try again when the cause is fixed", **exc.context) from exc
-    return rule_view(rule)
+    await run.save(services.store)
+    return {**rule_view(rule), "initial_sync": report.view()}
 
 
 async def remove_rule(worker: Worker, anny_resource_id: str) -> dict[str, Any]:
@@ -175,7 +139,7 @@ async def delete_integration(worker: Worker, confirm: str = "") -> dict[str, Any
             f"{preview['blockers']} mirror blocker(s) from anny, {preview['subscriptions']} Graph "
             f"subscription(s), {preview['rules']} rule(s) and all stored state; nothing a person created. "
             f'To go on, send {{"confirm": "delete"}} (CLI: delete --yes)', would_remove=preview)
-    await _set_state(store, "deleting")
+    await store.update_status(lambda status: setattr(status, "state", "deleting"))
     worker.services.forget_status()
     await asyncio.sleep(DELETION_GRACE_S)  # other instances stop taking work before the scan
     removal = Removal()
@@ -198,7 +162,7 @@ def flag(params: dict[str, str], name: str) -> bool:
 def checked_params(command: str, params: dict[str, str]) -> dict[str, str]:
     """The format of the admin's input (what it means is the commands' check): ids that fit anny's
     format, mailbox addresses, short valid text. A rule is removable whatever its stored id."""
-    checks = {"anny_resource": text if command == "rules.remove" else anny_id, "room": mailbox,
+    checks = {"anny_resource": text if command == "rules.remove" else anny_id, "room": mailbox, "rule": anny_id,
               "time_zone": lambda value, name: text(value, name, 64)}
     checked = {}
     for name, value in params.items():
@@ -222,9 +186,12 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
     if command == "rules.remove":
         return await remove_rule(worker, params.get("anny_resource", ""))
     if command == "activate":
-        return await activate(worker)
+        return await activate(worker, dry_run=flag(params, "dry_run"))
     if command == "deactivate":
         return await deactivate(worker)
+    if command == "resync":
+        return await resync(worker, params.get("rule", ""), dry_run=flag(params, "dry_run"),
+                            confirm_deletions=flag(params, "confirm_deletions"))
     if command == "delete":
         return await delete_integration(worker, params.get("confirm", ""))
     if command == "status":

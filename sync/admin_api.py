@@ -24,6 +24,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "rules.remove": ("DELETE", "rules/{anny_resource}"),
     "activate": ("POST", "activate"),
     "deactivate": ("POST", "deactivate"),
+    "resync": ("POST", "resync"),
     "delete": ("POST", "delete"),
     "status": ("GET", "status"),
 }

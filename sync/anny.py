@@ -86,6 +86,33 @@ class AnnyClient:
             page += 1
         return [b for b in found if b.start < end and b.end > start]
 
+    async def bookings_changed_since(self, since: datetime, max_pages: int) -> tuple[list[AnnyBooking], bool]:
+        """Bookings changed at or after `since` (anny's `updated_at`), newest first, and whether that is all.
+
+        GET /api/v1/bookings?sort=-updated_at (JSON:API `sort`, listed in anny's pagination
+        parameters): reading stops at the first page that reaches back past `since`, so a sweep
+        usually costs one request. If anny ignores the sort (the order is not newest first),
+        no early stop is safe: the pages read so far are returned as incomplete.
+        """
+        params = {"sort": "-updated_at", "include": BOOKING_INCLUDE, "page[size]": PAGE_SIZE}
+        found: list[AnnyBooking] = []
+        previous: datetime | None = None
+        for page in range(1, max_pages + 1):
+            document = await self._request("GET", "/bookings", params={**params, "page[number]": page})
+            included = _included(document)
+            for booking in (parse_booking(item, included) for item in document.get("data") or []):
+                stamp = booking.updated_at
+                if stamp is not None and previous is not None and stamp > previous:
+                    log.warning("anny did not sort bookings by updated_at; the sweep relies on the nightly run")
+                    return found, False
+                previous = stamp or previous
+                if stamp is not None and stamp < since:
+                    return found, True
+                found.append(booking)
+            if not _has_next_page(document, page):
+                return found, True
+        return found, False
+
     async def create_blocker(self, resource_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking:
         body = _blocker_document(blocker, note)
         body["data"]["relationships"] = {"resource": {"data": {"type": "resources", "id": resource_id}}}
@@ -236,7 +263,16 @@ def parse_booking(item: dict[str, Any], included: dict[tuple[str, str], dict[str
         resource_name=str(_attributes(resource).get("name") or "") if resource else "",
         title=str(attrs.get("title") or attrs.get("description") or ""),
         note=str(attrs.get("note") or ""),
+        created_at=_timestamp(attrs.get("created_at")),
+        updated_at=_timestamp(attrs.get("updated_at")),
     )
+
+
+def _timestamp(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
 
 
 def _blocker_document(blocker: DesiredBlocker, note: str) -> dict[str, Any]:

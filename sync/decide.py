@@ -8,7 +8,7 @@ in `outbound.py` and `inbound.py` carry the actions out and record the links.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import tzinfo
+from datetime import datetime, tzinfo
 
 from sync.model import (
     NEUTRAL_SENSITIVITIES,
@@ -17,6 +17,7 @@ from sync.model import (
     DesiredEvent,
     OutlookEvent,
     SyncWindow,
+    created_while_off,
     whole_days,
 )
 from sync.state import Link
@@ -28,6 +29,10 @@ from sync.titles import render_title
 @dataclass(frozen=True)
 class Skip:
     reason: str
+
+
+CREATED_WHILE_OFF = "created while the integration was deactivated (`resync` brings it over)"
+OffPeriods = tuple[tuple[datetime, datetime], ...]
 
 
 @dataclass(frozen=True)
@@ -123,6 +128,7 @@ class OutboundContext:
     window: SyncWindow
     title_template: str
     blocker_title: str
+    off_periods: OffPeriods = ()  # the rule's deactivated periods: new items from then stay unsynced
 
 
 def desired_event(booking: AnnyBooking, ctx: OutboundContext) -> DesiredEvent:
@@ -154,6 +160,8 @@ def decide_booking(booking: AnnyBooking | None, room: str | None, link: Link | N
     assert booking is not None and room is not None
     if link is None and not ctx.window.overlaps(booking.start, booking.end):
         return [Skip("outside the sync window and never synced")]
+    if link is None and created_while_off(booking.created_at, ctx.off_periods):
+        return [Skip(CREATED_WHILE_OFF)]
     desired = desired_event(booking, ctx)
     if link is None:
         return [CreateEvent(room, desired, 0)]
@@ -198,6 +206,7 @@ class InboundContext:
     neutral_titles: bool
     neutral_title: str
     resource_zone: tzinfo
+    off_periods: OffPeriods = ()
 
 
 def desired_blocker(event: OutlookEvent, ctx: InboundContext) -> DesiredBlocker:
@@ -226,6 +235,8 @@ def decide_event(event: OutlookEvent, link: Link | None, ctx: InboundContext,
             return [Skip("not a blocking event")]
         if not ctx.window.overlaps(event.start, event.end):  # type: ignore[arg-type]
             return [Skip("outside the sync window and never synced")]
+        if created_while_off(event.created, ctx.off_periods):
+            return [Skip(CREATED_WHILE_OFF)]
         return [CreateBlocker(desired_blocker(event, ctx))]
     if event.removed:
         return [CheckRemoved(event.id)]

@@ -390,6 +390,7 @@ def parse_event(event: Event) -> OutlookEvent:
         type=_enum(event.type, "singleInstance"),
         has_attendees=bool(event.attendees),
         is_reminder_on=bool(event.is_reminder_on),
+        created=event.created_date_time.astimezone(UTC) if event.created_date_time else None,
     )
 
 

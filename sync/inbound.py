@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 
 from sync import changes_log
 from sync.anny import AnnyClient
+from sync.brake import brake_trips, hold_rule
 from sync.decide import (
     Action,
     CheckRemoved,
@@ -52,10 +53,12 @@ def blocker_note(room: str, event_id: str) -> str:
     return f"Synced from the Outlook calendar of {room}. {BLOCKER_MARKER}{fingerprint(room, event_id)}]"
 
 
-def inbound_context(settings: Settings, resource_zone: str, now: datetime | None = None) -> InboundContext:
+def inbound_context(settings: Settings, resource_zone: str, now: datetime | None = None,
+                    rule: Rule | None = None) -> InboundContext:
     window = SyncWindow.now(now or datetime.now(UTC), settings.window_months, settings.time_zone)
     return InboundContext(window, settings.blocking_show_as, settings.blocker_title_mode == "neutral",
-                          settings.blocker_neutral_title, ZoneInfo(resource_zone or settings.time_zone))
+                          settings.blocker_neutral_title, ZoneInfo(resource_zone or settings.time_zone),
+                          rule.off_spans() if rule else ())
 
 
 @dataclass
@@ -65,6 +68,7 @@ class RoomRunResult:
     actions: list[Action] = field(default_factory=list)
     skipped_busy: bool = False
     rerun_later: bool = False
+    held: bool = False  # the brake on mass deletion held the rule; nothing was written
     failures: list[str] = field(default_factory=list)
 
 
@@ -78,11 +82,12 @@ class InboundFlow:
 
     # -- the lease ----------------------------------------------------------------------------------
 
-    async def sync_room(self, room: str, run_id: str = "") -> RoomRunResult:
+    async def sync_room(self, room: str, run_id: str = "", allow_deletions: bool = False) -> RoomRunResult:
         """Run the room's delta until no signal arrived meanwhile; return at once if another run holds it.
 
         `run_id` should be the queue message's id: a message redelivered after its worker died
-        takes its own lease back instead of waiting for it to expire.
+        takes its own lease back instead of waiting for it to expire. `allow_deletions`: the
+        admin confirmed them (`resync --confirm-deletions`); otherwise the brake applies.
         """
         result = RoomRunResult(room)
         run_id = run_id or uuid.uuid4().hex
@@ -93,7 +98,7 @@ class InboundFlow:
         try:
             while True:
                 state = await self._absorb_signals(state, run_id)
-                state = await self._run_once(state, result)
+                state = await self._run_once(state, result, allow_deletions)
                 last = result.runs >= MAX_RUNS_PER_SIGNAL
                 state, again = await self._finish_or_continue(state, run_id, release=last)
                 if again and last:
@@ -165,24 +170,32 @@ class InboundFlow:
 
     # -- one delta round ------------------------------------------------------------------------------
 
-    async def _run_once(self, state: RoomState, result: RoomRunResult) -> RoomState:
+    async def _run_once(self, state: RoomState, result: RoomRunResult, allow_deletions: bool) -> RoomState:
         result.runs += 1
         rule = await self.store.get_rule_for_room(state.room)
-        if rule is None or rule.removing:
-            log.info("room has no rule; nothing to do", extra={"room": state.room})
+        if rule is None or rule.removing or rule.held:
+            log.info("room has no rule, or its rule is held; nothing to do",
+                     extra={"room": state.room, "held": bool(rule and rule.held)})
+            result.held = bool(rule and rule.held)
             return state
-        ctx = inbound_context(self.settings, rule.time_zone or await self._resource_zone(rule))
+        ctx = inbound_context(self.settings, rule.time_zone or await self.resource_zone(rule), rule=rule)
         window_changed = (state.window_start, state.window_end) != (ctx.window.start.isoformat(),
                                                                   ctx.window.end.isoformat())
         link = "" if window_changed else state.delta_link
         try:
-            delta_link, seen = await self._read_changes(state.room, rule, ctx, link, result)
+            delta_link, events = await self._read_changes(state.room, ctx, link)
         except SyncStateExpired:
             log.warning("delta token expired; new baseline", extra={"room": state.room})
             link = ""
-            delta_link, seen = await self._read_changes(state.room, rule, ctx, link, result)
+            delta_link, events = await self._read_changes(state.room, ctx, link)
+        seen = {e.id for e in events}
+        unseen = [] if link else await self._unseen(state.room, ctx, seen)
+        if not allow_deletions and await self._brake(rule, ctx, [*events, *unseen]):
+            result.held = True
+            return state  # nothing written and the delta link kept: the changes are read again on release
+        await self._sync_events(state.room, rule, ctx, events, result)
         if not link:
-            await self._reconcile_unseen(state.room, rule, ctx, seen, result)
+            await self._sync_events(state.room, rule, ctx, unseen, result)
         else:
             await self._follow_beyond_window(state.room, rule, ctx, seen, result)
         state.delta_link = delta_link
@@ -190,23 +203,34 @@ class InboundFlow:
         state.last_run_at = datetime.now(UTC)
         return state
 
-    async def _resource_zone(self, rule: Rule) -> str:
+    async def resource_zone(self, rule: Rule) -> str:
         """The anny resource's time zone (all-day blockers are whole days there), read once per process."""
         if rule.anny_resource_id not in _resource_zones:
             resource = await self.anny.get_resource(rule.anny_resource_id)
             _resource_zones[rule.anny_resource_id] = resource.time_zone if resource else ""
         return _resource_zones[rule.anny_resource_id]
 
-    async def _read_changes(self, room: str, rule: Rule, ctx: InboundContext, link: str,
-                            result: RoomRunResult) -> tuple[str, set[str]]:
+    async def _read_changes(self, room: str, ctx: InboundContext, link: str) -> tuple[str, list[OutlookEvent]]:
         latest: dict[str, OutlookEvent] = {}
         delta_link = ""
         async for page in self.graph.delta_pages(room, ctx.window, link, self.settings.delta_page_size):
             for event in page.events:
                 latest[event.id] = event  # the same event may come several times in one round
             delta_link = page.delta_link or delta_link
-        await self._sync_events(room, rule, ctx, list(latest.values()), result)
-        return delta_link, set(latest)
+        return delta_link, list(latest.values())
+
+    async def _brake(self, rule: Rule, ctx: InboundContext, events: list[OutlookEvent]) -> bool:
+        """Hold the rule if this run would delete too many of its mirror blockers (cheap when few could go)."""
+        leaving = [e for e in events if e.removed or e.is_cancelled or e.show_as not in ctx.blocking_show_as]
+        if len(leaving) <= self.settings.brake_min_items:
+            return False
+        mirrors = {link.event_id for link in await self.store.links_of_room(rule.room)
+                   if link.origin == "outlook" and link.anny_id and not link.suppressed}
+        deletions = sum(1 for e in leaving if e.id in mirrors)
+        if not brake_trips(deletions, len(mirrors), self.settings):
+            return False
+        await hold_rule(self.store, rule, self.settings, "Outlook → anny", deletions, len(mirrors))
+        return True
 
     async def _sync_events(self, room: str, rule: Rule, ctx: InboundContext, events: list[OutlookEvent],
                            result: RoomRunResult) -> None:
@@ -231,12 +255,10 @@ class InboundFlow:
                 raise outcome
             result.actions.extend(outcome)
 
-    async def _reconcile_unseen(self, room: str, rule: Rule, ctx: InboundContext, seen: set[str],
-                                result: RoomRunResult) -> None:
+    async def _unseen(self, room: str, ctx: InboundContext, seen: set[str]) -> list[OutlookEvent]:
         """After a baseline: linked events it did not show were deleted or moved away meanwhile."""
-        unseen = [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
-                  if link.event_id and link.event_id not in seen and not link.ended_before(ctx.window.start)]
-        await self._sync_events(room, rule, ctx, unseen, result)
+        return [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
+                if link.event_id and link.event_id not in seen and not link.ended_before(ctx.window.start)]
 
     async def _follow_beyond_window(self, room: str, rule: Rule, ctx: InboundContext, seen: set[str],
                                     result: RoomRunResult) -> None:

@@ -34,6 +34,8 @@ class AnnyBooking:
     resource_name: str = ""
     title: str = ""
     note: str = ""
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
 
     @property
     def is_cancelled(self) -> bool:
@@ -68,6 +70,7 @@ class OutlookEvent:
     removed: bool = False
     has_attendees: bool = False
     is_reminder_on: bool = False
+    created: datetime | None = None
 
     @property
     def looks_like_ours(self) -> bool:
@@ -135,6 +138,11 @@ def _utc_iso(value: datetime | None) -> str:
     if value is None:
         return ""
     return value.astimezone(ZoneInfo("UTC")).replace(microsecond=0).isoformat()
+
+
+def created_while_off(created: datetime | None, off_periods: tuple[tuple[datetime, datetime], ...]) -> bool:
+    """Whether an item was created while the integration was deactivated (unknown: no)."""
+    return created is not None and any(start <= created < end for start, end in off_periods)
 
 
 @dataclass(frozen=True)

@@ -1,65 +1,62 @@
-"""The nightly run (DESIGN §3.3, §4): renew subscriptions, roll the window, reconcile both ways."""
+"""The nightly run (DESIGN §3.3, §4): renew subscriptions, roll the window, reconcile both ways.
+
+Its timer fires every hour; the run acts once per local day (SYNC_TIME_ZONE), at the first
+tick after local midnight. NCRONTAB schedules are UTC on Flex Consumption, and a schedule
+read from an app setting (`%NAME%`) stops the host when the setting is missing, so the
+local day is decided here instead.
+"""
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
 
-from sync.outbound import outbound_context
-from sync.state import Rule
-from sync.work import BookingWork, RoomWork, Work
+from sync.reconcile import reconcile_rule
+from sync.runs import RunLog, claim, recorded
+from sync.state import IntegrationStatus, RunRecord
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
+CLAIM_FOR = timedelta(minutes=30)  # a run that died keeps the day claimed this long, then the next tick retries
 
 
-@dataclass
-class NightlyReport:
-    renewed: int = 0
-    purged_event_ids: int = 0
-    rooms: int = 0
-    bookings_checked: int = 0
-    follow_up: list[Work] = field(default_factory=list)
+def local_day(now: datetime, zone: str) -> str:
+    return now.astimezone(ZoneInfo(zone)).date().isoformat()
 
 
-async def run_nightly(worker: Worker) -> NightlyReport:
-    """Outbound drift is repaired inline; each room gets a delta run on the queue (new window → baseline)."""
+def nightly_due(status: IntegrationStatus, now: datetime, zone: str) -> bool:
+    """Not yet run this local day, and no run started within CLAIM_FOR."""
+    if status.nightly_day == local_day(now, zone):
+        return False
+    return status.nightly_claimed_at is None or now - status.nightly_claimed_at >= CLAIM_FOR
+
+
+async def run_nightly(worker: Worker, now: datetime | None = None) -> RunRecord | None:
+    """Once per local day: renew subscriptions, purge old webhook ids, reconcile every rule's window
+    both ways and record what was repaired. None when inactive or already done today."""
     services = worker.services
-    report = NightlyReport()
+    now = now or datetime.now(UTC)
     if not await services.is_active():
         log.info("integration not active; nightly run skipped")
-        return report
-    report.renewed = await worker.subscriptions.renew_due()
-    report.purged_event_ids = await services.store.purge_processed()
-    for rule in await services.store.list_rules():
-        await sync_rule(worker, rule, report)
-    log.info("nightly run done", extra={"renewed": report.renewed, "rooms": report.rooms,
-                                       "bookings_checked": report.bookings_checked})
-    return report
+        return None
+    zone = services.settings.time_zone
+    if not await claim(services.store, lambda s: nightly_due(s, now, zone),
+                       lambda s: setattr(s, "nightly_claimed_at", now)):
+        return None
+    async with recorded(services.store, RunLog("nightly")) as run:
+        run.count("subscriptions renewed", await worker.subscriptions.renew_due())
+        run.count("webhook ids forgotten", await services.store.purge_processed())
+        resources = await services.anny.list_resources()
+        for rule in await services.store.list_rules():
+            if not rule.removing:
+                await reconcile_rule(worker, rule, run, resources)
+    await mark_nightly_done(worker, local_day(now, zone))
+    return run.record
 
 
-async def sync_rule(worker: Worker, rule: Rule, report: NightlyReport) -> None:
-    """Subscribe the rule's room, repair anny → Outlook now, and queue a delta run of the room."""
-    report.rooms += 1
-    await worker.subscriptions.ensure(rule.room)
-    report.bookings_checked += await _reconcile_outbound(worker, rule.anny_resource_id, rule.room, report)
-    report.follow_up.append(RoomWork(rule.room, reason="sync"))
+async def mark_nightly_done(worker: Worker, day: str) -> None:
+    def done(status: IntegrationStatus) -> None:
+        status.nightly_day, status.nightly_claimed_at = day, None
 
-
-async def _reconcile_outbound(worker: Worker, resource_id: str, room: str, report: NightlyReport) -> int:
-    services = worker.services
-    window = outbound_context(services.settings, datetime.now(UTC)).window
-    children = [r.id for r in await services.anny.list_resources() if r.parent_id == resource_id]
-    bookings = await services.anny.list_bookings([resource_id, *children], window.start, window.end)
-    flow = worker.outbound
-    for booking in bookings:
-        await flow.sync_booking(booking.id, listed=booking)
-    listed = {b.id for b in bookings}
-    for link in await services.store.links_of_room(room):
-        # Not listed: gone, moved or beyond the window's end; re-read it. Links that ended before
-        # the window are retired (a webhook still finds them): re-reading them every night would
-        # cost anny reads without end.
-        if link.origin == "anny" and link.anny_id not in listed and not link.ended_before(window.start):
-            report.follow_up.append(BookingWork(link.anny_id))
-    return len(bookings)
+    await worker.services.store.update_status(done)

@@ -30,7 +30,7 @@ from sync.graph import GraphGateway, WrittenEvent
 from sync.keys import new_create_token, transaction_id
 from sync.model import AnnyBooking, DesiredEvent, SyncWindow
 from sync.settings import Settings
-from sync.state import Link, StateStore
+from sync.state import Link, Rule, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -45,9 +45,13 @@ class OutboundResult:
         return any(not isinstance(a, Skip) for a in self.actions)
 
 
-def outbound_context(settings: Settings, now: datetime | None = None) -> OutboundContext:
+HELD = "the rule is held by the brake on mass deletion"
+
+
+def outbound_context(settings: Settings, now: datetime | None = None, rule: Rule | None = None) -> OutboundContext:
     window = SyncWindow.now(now or datetime.now(UTC), settings.window_months, settings.time_zone)
-    return OutboundContext(window, settings.event_title_template, settings.anny_blocker_event_title)
+    return OutboundContext(window, settings.event_title_template, settings.anny_blocker_event_title,
+                           rule.off_spans() if rule else ())
 
 
 @dataclass
@@ -67,29 +71,43 @@ class OutboundFlow:
         when nothing is to be written; anything else is decided again on a fresh read, since the
         booking may have changed since the list was read (DESIGN §3.1: read before writing).
         """
-        ctx = outbound_context(self.settings)
         if listed is not None and booking is None:
             link = await self.store.link_by_anny_id(booking_id)
-            room = await self._room_of(listed)
-            if all(isinstance(a, Skip) for a in decide_booking(listed, room, link, ctx, observed)):
+            rule = await self._rule_of(listed)
+            ctx = outbound_context(self.settings, rule=rule)
+            if all(isinstance(a, Skip) for a in decide_booking(listed, rule.room if rule else None, link, ctx,
+                                                                observed)):
                 return OutboundResult(booking_id, [Skip("as listed: nothing to write")])
         if booking is None:
             booking = await self.anny.get_booking(booking_id)
         link = await self.store.link_by_anny_id(booking_id)
-        room = await self._room_of(booking) if booking is not None else None
-        actions = decide_booking(booking, room, link, ctx, observed)
+        rule = await self._rule_of(booking) if booking is not None else None
+        if await self._held(rule, link):
+            log.info("booking not synced: its rule is held", extra={"booking_id": booking_id})
+            return OutboundResult(booking_id, [Skip(HELD)])
+        room = rule.room if rule is not None else None
+        actions = decide_booking(booking, room, link, outbound_context(self.settings, rule=rule), observed)
         result = OutboundResult(booking_id, actions)
         for action in actions:
             link = await self._carry_out(action, booking_id, link)
         changes_log.booking_synced(booking_id, booking, room, actions, ZoneInfo(self.settings.time_zone))
         return result
 
-    async def _room_of(self, booking: AnnyBooking) -> str | None:
+    async def _rule_of(self, booking: AnnyBooking) -> Rule | None:
         for resource_id in booking.resource_ids:
             rule = await self.store.get_rule(resource_id)
             if rule is not None and not rule.removing:
-                return rule.room
+                return rule
         return None
+
+    async def _held(self, rule: Rule | None, link: Link | None) -> bool:
+        """A held rule pauses everything for its room; a mirror whose booking is gone is kept too."""
+        if rule is not None:
+            return bool(rule.held)
+        if link is not None and link.origin == "anny":
+            linked = await self.store.get_rule_for_room(link.room)
+            return linked is not None and bool(linked.held)
+        return False
 
     async def _carry_out(self, action: Action, booking_id: str, link: Link | None) -> Link | None:
         match action:

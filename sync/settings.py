@@ -239,6 +239,16 @@ class Settings:
     processed_event_hours: int = setting(
         "PROCESSED_EVENT_RETENTION_HOURS", "How long processed anny webhook event ids are remembered.",
         _int_between(1, 24 * 30), "72")
+    sweep_minutes: int = setting(
+        "SWEEP_INTERVAL_MINUTES", "Minutes between catch-up sweeps (each room's delta and anny's recently "
+        "changed bookings); the sweep timer looks every 5 minutes.", _int_between(5, 1440), "15")
+    brake_share_percent: int = setting(
+        "DELETION_BRAKE_PERCENT", "Brake on mass deletion: a run that would delete more than this share "
+        "(percent) of a rule's mirrors, and more than DELETION_BRAKE_MIN_ITEMS, holds the rule instead.",
+        _int_between(1, 100), "50")
+    brake_min_items: int = setting(
+        "DELETION_BRAKE_MIN_ITEMS", "Brake on mass deletion: deleting this many mirrors or fewer in one run "
+        "never holds a rule.", _int_between(0, 100_000), "20")
     table_prefix: str = setting(
         "TABLE_PREFIX", "Prefix of the app's table names.", _table_prefix, "annysync")
     storage: StorageSettings = field(default_factory=StorageSettings, metadata={"env": None})

@@ -61,9 +61,13 @@ class Rule:
     removing: bool = False  # being deleted: the worker treats resource and room as unmapped
     created_at: datetime = field(default_factory=utcnow)
     activated_at: datetime | None = None  # when its first (initial) sync ran
-    sync_from: datetime | None = None  # reactivated: unlinked items created before this stay unsynced
+    # [start, end) ISO pairs: the integration was deactivated; items created then stay unsynced
+    off_periods: list[list[str]] = field(default_factory=list)
     held: str = ""  # the brake on mass deletion stopped it: why, with the numbers
     held_at: datetime | None = None
+
+    def off_spans(self) -> tuple[tuple[datetime, datetime], ...]:
+        return tuple((datetime.fromisoformat(a), datetime.fromisoformat(b)) for a, b in self.off_periods)
 
 
 @dataclass
@@ -124,6 +128,7 @@ class RoomState:
 class IntegrationStatus:
     state: str = "inactive"  # active | inactive | deleting
     activated_at: datetime | None = None
+    deactivated_at: datetime | None = None
     window_start: str = ""
     window_end: str = ""
     last_error: str = ""
@@ -201,7 +206,7 @@ def _from_entity(cls: type, entity: Any) -> Any:
     for key, value in values.items():
         if isinstance(value, datetime) and value.tzinfo is None:
             values[key] = value.replace(tzinfo=UTC)
-        elif isinstance(value, str) and names[key].type in ("dict[str, int]", "list[dict[str, str]]", "list[str]"):
+        elif isinstance(value, str) and str(names[key].type).startswith(("dict[", "list[")):
             values[key] = json.loads(value)
     record = cls(**values)
     record.etag = entity.metadata.get("etag") if hasattr(entity, "metadata") else None
@@ -566,7 +571,7 @@ class StateStore:
     async def save_run(self, run: RunRecord) -> None:
         """Store a run (newest first by key) and forget all but the last KEPT_RUNS."""
         run.items = run.items[:MAX_RUN_ITEMS]
-        key = f"{10**11 - int(run.started_at.timestamp()):011d}~{run.kind}"
+        key = f"{10**15 - int(run.started_at.timestamp() * 1000):015d}~{run.kind}"  # newest first
         await self._upsert("status", _to_entity(run, "run", key))
         for old in (await self._run_entities())[KEPT_RUNS:]:
             await self._delete("status", old["PartitionKey"], old["RowKey"])

@@ -9,7 +9,11 @@ from sync.errors import SyncError
 
 WORK_QUEUE = "sync-work"
 POISON_QUEUE = f"{WORK_QUEUE}-poison"
-NIGHTLY_SCHEDULE = "0 0 2 * * *"  # NCRONTAB, UTC (Flex Consumption ignores WEBSITE_TIME_ZONE)
+# NCRONTAB in UTC (Flex Consumption ignores WEBSITE_TIME_ZONE). Fixed schedules: one read from an
+# app setting (%NAME%) stops the host when the setting is missing. The runs decide themselves
+# whether they are due: the nightly run once per local day, the sweep every SWEEP_INTERVAL_MINUTES.
+NIGHTLY_SCHEDULE = "0 5 * * * *"  # hourly
+SWEEP_SCHEDULE = "0 */5 * * * *"
 
 
 class BadWorkItem(SyncError):

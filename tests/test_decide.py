@@ -11,6 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from sync.decide import (
+    CREATED_WHILE_OFF,
     CheckRemoved,
     CreateBlocker,
     CreateEvent,
@@ -308,3 +309,30 @@ def _apply(action: object, link: Link | None, outlook: dict[str, tuple[str, str]
             return None
     return link
 
+
+
+# --- reactivation: items created while the integration was off stay unsynced (issue 13) -------------
+
+OFF = ((T0 - timedelta(days=3), T0 - timedelta(days=1)),)
+
+
+@pytest.mark.parametrize(("created", "synced"), [
+    (T0 - timedelta(days=5), True),  # before the deactivation
+    (T0 - timedelta(days=2), False),  # while off
+    (T0 - timedelta(days=1), True),  # the moment of reactivation and after
+    (None, True),  # unknown: never dropped silently
+])
+def test_new_items_created_while_off_stay_unsynced(created: datetime | None, synced: bool) -> None:
+    out = decide_booking(booking(created_at=created), ROOM, None, replace(OUT, off_periods=OFF))
+    inbound = decide_event(event(created=created), None, replace(IN, off_periods=OFF))
+    assert isinstance(out[0], CreateEvent) is synced and isinstance(inbound[0], CreateBlocker) is synced
+    if not synced:
+        assert out == [Skip(CREATED_WHILE_OFF)] and inbound == [Skip(CREATED_WHILE_OFF)]
+
+
+def test_linked_items_created_while_off_keep_syncing_their_changes() -> None:
+    created = T0 - timedelta(days=2)
+    moved = booking(created_at=created, start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+    assert isinstance(decide_booking(moved, ROOM, mirror_link(), replace(OUT, off_periods=OFF))[0], UpdateEvent)
+    renamed = event(created=created, subject="Renamed", change_key="ck2")
+    assert isinstance(decide_event(renamed, blocker_link(), replace(IN, off_periods=OFF))[0], UpdateBlocker)

@@ -40,7 +40,7 @@ async def test_a_message_redelivered_after_its_worker_died_takes_its_lease_back(
     await hold_lease(store, "message-a")
     runs = []
 
-    async def run_once(self, state, result):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         runs.append(state.run_id)
         result.runs += 1
         return state
@@ -55,7 +55,7 @@ async def test_an_expired_lease_of_a_dead_run_is_taken_over(store: StateStore, m
                                                             ) -> None:
     await hold_lease(store, "dead", since=datetime.now(UTC) - inbound.LEASE - timedelta(seconds=1))
 
-    async def run_once(self, state, result):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         return state
 
@@ -65,7 +65,7 @@ async def test_an_expired_lease_of_a_dead_run_is_taken_over(store: StateStore, m
 
 async def test_signals_that_never_stop_end_in_a_released_lease_and_one_more_signal(
         store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def run_once(self, state, result):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         await flow(store).sync_room(ROOM, run_id=f"signal-{result.runs}")  # a signal arrives meanwhile
         return await store.get_room_state(ROOM)
@@ -78,7 +78,7 @@ async def test_signals_that_never_stop_end_in_a_released_lease_and_one_more_sign
 
 
 async def test_a_failed_run_releases_its_lease(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def run_once(self, state, result):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         raise RuntimeError("anny is down")
 
     monkeypatch.setattr(InboundFlow, "_run_once", run_once)

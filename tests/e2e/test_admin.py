@@ -68,16 +68,6 @@ async def test_deactivate_stops_sync_and_removes_nothing(world: World) -> None:
     assert len(world.mirror_events()) == 1 and len(blockers(world)) == 1  # kept, and nothing new synced
 
 
-async def test_reactivation_catches_up_with_the_window(world: World) -> None:
-    await manage(world, "POST", "deactivate")
-    world.stack.anny.person_create_booking(world.resource, world.at(4, 9), world.at(4, 10))
-    await world.settle()
-    assert world.mirror_events() == []
-    assert (await manage(world, "POST", "activate")).json()["state"] == "active"
-    await world.settle()
-    assert len(world.mirror_events()) == 1 and len(world.stack.graph.subscriptions()) == 1
-
-
 async def test_delete_removes_only_what_the_app_created_and_reports_it(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("sync.admin.DELETION_GRACE_S", 0)  # one instance here: nobody else to wait for

@@ -1,0 +1,188 @@
+"""A full comparison of one rule's window, both ways: activation, resync, a new rule, the nightly run.
+
+`scan_*` read both sides and decide without writing (the preview of `--dry-run`, and the
+brake's count); `reconcile_rule` carries it out through the flows, which record links.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sync.anny import AnnyResource
+from sync.brake import brake_trips, hold_rule
+from sync.decide import Action, decide_booking, decide_event
+from sync.inbound import inbound_context
+from sync.model import AnnyBooking, OutlookEvent
+from sync.outbound import outbound_context
+from sync.runs import INBOUND, OUTBOUND, SUBSCRIPTION_RECREATED, RunLog, action_kind, tally
+from sync.state import Link, Rule
+from sync.worker import Worker
+
+log = logging.getLogger(__name__)
+FIRST_ITEMS = 5
+MAX_ROOM_RUNS = 5
+
+
+@dataclass
+class RuleReport:
+    rule: Rule
+    directions: dict[str, dict[str, int]] = field(default_factory=lambda: {OUTBOUND: {}, INBOUND: {}})
+    first: dict[str, list[dict[str, str]]] = field(default_factory=lambda: {OUTBOUND: [], INBOUND: []})
+    held: str = ""
+
+    def add(self, direction: str, actions: list[Action], **item: str) -> None:
+        for kind, n in tally(actions).items():
+            self.directions[direction][kind] = self.directions[direction].get(kind, 0) + n
+        for action in actions:
+            kind = action_kind(action)
+            if kind not in (None, "unchanged") and len(self.first[direction]) < FIRST_ITEMS:
+                self.first[direction].append({"action": str(kind), **item})
+
+    def view(self, with_items: bool = False) -> dict[str, Any]:
+        view: dict[str, Any] = {"anny_resource": self.rule.anny_resource_id, "room": self.rule.room,
+                                **self.directions, "held": self.held or None}
+        if with_items:
+            view["first_items"] = self.first
+        return view
+
+
+def _item(booking: AnnyBooking | None = None, event: OutlookEvent | None = None) -> dict[str, str]:
+    if booking is not None:
+        return {"booking_id": booking.id, "start": booking.start.isoformat(), "number": booking.number}
+    assert event is not None
+    return {"event_id": event.id, "start": event.start.isoformat() if event.start else "",
+            "subject": event.subject}
+
+
+# --- anny → Outlook -----------------------------------------------------------------------------------
+
+
+@dataclass
+class OutboundScan:
+    decisions: list[tuple[AnnyBooking, list[Action]]]
+    unlisted: list[Link]  # mirror events whose booking the listing did not show: gone, moved, or cancelled
+    mirrors: int
+    unlisted_blockers: list[Link] = field(default_factory=list)  # our blockers anny no longer lists
+
+    @property
+    def deletions(self) -> int:
+        deciding = sum(1 for _, actions in self.decisions for a in actions if action_kind(a) == "delete")
+        return deciding + len(self.unlisted)
+
+
+async def scan_outbound(worker: Worker, rule: Rule, resources: list[AnnyResource]) -> OutboundScan:
+    """GET /api/v1/bookings of the resource and its children in the window, decided against the links."""
+    services = worker.services
+    ctx = outbound_context(services.settings, rule=rule)
+    children = [r.id for r in resources if r.parent_id == rule.anny_resource_id]
+    bookings = await services.anny.list_bookings([rule.anny_resource_id, *children], ctx.window.start,
+                                                 ctx.window.end)
+    all_links = await services.store.links_of_room(rule.room)
+    links = [link for link in all_links if link.origin == "anny"]
+    by_booking = {link.anny_id: link for link in all_links if link.anny_id}
+    listed = {b.id for b in bookings}
+
+    def unlisted(link: Link) -> bool:  # links that ended before the window are retired, not re-read nightly
+        return link.anny_id not in listed and not link.ended_before(ctx.window.start)
+
+    blockers = [link for link in all_links if link.origin == "outlook" and link.anny_id and not link.suppressed
+                and unlisted(link)]
+    decisions = [(b, decide_booking(b, rule.room, by_booking.get(b.id), ctx)) for b in bookings]
+    return OutboundScan(decisions, [link for link in links if unlisted(link)], len(links), blockers)
+
+
+async def _outbound(worker: Worker, rule: Rule, scan: OutboundScan, run: RunLog, report: RuleReport) -> None:
+    flow = worker.outbound
+    for booking, _ in scan.decisions:  # re-read before writing: the list may be minutes old
+        result = await flow.sync_booking(booking.id, listed=booking)
+        report.add(OUTBOUND, result.actions, **_item(booking))
+        run.actions(rule.room, result.actions, booking_id=booking.id)
+    for link in [*scan.unlisted, *scan.unlisted_blockers]:  # re-read: gone, moved or cancelled
+        result = await flow.sync_booking(link.anny_id)
+        report.add(OUTBOUND, result.actions, booking_id=link.anny_id)
+        run.actions(rule.room, result.actions, booking_id=link.anny_id)
+    run.count("bookings checked", len(scan.decisions) + len(scan.unlisted))
+    await worker.services.store.update_room_state(
+        rule.room, lambda s: setattr(s, "last_outbound_at", datetime.now(UTC)))
+
+
+# --- Outlook → anny -----------------------------------------------------------------------------------
+
+
+async def scan_inbound(worker: Worker, rule: Rule) -> list[tuple[OutlookEvent, list[Action]]]:
+    """A calendarView delta baseline of the window (the stored delta link is not touched), decided
+    against the links; events that look like ours but are unknown count as ours (no lookup)."""
+    services = worker.services
+    ctx = inbound_context(services.settings, rule.time_zone or await worker.inbound.resource_zone(rule), rule=rule)
+    events: dict[str, OutlookEvent] = {}
+    async for page in services.graph.delta_pages(rule.room, ctx.window, "", services.settings.delta_page_size):
+        events.update((e.id, e) for e in page.events)
+    links = {link.event_id: link for link in await services.store.links_of_room(rule.room) if link.event_id}
+    unseen = [OutlookEvent(id=event_id, removed=True) for event_id, link in links.items() if event_id not in events
+              and not link.ended_before(ctx.window.start)]
+    return [(e, decide_event(e, links.get(e.id), ctx, is_ours=e.looks_like_ours and e.id not in links))
+            for e in [*events.values(), *unseen]]
+
+
+async def _inbound(worker: Worker, rule: Rule, run: RunLog, report: RuleReport, allow_deletions: bool,
+                   baseline: bool) -> None:
+    store = worker.services.store
+    if baseline:  # compare the whole window, not only the changes since the last delta link
+        await store.update_room_state(rule.room, lambda s: setattr(s, "delta_link", ""))
+    for _ in range(MAX_ROOM_RUNS):
+        result = await worker.inbound.sync_room(rule.room, allow_deletions=allow_deletions)
+        report.add(INBOUND, result.actions)
+        run.actions(rule.room, result.actions)
+        if result.held:
+            report.held = (await store.get_rule(rule.anny_resource_id) or rule).held
+        if not result.rerun_later:
+            return
+
+
+# --- both ---------------------------------------------------------------------------------------------
+
+
+async def _subscription(worker: Worker, room: str, run: RunLog) -> None:
+    before = {s.subscription_id for s in await worker.services.store.subscriptions_of_room(room)}
+    sub = await worker.subscriptions.ensure(room)
+    if sub.subscription_id not in before:
+        run.repaired(SUBSCRIPTION_RECREATED, room, subscription_id=sub.subscription_id)
+
+
+async def reconcile_rule(worker: Worker, rule: Rule, run: RunLog, resources: list[AnnyResource], *,
+                         allow_deletions: bool = False, baseline: bool = False) -> RuleReport:
+    """Subscribe the room, then compare the window both ways and repair; the brake applies unless
+    `allow_deletions` (the admin confirmed). A held rule is skipped and reported as held."""
+    report = RuleReport(rule)
+    if rule.held and not allow_deletions:
+        report.held = rule.held
+        return report
+    await _subscription(worker, rule.room, run)
+    scan = await scan_outbound(worker, rule, resources)
+    if not allow_deletions and brake_trips(scan.deletions, scan.mirrors, worker.services.settings):
+        report.held = await hold_rule(worker.services.store, rule, worker.services.settings, OUTBOUND,
+                                      scan.deletions, scan.mirrors)
+    else:
+        await _outbound(worker, rule, scan, run, report)
+        await _inbound(worker, rule, run, report, allow_deletions, baseline)
+    if report.held:
+        run.record.held.append(rule.anny_resource_id)
+    return report
+
+
+async def preview_rule(worker: Worker, rule: Rule, resources: list[AnnyResource]) -> RuleReport:
+    """What `reconcile_rule` would do, per direction, without writing anything."""
+    report = RuleReport(rule, held=rule.held)
+    scan = await scan_outbound(worker, rule, resources)
+    for booking, actions in scan.decisions:
+        report.add(OUTBOUND, actions, **_item(booking))
+    if scan.unlisted:
+        report.directions[OUTBOUND]["delete if gone"] = len(scan.unlisted)
+    for event, actions in await scan_inbound(worker, rule):
+        report.add(INBOUND, actions, **_item(event=event))
+    if brake_trips(scan.deletions, scan.mirrors, worker.services.settings):
+        report.held = report.held or f"{OUTBOUND}: {scan.deletions} of {scan.mirrors} mirror(s) would be deleted"
+    return report
