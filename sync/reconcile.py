@@ -6,6 +6,7 @@ brake's count); `reconcile_rule` carries it out through the flows, which record 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -14,7 +15,7 @@ from typing import Any
 from sync.anny import AnnyResource
 from sync.brake import brake_trips, hold_rule
 from sync.decide import Action, decide_booking, decide_event
-from sync.inbound import inbound_context
+from sync.inbound import RoomRunResult, inbound_context
 from sync.model import AnnyBooking, OutlookEvent
 from sync.outbound import outbound_context
 from sync.runs import INBOUND, OUTBOUND, SUBSCRIPTION_RECREATED, RunLog, action_kind, tally
@@ -24,6 +25,7 @@ from sync.worker import Worker
 log = logging.getLogger(__name__)
 FIRST_ITEMS = 5
 MAX_ROOM_RUNS = 5
+BUSY_WAIT_S, MAX_BUSY_WAITS = 0.5, 60  # a room run takes seconds; a dead one's lease is not waited out
 
 
 @dataclass
@@ -127,19 +129,37 @@ async def scan_inbound(worker: Worker, rule: Rule) -> list[tuple[OutlookEvent, l
             for e in [*events.values(), *unseen]]
 
 
+async def run_room(worker: Worker, rule: Rule, run: RunLog, allow_deletions: bool = False
+                   ) -> list[RoomRunResult]:
+    """The room's delta run, here and now. If a queued run holds the room, wait for it and run after
+    it (bounded), so that what this run reports has really been compared."""
+    results: list[RoomRunResult] = []
+    waits = 0
+    while len(results) < MAX_ROOM_RUNS:
+        result = await worker.inbound.sync_room(rule.room, allow_deletions=allow_deletions)
+        if result.skipped_busy and waits < MAX_BUSY_WAITS:
+            waits += 1
+            await asyncio.sleep(BUSY_WAIT_S)
+            continue
+        results.append(result)
+        run.actions(rule.room, result.actions)
+        if result.held:
+            run.record.held.append(rule.anny_resource_id)
+        if not result.rerun_later:
+            break
+    run.count("rooms read")
+    return results
+
+
 async def _inbound(worker: Worker, rule: Rule, run: RunLog, report: RuleReport, allow_deletions: bool,
                    baseline: bool) -> None:
     store = worker.services.store
     if baseline:  # compare the whole window, not only the changes since the last delta link
         await store.update_room_state(rule.room, lambda s: setattr(s, "delta_link", ""))
-    for _ in range(MAX_ROOM_RUNS):
-        result = await worker.inbound.sync_room(rule.room, allow_deletions=allow_deletions)
+    for result in await run_room(worker, rule, run, allow_deletions):
         report.add(INBOUND, result.actions)
-        run.actions(rule.room, result.actions)
         if result.held:
             report.held = (await store.get_rule(rule.anny_resource_id) or rule).held
-        if not result.rerun_later:
-            return
 
 
 # --- both ---------------------------------------------------------------------------------------------
@@ -168,7 +188,7 @@ async def reconcile_rule(worker: Worker, rule: Rule, run: RunLog, resources: lis
     else:
         await _outbound(worker, rule, scan, run, report)
         await _inbound(worker, rule, run, report, allow_deletions, baseline)
-    if report.held:
+    if report.held and rule.anny_resource_id not in run.record.held:
         run.record.held.append(rule.anny_resource_id)
     return report
 

@@ -17,7 +17,7 @@ from sync.state import Rule, RunRecord, StateStore
 from sync.work import POISON_QUEUE
 
 log = logging.getLogger(__name__)
-POISON_ADVICE = (f"work items that failed {{count}} time(s) in a row wait in the queue `{POISON_QUEUE}`. "
+POISON_ADVICE = (f"work items that kept failing (host.json maxDequeueCount) wait in the queue `{POISON_QUEUE}`. "
                  "Read `last error` below, fix its cause, then move the messages back to `sync-work` "
                  "(Azure portal → storage account → Queues, or Azure Storage Explorer); `resync` "
                  "also repairs whatever they were about")
@@ -103,7 +103,7 @@ async def status_view(store: StateStore, settings: Settings, drift: bool = False
         "last_error": status.last_error or None,
         "last_error_at": iso(status.last_error_at),
         "poison_queue": poison,
-        "poison_queue_advice": POISON_ADVICE.format(count="5") if poison else None,
+        "poison_queue_advice": POISON_ADVICE if poison else None,
         "rules": await _rule_rows(store),
         "last_sweep": run_view(latest["sweep"]) if latest["sweep"] else None,
         "last_nightly": run_view(latest["nightly"]) if latest["nightly"] else None,

@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sync.reconcile import MAX_ROOM_RUNS
+from sync.reconcile import run_room
 from sync.runs import SUBSCRIPTION_RECREATED, RunLog, claim, recorded
 from sync.state import IntegrationStatus, Rule, RunRecord
 from sync.worker import Worker
@@ -78,11 +78,4 @@ async def _room(worker: Worker, rule: Rule, run: RunLog) -> None:
     if not any(s.expires_at > datetime.now(UTC) for s in subs):
         sub = await worker.subscriptions.ensure(rule.room)
         run.repaired(SUBSCRIPTION_RECREATED, rule.room, subscription_id=sub.subscription_id)
-    for _ in range(MAX_ROOM_RUNS):
-        result = await worker.inbound.sync_room(rule.room)
-        run.actions(rule.room, result.actions)
-        if result.held:
-            run.record.held.append(rule.anny_resource_id)
-        if not result.rerun_later:
-            break
-    run.count("rooms read")
+    await run_room(worker, rule, run)

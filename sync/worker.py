@@ -6,11 +6,11 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sync.errors import RemoteAuthError
+from sync.errors import RemoteAuthError, SyncError
 from sync.inbound import InboundFlow
 from sync.outbound import OutboundFlow
 from sync.services import Services
-from sync.state import IntegrationStatus
+from sync.state import IntegrationStatus, RoomState
 from sync.subscriptions import SubscriptionManager
 from sync.work import BadWorkItem, BookingWork, LifecycleWork, RoomWork, Work, decode
 
@@ -63,10 +63,14 @@ class Worker:
                     await self.services.store.mark_processed(event_id, keep)
                 return []
             case RoomWork(room=room):
-                result = await self.inbound.sync_room(room, run_id=message_id)
+                try:
+                    result = await self.inbound.sync_room(room, run_id=message_id)
+                except SyncError as exc:
+                    await self._record_error(str(exc), room)
+                    raise
                 if result.failures:
                     await self._record_error(f"{len(result.failures)} event(s) of {room} could not be synced: "
-                                             f"{result.failures[-1]}")
+                                             f"{result.failures[-1]}", room)
                 return [RoomWork(room, reason="more changes")] if result.rerun_later else []
             case LifecycleWork():
                 return await self._lifecycle(work)
@@ -86,8 +90,13 @@ class Worker:
             await self.subscriptions.replace(sub)
         return [RoomWork(sub.room, reason=work.event)]
 
-    async def _record_error(self, message: str) -> None:
-        def change(status: IntegrationStatus) -> None:
-            status.last_error, status.last_error_at = message[:2000], datetime.now(UTC)
+    async def _record_error(self, message: str, room: str = "") -> None:
+        """The last error, for `status`: the integration's, and the room's when it is known."""
+        now = datetime.now(UTC)
+
+        def change(status: IntegrationStatus | RoomState) -> None:
+            status.last_error, status.last_error_at = message[:2000], now
 
         await self.services.store.update_status(change)
+        if room:
+            await self.services.store.update_room_state(room, change)

@@ -290,6 +290,8 @@ async def test_one_event_anny_refuses_does_not_stop_the_room(active: World) -> N
     assert len(blockers(world)) == 2
     assert await world.stack.poison_messages() == []
     assert "could not be synced" in (await world.state.get_status()).last_error
+    row = (await world.admin_status())["rules"][0]
+    assert "could not be synced" in row["last_error"] and row["last_error_at"]  # the room's own, in status
     meeting(world, 4, 9)
     await world.settle()
     assert len(blockers(world)) == 3  # the delta link moved on past the refused event
