@@ -75,9 +75,9 @@ class OutboundFlow:
             link = await self.store.link_by_anny_id(booking_id)
             rule = await self._rule_of(listed)
             ctx = outbound_context(self.settings, rule=rule)
-            if all(isinstance(a, Skip) for a in decide_booking(listed, rule.room if rule else None, link, ctx,
-                                                                observed)):
-                return OutboundResult(booking_id, [Skip("as listed: nothing to write")])
+            as_listed = decide_booking(listed, rule.room if rule else None, link, ctx, observed)
+            if all(isinstance(a, Skip) for a in as_listed):  # nothing to write: no read needed
+                return OutboundResult(booking_id, as_listed)
         if booking is None:
             booking = await self.anny.get_booking(booking_id)
         link = await self.store.link_by_anny_id(booking_id)
