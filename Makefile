@@ -9,11 +9,18 @@ DEV_STAMP := $(VENV)/.dev-installed
 AZURITE := node_modules/.bin/azurite-table
 UV_INSTALL := $(UV) pip install --quiet --python $(PY)
 
-.PHONY: test test-e2e-py313 install install-run worker-env lint run bench-outbound bench-inbound bench-ingress clean
+.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench-outbound bench-inbound bench-ingress clean
 
 test: install
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The model-based test (tests/e2e/test_model.py) with many more examples and steps, for a release.
+DEEP_EXAMPLES ?= 200
+DEEP_STEPS ?= 40
+test-deep: install
+	MODEL_EXAMPLES=$(DEEP_EXAMPLES) MODEL_STEPS=$(DEEP_STEPS) MODEL_RANDOM=1 MODEL_TIMEOUT=0 \
+		$(PY) -m pytest -q tests/e2e/test_model.py $(PYTEST_ARGS)
 
 # Python packages and Azurite are installed side by side (npm takes longest).
 install:

@@ -38,3 +38,12 @@ def storage(azurite: Azurite) -> StorageSettings:
 async def store(storage: StorageSettings, table_prefix: str) -> AsyncIterator[StateStore]:
     async with StateStore(storage, table_prefix) as state:
         yield state
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The model-based test's size and time (examples run, seconds), for the CI log."""
+    import sys
+
+    model = sys.modules.get("tests.e2e.test_model")
+    for line in getattr(model, "REPORT", []):
+        terminalreporter.write_line(line)

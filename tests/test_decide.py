@@ -1,4 +1,5 @@
-"""The pure sync decisions, without any I/O: every branch, and convergence as a property."""
+"""The pure sync decisions, without any I/O: every branch. Convergence over the real flows is
+proved by the model-based test (tests/e2e/test_model.py)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,6 @@ from datetime import UTC, date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 
 from sync.decide import (
     CREATED_WHILE_OFF,
@@ -261,54 +260,6 @@ def test_any_outlook_edit_of_what_a_mirror_event_is_restores_it(edit: dict) -> N
     assert isinstance(decide_event(untouched, mirror_link(), IN)[0], Skip)
     edited = replace(untouched, **edit)
     assert decide_event(edited, mirror_link(), IN) == [RestoreMirror("b1", edited.mirror_fingerprint())]
-
-
-# --- convergence: applying the decisions, then deciding again, changes nothing --------------------
-
-
-times = st.integers(min_value=-30, max_value=400).map(lambda d: T0 + timedelta(days=d))
-bookings = st.builds(lambda start, hours, cancelled, master, service: booking(
-    start=start, end=start + timedelta(hours=hours), canceled=cancelled, is_series_master=master,
-    service_name=service), times, st.integers(1, 5), st.booleans(), st.booleans(), st.sampled_from(["A", "B"]))
-
-
-@settings(max_examples=200, deadline=None)
-@given(st.lists(st.one_of(st.none(), bookings), min_size=1, max_size=6),
-       st.lists(st.sampled_from([ROOM, "other@contoso.example", None]), min_size=6, max_size=6))
-def test_outbound_decisions_converge(history: list[AnnyBooking | None], rooms: list[str | None]) -> None:
-    outlook: dict[str, tuple[str, str]] = {}  # event id → (room, fingerprint)
-    link: Link | None = None
-    for step, (state, room) in enumerate(zip(history, rooms, strict=False)):
-        for action in decide_booking(state, room, link, OUT):
-            link = _apply(action, link, outlook, step)
-    final, final_room = history[-1], rooms[len(history) - 1]
-    assert all(isinstance(a, Skip) for a in decide_booking(final, final_room, link, OUT))
-    mirrored = final is not None and final_room is not None and not final.is_cancelled \
-        and not final.is_series_master
-    if mirrored and link is not None:
-        assert outlook == {link.event_id: (final_room, desired_event(final, OUT).fingerprint)}
-    elif not mirrored:
-        assert outlook == {}
-
-
-def _apply(action: object, link: Link | None, outlook: dict[str, tuple[str, str]], step: int) -> Link | None:
-    match action:
-        case CreateEvent(room=room, desired=desired, generation=generation):
-            event_id = f"E{step}-{generation}"
-            outlook[event_id] = (room, desired.fingerprint)
-            return Link(room=room, origin="anny", anny_id=desired.anny_id, event_id=event_id,
-                        generation=generation, fingerprint=desired.fingerprint)
-        case UpdateEvent(event_id=event_id, room=room, desired=desired):
-            outlook[event_id] = (room, desired.fingerprint)
-            assert link is not None
-            return replace(link, fingerprint=desired.fingerprint)
-        case DeleteEvent(event_id=event_id):
-            outlook.pop(event_id, None)
-            return link
-        case ForgetLink():
-            return None
-    return link
-
 
 
 # --- reactivation: items created while the integration was off stay unsynced (issue 13) -------------
