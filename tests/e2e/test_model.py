@@ -52,6 +52,10 @@ STEPS = int(os.environ.get("MODEL_STEPS", "18"))
 ROOMS = ("room.one@contoso.example", "room.two@contoso.example")
 # Days from today: well inside, around the far edge (6 months ≈ 181–184 days) and far beyond it.
 DAYS = (0, 1, 2, 5, 20, 181, 182, 183, 186, 400)
+DELIVERY_FAULTS: dict[str, dict[str, int]] = {
+    "anny-duplicate": {"duplicate": 2}, "anny-reorder": {"reorder_batch": 3}, "anny-drop": {"drop_next": 1},
+    "graph-duplicate": {"duplicate": 2}, "graph-reorder": {"reorder_next": 3}, "graph-drop": {"drop_next": 1},
+}
 STATS: dict[str, float] = {"examples": 0, "steps": 0, "settles": 0}
 REPORT: list[str] = []  # printed in the run's summary (tests/conftest.py), so CI logs show it
 
@@ -485,26 +489,18 @@ class SyncModel(RuleBasedStateMachine):
 
     # -- faults, crashes, races ------------------------------------------------------------------------------
 
-    @rule(kind=st.sampled_from(["anny-duplicate", "anny-reorder", "anny-drop", "graph-duplicate", "graph-reorder",
-                                "graph-drop", "anny-503", "anny-429", "graph-503", "graph-429"]))
+    @rule(kind=st.sampled_from([*sorted(DELIVERY_FAULTS), "anny-503", "anny-429", "graph-503", "graph-429"]))
     def fault(self, kind: str) -> None:
-        match kind:
-            case "anny-duplicate":
-                self.anny.set_webhook_faults(duplicate=2)
-            case "anny-reorder":
-                self.anny.set_webhook_faults(reorder_batch=3)
-            case "anny-drop":
-                self.anny.set_webhook_faults(drop_next=1)
-            case "graph-duplicate":
-                self.graph.set_notification_faults(duplicate=2)
-            case "graph-reorder":
-                self.graph.set_notification_faults(reorder_next=3)
-            case "graph-drop":
-                self.graph.set_notification_faults(drop_next=1)
-            case "anny-503" | "anny-429":
-                self.anny.fail_next(int(kind[-3:]), count=2, retry_after=1)
-            case "graph-503" | "graph-429":
-                self.graph.add_fault(int(kind[-3:]), count=2, retry_after=1)
+        side, _, what = kind.partition("-")
+        if what.isdigit():
+            if side == "anny":
+                self.anny.fail_next(int(what), count=2, retry_after=1)
+            else:
+                self.graph.add_fault(int(what), count=2, retry_after=1)
+        elif side == "anny":
+            self.anny.set_webhook_faults(**DELIVERY_FAULTS[kind])
+        else:
+            self.graph.set_notification_faults(**DELIVERY_FAULTS[kind])
 
     @rule(after=st.integers(1, 6))
     def a_worker_dies_after_a_write(self, after: int) -> None:
