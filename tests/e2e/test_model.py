@@ -793,9 +793,21 @@ async def _alongside(stack: LocalStack, work: Any, other: Any) -> None:
             await queue.send_message(encode(follow_up).encode())
 
 
+_nights = itertools.count(1)
+
+
+async def _nightly() -> None:
+    """The nightly run, as on a new local day (it runs once per day; every settle is a new night)."""
+    from sync.nightly import run_nightly
+    from sync.services import get_services
+    from sync.worker import Worker
+
+    await run_nightly(Worker(await get_services()), now=datetime.now(UTC) + timedelta(days=next(_nights)))
+
+
 async def _with_nightly(stack: LocalStack, other: Any) -> None:
     """The nightly run while `other` runs."""
-    outcomes = await asyncio.gather(stack.host.fire_timer("nightly"), other, return_exceptions=True)
+    outcomes = await asyncio.gather(_nightly(), other, return_exceptions=True)
     for outcome in outcomes:
         if isinstance(outcome, BaseException) and not isinstance(outcome, Exception):
             raise outcome
@@ -804,7 +816,7 @@ async def _with_nightly(stack: LocalStack, other: Any) -> None:
 async def _settle(stack: LocalStack) -> None:
     """Queues drained, one nightly run, queues drained (every delivery included)."""
     await _quiet(stack)
-    await stack.host.fire_timer("nightly")
+    await _nightly()
     await _quiet(stack)
 
 
