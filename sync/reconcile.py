@@ -34,6 +34,7 @@ class RuleReport:
     directions: dict[str, dict[str, int]] = field(default_factory=lambda: {OUTBOUND: {}, INBOUND: {}})
     first: dict[str, list[dict[str, str]]] = field(default_factory=lambda: {OUTBOUND: [], INBOUND: []})
     held: str = ""
+    would_hold: str = ""  # a preview's warning: this run would trip the brake
 
     def add(self, direction: str, actions: list[Action], **item: str) -> None:
         for kind, n in tally(actions).items():
@@ -48,6 +49,7 @@ class RuleReport:
                                 **self.directions, "held": self.held or None}
         if with_items:
             view["first_items"] = self.first
+            view["would_hold"] = self.would_hold or None
         return view
 
 
@@ -114,7 +116,18 @@ async def _outbound(worker: Worker, rule: Rule, scan: OutboundScan, run: RunLog,
 # --- Outlook → anny -----------------------------------------------------------------------------------
 
 
-async def scan_inbound(worker: Worker, rule: Rule) -> list[tuple[OutlookEvent, list[Action]]]:
+@dataclass
+class InboundScan:
+    decisions: list[tuple[OutlookEvent, list[Action]]]
+    mirrors: set[str]  # event ids that have a mirror blocker
+
+    @property
+    def deletions(self) -> int:
+        return sum(1 for event, actions in self.decisions if event.id in self.mirrors
+                   and any(action_kind(a) in ("delete", "delete if gone") for a in actions))
+
+
+async def scan_inbound(worker: Worker, rule: Rule) -> InboundScan:
     """A calendarView delta baseline of the window (the stored delta link is not touched), decided
     against the links; events that look like ours but are unknown count as ours (no lookup)."""
     services = worker.services
@@ -125,8 +138,11 @@ async def scan_inbound(worker: Worker, rule: Rule) -> list[tuple[OutlookEvent, l
     links = {link.event_id: link for link in await services.store.links_of_room(rule.room) if link.event_id}
     unseen = [OutlookEvent(id=event_id, removed=True) for event_id, link in links.items() if event_id not in events
               and not link.ended_before(ctx.window.start)]
-    return [(e, decide_event(e, links.get(e.id), ctx, is_ours=e.looks_like_ours and e.id not in links))
-            for e in [*events.values(), *unseen]]
+    decisions = [(e, decide_event(e, links.get(e.id), ctx, is_ours=e.looks_like_ours and e.id not in links))
+                 for e in [*events.values(), *unseen]]
+    mirrors = {event_id for event_id, link in links.items()
+               if link.origin == "outlook" and link.anny_id and not link.suppressed}
+    return InboundScan(decisions, mirrors)
 
 
 async def run_room(worker: Worker, rule: Rule, run: RunLog, allow_deletions: bool = False
@@ -201,8 +217,13 @@ async def preview_rule(worker: Worker, rule: Rule, resources: list[AnnyResource]
         report.add(OUTBOUND, actions, **_item(booking))
     if scan.unlisted:
         report.directions[OUTBOUND]["delete if gone"] = len(scan.unlisted)
-    for event, actions in await scan_inbound(worker, rule):
+    inbound = await scan_inbound(worker, rule)
+    for event, actions in inbound.decisions:
         report.add(INBOUND, actions, **_item(event=event))
-    if brake_trips(scan.deletions, scan.mirrors, worker.services.settings):
-        report.held = report.held or f"{OUTBOUND}: {scan.deletions} of {scan.mirrors} mirror(s) would be deleted"
+    settings = worker.services.settings
+    for direction, deletions, mirrors in ((OUTBOUND, scan.deletions, scan.mirrors),
+                                          (INBOUND, inbound.deletions, len(inbound.mirrors))):
+        if brake_trips(deletions, mirrors, settings) and not report.would_hold:
+            report.would_hold = (f"{direction}: {deletions} of {mirrors} mirror(s) would be deleted; without "
+                                 "--confirm-deletions the brake holds the rule")
     return report

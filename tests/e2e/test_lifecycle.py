@@ -172,6 +172,8 @@ async def test_a_room_run_that_would_delete_most_blockers_holds_the_rule(world: 
     status = (await manage(world, "GET", "status")).json()
     assert status["rules"][0]["state"] == "held"
     assert "Outlook → anny: 4 of 5 mirror(s)" in status["rules"][0]["held"]
+    preview = (await manage(world, "POST", "resync", json={"rule": world.resource, "dry_run": True})).json()
+    assert "Outlook → anny: 4 of 5 mirror(s) would be deleted" in preview["rules"][0]["would_hold"]
     await manage(world, "POST", "resync", json={"rule": world.resource, "confirm_deletions": "true"})
     await world.settle()
     assert blocker_titles(world) == ["M4"]
