@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 AZURITE := node_modules/.bin/azurite-table
 UV_INSTALL := $(UV) pip install --quiet --python $(PY)
 
-.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench-outbound bench-inbound bench-ingress clean
+.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench-outbound bench-inbound bench-ingress bench-sweep clean
 
 test: install
 	$(PY) -m ruff check .
@@ -73,6 +73,9 @@ bench-inbound: install
 
 bench-ingress: install
 	$(PY) -m bench.ingress
+
+bench-sweep: install
+	$(PY) -m bench.sweep
 
 clean:
 	rm -rf $(VENV) .venv-3.13 node_modules .pytest_cache .ruff_cache .hypothesis .local-stack.json
