@@ -76,6 +76,7 @@ async def activate(worker: Worker, dry_run: bool = False) -> dict[str, Any]:
     def active(current: IntegrationStatus) -> None:
         current.state, current.activated_at = "active", now
         current.nightly_day = local_day(now, worker.services.settings.time_zone)  # this run is today's
+        current.sweep_high_water = ""  # this run compared everything: the sweep starts from now
 
     await store.update_status(active)
     worker.services.forget_status()

@@ -179,10 +179,43 @@ def render_status(view: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _rule_report(rule: dict[str, Any]) -> list[str]:
+    """One rule of an activation, resync or preview: counts per direction, first items, the brake."""
+    mode = f" ({rule['mode']})" if rule.get("mode") else ""
+    lines = [f"{rule['anny_resource']} → {rule['room']}{mode}"]
+    for direction in ("anny → Outlook", "Outlook → anny"):
+        lines.append(f"  {direction:<16} {_counts(rule.get(direction) or {})}")
+        for item in (rule.get("first_items") or {}).get(direction, []):
+            lines.append("      " + "  ".join(f"{k}={v}" for k, v in item.items() if v))
+    if rule.get("held"):
+        lines.append(f"  HELD: {rule['held']}")
+    if rule.get("would_hold"):
+        lines.append(f"  WOULD HOLD: {rule['would_hold']}")
+    return lines
+
+
+def render_report(result: dict[str, Any]) -> str:
+    lines = ["preview (--dry-run): nothing was written"] if result.get("dry_run") else []
+    if result.get("state"):
+        lines.append(f"state  {result['state']}")
+    for rule in result.get("rules") or []:
+        lines += ["", *_rule_report(rule)]
+    if not result.get("rules"):
+        lines.append("no rules: map a room with `python -m sync rules add`")
+    if result.get("note"):
+        lines += ["", f"note: {result['note']}"]
+    return "\n".join(lines).strip()
+
+
 def render(command: str, result: Any) -> str:
     """Any command's answer as text: status in full, lists as aligned tables, reports as key: value."""
     if command == "status":
         return render_status(result)
+    if command in ("activate", "resync"):
+        return render_report(result)
+    if command == "rules.add" and "initial_sync" in result:
+        rule = {k: v for k, v in result.items() if k != "initial_sync"}
+        return "\n".join([*_key_values(rule), "", "initial sync", *_rule_report(result["initial_sync"])])
     if isinstance(result, list):
         if not result:
             return "(none)"

@@ -116,7 +116,9 @@ async def test_first_activation_preview_counts_and_writes_nothing(world: World,
     assert writes == {} and world.mirror_events() == [] and blockers(world) == []
     code = await asyncio.to_thread(main, ["activate", "--dry-run"])
     text = capsys.readouterr().out
-    assert code == 0 and "anny → Outlook" in text and "create" in text
+    assert code == 0 and "nothing was written" in text and "{" not in text
+    assert f"{world.resource} → {world.room} (initial)" in text
+    assert "  anny → Outlook   create 3" in text and "  Outlook → anny   create 1" in text
 
 
 # --- the brake on mass deletion -----------------------------------------------------------------------
