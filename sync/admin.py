@@ -154,9 +154,17 @@ async def delete_integration(worker: Worker, confirm: str = "") -> dict[str, Any
     return {"state": "deleted", "removed": asdict(removal)}
 
 
+FLAG_VALUES = {"1": True, "true": True, "yes": True, "on": True, "": False, "0": False, "false": False,
+               "no": False, "off": False}
+
+
 def flag(params: dict[str, str], name: str) -> bool:
-    """A yes/no parameter as the CLI and the admin API send it."""
-    return str(params.get(name, "")).strip().lower() in ("1", "true", "yes", "on")
+    """A yes/no parameter as the CLI and the admin API send it. Anything else is refused: a typo
+    in `dry_run` must never turn a preview into the real thing."""
+    value = str(params.get(name, "")).strip().lower()
+    if value not in FLAG_VALUES:
+        raise RuleError(f"{name} must be true or false", **{name: value[:20]})
+    return FLAG_VALUES[value]
 
 
 def checked_params(command: str, params: dict[str, str]) -> dict[str, str]:

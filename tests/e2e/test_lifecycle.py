@@ -70,6 +70,9 @@ async def test_reactivation_transfers_only_what_is_new_and_resync_brings_the_res
     assert rule["first_items"]["anny → Outlook"][0]["booking_id"] == kept["id"]
     assert world.stack.graph.call_counts().get("POST /users/{mailbox}/events", 0) == writes_before
     assert (await manage(world, "GET", "status")).json()["state"] == "inactive"  # the preview changed nothing
+    typo = await manage(world, "POST", "activate", json={"dry_run": "ture"})
+    assert typo.status_code == 400 and "dry_run must be true or false" in typo.json()["error"]
+    assert (await manage(world, "GET", "status")).json()["state"] == "inactive"
 
     report = (await manage(world, "POST", "activate")).json()
     assert report["rules"][0]["mode"] == "reactivation" and "stay unsynced" in report["note"]
