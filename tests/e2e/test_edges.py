@@ -85,6 +85,9 @@ async def test_mirror_event_beyond_the_window_is_restored_after_outlook_edits(wo
     await world.settle()
     [again] = mirrors(world)
     assert again["id"] != restored["id"] and utc(again["start"]["dateTime"]) == world.utc(400, 9)
+    world.stack.anny.person_cancel_booking(booking["id"])
+    await world.settle()
+    assert mirrors(world) == []
 
 
 # --- 2. anny is authoritative for everything a mirror event is (§3.1) ---------------------------------------------
