@@ -80,3 +80,10 @@ def test_module_entry_point_runs(cli_env: dict) -> None:
                           text=True, env={**cli_env, "PATH": ""}, timeout=60)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout) == []
+
+
+def test_status_of_a_fresh_install_says_what_to_do_first(cli_env: dict, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["status"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("state          inactive\n") and "last sweep     never" in text
+    assert "(none: map a room with `python -m sync rules add`)" in text and "None" not in text
