@@ -346,12 +346,14 @@ class SyncModel(RuleBasedStateMachine):
         return None
 
     @precondition(lambda self: any(not m.count for m in self.meetings.values()))
-    @rule(pick=st.integers(0, 99), delete=st.booleans())
-    def anny_admin_changes_mirror_blocker(self, pick: int, delete: bool) -> None:
+    @rule(pick=st.integers(0, 99), delete=st.booleans(), webhook_lost=st.booleans())
+    def anny_admin_changes_mirror_blocker(self, pick: int, delete: bool, webhook_lost: bool) -> None:
         candidates = [(b, m) for b in self._our_blockers() if (m := self._meeting_of_blocker(b)) is not None]
         if not candidates:
             return
         blocker, meeting = candidates[pick % len(candidates)]
+        if webhook_lost:
+            self.anny.set_webhook_faults(drop_next=1)
         if delete:
             self.anny.person_cancel_booking(blocker["id"])
             meeting.suppressed = True
