@@ -49,22 +49,24 @@ async def add_and_sync_rule(worker: Worker, params: dict[str, str]) -> dict[str,
                           params.get("room", ""), params.get("time_zone", ""))
     if not await services.is_active():
         return rule_view(rule)
-    rule.activated_at = datetime.now(UTC)
-    await services.store.save_rule(rule)
     run = RunLog("rule added", drift=False)
     try:
+        rule.activated_at = datetime.now(UTC)
+        await services.store.save_rule(rule)
         report = await reconcile_rule(worker, rule, run, await services.anny.list_resources())
-    except SyncError as exc:
+    except Exception as exc:  # whatever failed, the rule must not stay half-added
+        cause = exc.message if isinstance(exc, SyncError) else f"{type(exc).__name__}: {exc}"
+        context = exc.context if isinstance(exc, SyncError) else {}
         log.error("initial sync of a new rule failed; removing the rule again",
-                  extra={"anny_resource": rule.anny_resource_id, "room": rule.room, "error": str(exc)})
+                  extra={"anny_resource": rule.anny_resource_id, "room": rule.room, "error": cause})
         try:
             await remove_rule(worker, rule.anny_resource_id)
-        except SyncError as cleanup:
-            raise RuleNotAdded(f"rule not added: its initial sync failed ({exc.message}) and removing it failed "
-                               f"too ({cleanup.message}); run `rules remove --anny-resource "
-                               f"{rule.anny_resource_id}` once anny and Graph answer", **exc.context) from exc
-        raise RuleNotAdded(f"rule not added: its initial sync failed ({exc.message}); nothing was kept, "
-                           "try again when the cause is fixed", **exc.context) from exc
+        except Exception as cleanup:
+            raise RuleNotAdded(f"rule not added: its initial sync failed ({cause}) and removing it failed "
+                               f"too ({cleanup}); run `rules remove --anny-resource "
+                               f"{rule.anny_resource_id}` once anny and Graph answer", **context) from exc
+        raise RuleNotAdded(f"rule not added: its initial sync failed ({cause}); nothing was kept, "
+                           "try again when the cause is fixed", **context) from exc
     await run.save(services.store)
     return {**rule_view(rule), "initial_sync": report.view()}
 

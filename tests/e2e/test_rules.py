@@ -94,13 +94,23 @@ async def test_resource_or_room_mapped_already_is_refused(world: World, beta: di
     assert "room is mapped already" in await refused(world, capsys, beta["id"], world.room.upper())
 
 
-async def test_a_rule_whose_initial_sync_fails_while_active_is_not_kept(
-        world: World, beta: dict, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize("failing", [
+    "anny lists the bookings",  # after the subscription was made
+    "Graph creates the subscription",
+    "Graph reads the room",  # after the mirror event was written
+])
+async def test_a_rule_whose_initial_sync_fails_while_active_is_not_kept(world: World, beta: dict,
+                                                                         failing: str) -> None:
     world.stack.anny.person_create_booking(beta["id"], world.at(2, 9), world.at(2, 10))
     world.stack.graph.person_create_event(BETA, subject="Existing", start=world.utc(3, 9).isoformat()[:19],
                                           end=world.utc(3, 10).isoformat()[:19], time_zone="UTC")
     await world.settle()
-    world.stack.anny.fail_next(500, count=1, route="GET /api/v1/bookings")  # after the subscription was made
+    if failing == "anny lists the bookings":
+        world.stack.anny.fail_next(500, count=1, route="GET /api/v1/bookings")
+    elif failing == "Graph creates the subscription":
+        world.stack.graph.add_fault(500, route="POST /subscriptions", count=1)
+    else:
+        world.stack.graph.add_fault(500, route="GET /users/{mailbox}/calendarView/delta", count=1, mailbox=BETA)
     answer = await manage(world, "POST", "rules", json={"anny_resource": beta["id"], "room": BETA})
     assert answer.status_code == 502 and "rule not added" in answer.json()["error"]
     assert [r.anny_resource_id for r in await world.state.list_rules()] == [world.resource]
