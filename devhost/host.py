@@ -7,7 +7,10 @@ The real host (Core Tools) cannot be installed on these machines, so this runner
   (function key as `?code=` or `x-functions-key`; admin level needs the master key);
 * queue triggers fed from Azurite with the host's semantics: base64 messages, dequeue
   count, retry after `visibilityTimeout`, `<queue>-poison` after `maxDequeueCount`
-  (host.json), up to `batchSize` messages at once;
+  (host.json), up to `batchSize` messages at once, the next batch fetched as soon as no more
+  than `newBatchThreshold` are still running, and an idle listener's randomised exponential
+  backoff from 100 ms to `maxPollingInterval` — which an output-binding write wakes only on
+  the instance that made it (see `QueueListener`);
 * timer triggers on their NCRONTAB schedule, or fired on demand;
 * queue output bindings written to Azurite after the function returns.
 """
@@ -20,6 +23,7 @@ import inspect
 import json
 import logging
 import os
+import random
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -76,6 +80,15 @@ class QueueOptions:
     visibility_timeout: float = 0.0
     batch_size: int = 16
     max_polling_interval: float = 2.0
+    new_batch_threshold: int | None = None  # the host's default: batchSize / 2
+    # Whether every function runs in one host instance (Consumption, Premium, Dedicated, `func
+    # start`). On Flex Consumption (the deployment target) functions scale per function, HTTP
+    # triggers on instances of their own: a webhook's queue write cannot wake the queue listener.
+    shared_instance: bool = False
+
+    @property
+    def refill_at(self) -> int:
+        return self.batch_size // 2 if self.new_batch_threshold is None else self.new_batch_threshold
 
     @classmethod
     def from_host_json(cls, path: Path = ROOT / "host.json") -> QueueOptions:
@@ -85,7 +98,37 @@ class QueueOptions:
             visibility_timeout=_timespan(queues.get("visibilityTimeout", "00:00:00")),
             batch_size=int(queues.get("batchSize", 16)),
             max_polling_interval=_timespan(queues.get("maxPollingInterval", "00:01:00")),
+            new_batch_threshold=int(queues["newBatchThreshold"]) if "newBatchThreshold" in queues else None,
         )
+
+
+class PollingBackoff:
+    """The WebJobs SDK's `RandomizedExponentialBackoffStrategy` as its queue listener uses it:
+    100 ms after a poll that found messages (or was woken), else 100 ms plus 100 ms × 2^(n-1)
+    (±20 %) after the n-th empty poll in a row, capped at `maxPollingInterval`."""
+
+    MINIMUM = 0.1
+    RANDOMISATION = 0.2
+
+    def __init__(self, maximum: float, rng: random.Random | None = None) -> None:
+        self.maximum = max(maximum, self.MINIMUM)
+        self.current = 0.0
+        self._exponent = 0
+        self._rng = rng or random.Random()
+
+    def next_delay(self, found_messages: bool) -> float:
+        if found_messages:
+            self.current, self._exponent = self.MINIMUM, 1
+        elif self.current != self.maximum:
+            interval = self.MINIMUM
+            if self._exponent > 0:
+                factor = self._rng.uniform(1 - self.RANDOMISATION, 1 + self.RANDOMISATION)
+                interval += factor * 2 ** (self._exponent - 1) * self.MINIMUM
+            if interval < self.maximum:
+                self.current, self._exponent = interval, self._exponent + 1
+            else:
+                self.current = self.maximum
+        return self.current
 
 
 def _timespan(value: str) -> float:
@@ -141,6 +184,7 @@ class LocalFunctionsHost:
         self._tasks: list[asyncio.Task[None]] = []
         self._queue_clients: dict[str, QueueClient] = {}
         self._in_flight = 0
+        self._wake: dict[str, asyncio.Event] = {}  # queue function name → its listener's wake-up
         self.invocations: dict[str, int] = {f.name: 0 for f in self.functions}
         self.failures: dict[str, int] = {f.name: 0 for f in self.functions}
 
@@ -280,36 +324,81 @@ class LocalFunctionsHost:
             value = outputs[binding["name"]].get()
             if value is None:
                 continue
-            client = await self.ensure_queue(self._resolve(binding["queueName"]))
+            queue = self._resolve(binding["queueName"])
+            client = await self.ensure_queue(queue)
             for item in value if isinstance(value, list) else [value]:
                 data = item if isinstance(item, bytes) else str(item).encode()
                 await client.send_message(data)
+            self._notify(f, queue)
+
+    def _notify(self, writer: _Function, queue: str) -> None:
+        """The WebJobs SDK's `SharedQueueWatcher`: the queue output binding, which the host (not the
+        Python worker) writes, wakes the listeners of that queue in the same host instance."""
+        for listener in self.functions:
+            if listener.trigger["type"] != "queueTrigger" or self._resolve(listener.trigger["queueName"]) != queue:
+                continue
+            if self.queue_options.shared_instance or listener is writer:
+                self._wake.setdefault(listener.name, asyncio.Event()).set()
 
     async def _poll_queue(self, f: _Function) -> None:
-        delay = 0.05
+        """The WebJobs SDK's `QueueListener`: fetch up to `batchSize`; while messages come, fetch
+        again once no more than `newBatchThreshold` run; when none come, back off (woken early
+        by `_notify`)."""
+        client = await self.ensure_queue(self._resolve(f.trigger["queueName"]))
+        wake = self._wake.setdefault(f.name, asyncio.Event())
+        backoff = PollingBackoff(self.queue_options.max_polling_interval)
+        running: set[asyncio.Task[None]] = set()
+        try:
+            await self._listen(f, client, wake, backoff, running)
+        finally:
+            for task in running:
+                task.cancel()
+
+    async def _listen(self, f: _Function, client: QueueClient, wake: asyncio.Event, backoff: PollingBackoff,
+                      running: set[asyncio.Task[None]]) -> None:
+        found_since_delay = False
         while True:
+            wake.clear()
             try:
-                handled = await self.process_queue_once(f.name)
+                messages = await self._receive(client)
             except Exception:
                 log.exception("polling queue of %s failed", f.name)
-                handled = 0
-            delay = 0.05 if handled else min(delay * 2, self.queue_options.max_polling_interval)
-            await asyncio.sleep(0 if handled else delay)
+                messages = []
+            for message in messages:
+                running.add(asyncio.create_task(self._run_counted(f, client, message)))
+            if messages:
+                found_since_delay = True
+                while len(running) > self.queue_options.refill_at:
+                    done, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    running -= done
+                continue
+            delay = backoff.next_delay(found_since_delay)
+            found_since_delay = False
+            try:
+                await asyncio.wait_for(wake.wait(), delay)
+            except TimeoutError:
+                pass
+            running -= {task for task in running if task.done()}
+
+    async def _receive(self, client: QueueClient) -> list[Any]:
+        options = self.queue_options
+        return [m async for m in client.receive_messages(
+            messages_per_page=options.batch_size, max_messages=options.batch_size,
+            visibility_timeout=max(30, int(options.visibility_timeout) + 30))]
+
+    async def _run_counted(self, f: _Function, client: QueueClient, message: Any) -> None:
+        self._in_flight += 1
+        try:
+            await self._run_message(f, client, message, max(int(self.queue_options.visibility_timeout), 0) or None)
+        finally:
+            self._in_flight -= 1
 
     async def process_queue_once(self, function_name: str) -> int:
         """Receive one batch for a queue-triggered function and run it; returns messages handled."""
         f = self._function(function_name)
         client = await self.ensure_queue(self._resolve(f.trigger["queueName"]))
-        options = self.queue_options
-        visibility = max(int(options.visibility_timeout), 0) or None
-        messages = [m async for m in client.receive_messages(
-            messages_per_page=options.batch_size, max_messages=options.batch_size,
-            visibility_timeout=max(30, int(options.visibility_timeout) + 30))]
-        self._in_flight += len(messages)
-        try:
-            await asyncio.gather(*(self._run_message(f, client, m, visibility) for m in messages))
-        finally:
-            self._in_flight -= len(messages)
+        messages = await self._receive(client)
+        await asyncio.gather(*(self._run_counted(f, client, m) for m in messages))
         return len(messages)
 
     async def _run_message(self, f: _Function, client: QueueClient, message: Any,

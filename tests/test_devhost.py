@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import itertools
 import json
 from collections.abc import Iterator
 
@@ -12,7 +13,7 @@ import pytest
 from azure.storage.queue.aio import QueueClient
 
 from devhost.azurite import Azurite
-from devhost.host import HostKeys, LocalFunctionsHost, QueueOptions
+from devhost.host import HostKeys, LocalFunctionsHost, PollingBackoff, QueueOptions
 from tests.apps import trivial_app
 
 QUEUE = "trivial-work"
@@ -112,6 +113,55 @@ async def test_timer_fires_on_demand_and_on_schedule(azurite: Azurite) -> None:
 def test_queue_options_come_from_host_json() -> None:
     options = QueueOptions.from_host_json()
     assert options.max_dequeue_count == 5 and options.max_polling_interval == 2.0
+    assert options.batch_size == 16 and options.refill_at == 8 and not options.shared_instance
+    assert QueueOptions(batch_size=16).refill_at == 8  # the host's default: half a batch
+
+
+def test_an_idle_listener_backs_off_as_the_webjobs_sdk_does() -> None:
+    backoff = PollingBackoff(maximum=2.0)
+    empty_polls = [backoff.next_delay(False) for _ in range(8)]
+    assert empty_polls[0] == 0.1 and empty_polls[-1] == 2.0
+    assert all(a < b or b == 2.0 for a, b in itertools.pairwise(empty_polls))
+    assert 0.18 <= empty_polls[1] <= 0.22 and 0.26 <= empty_polls[2] <= 0.34  # 100 ms + 100 ms·2^(n-1) ± 20 %
+    assert backoff.next_delay(True) == 0.1  # a poll that found messages starts over
+
+
+async def test_next_batch_is_fetched_once_no_more_than_new_batch_threshold_run(azurite: Azurite) -> None:
+    trivial_app.seen["queue"].clear()
+    trivial_app.seen["attempts"].clear()
+    queue = "trivial-refill"
+    runner = LocalFunctionsHost(
+        trivial_app.app, azurite.connection_string, env={"TRIVIAL_QUEUE": queue},
+        queues=QueueOptions(visibility_timeout=0, batch_size=4, new_batch_threshold=2,
+                            max_polling_interval=0.2)).start()
+    started = trivial_app.seen["attempts"]
+
+    async def release(*names: str) -> None:
+        for name in names:
+            trivial_app.gates.setdefault(name, asyncio.Event()).set()
+
+    async def until(count: int) -> None:
+        for _ in range(200):
+            if len(started) >= count:
+                return
+            await asyncio.sleep(0.05)
+
+    try:
+        async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
+            for i in range(8):
+                await raw.send_message(base64.b64encode(json.dumps({"name": f"hold-{i}"}).encode()).decode())
+        await until(4)
+        await asyncio.sleep(1)  # time for wrongly fetching more while four are still running
+        assert len(started) == 4
+        await runner.run(release(*(name for name, _ in started[:2])))
+        await until(8)
+        assert len(started) == 8  # two still running from the first batch, four from the second
+        await runner.run(release(*(f"hold-{i}" for i in range(8))))
+        await runner.run(runner.drain())
+        assert sorted(trivial_app.seen["queue"]) == sorted(f"hold-{i}" for i in range(8))
+    finally:
+        runner.stop()
+        trivial_app.gates.clear()
 
 
 def test_unset_binding_expression_is_reported(azurite: Azurite) -> None:

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import azure.functions as func
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 seen: dict[str, list] = {"queue": [], "timer": [], "attempts": []}
+gates: dict[str, asyncio.Event] = {}  # a message named "hold-…" runs until its gate opens
 
 
 @app.route(route="echo/{name}", methods=["POST"])
@@ -34,6 +36,8 @@ async def consume(msg: func.QueueMessage) -> None:
     seen["attempts"].append((payload["name"], msg.dequeue_count))
     if payload["name"] == "fail-me":
         raise RuntimeError("this message always fails")
+    if payload["name"].startswith("hold-"):
+        await gates.setdefault(payload["name"], asyncio.Event()).wait()
     seen["queue"].append(payload["name"])
 
 
