@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -118,9 +118,9 @@ def _auth_provider(settings: Settings) -> Any:
 class GraphFailure(Exception):
     """Graph answered with an error status; `code` and `message` come from its OData error body."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, headers: Mapping[str, str] | None = None) -> None:
         super().__init__(f"Graph answered {status} {code}: {message}"[:400])
-        self.status, self.code = status, code
+        self.status, self.code, self.headers = status, code, headers or {}
 
 
 @dataclass
@@ -436,7 +436,8 @@ def _failure(response: httpx.Response) -> GraphFailure:
     except (ValueError, AttributeError):
         error = {}
     error = error if isinstance(error, dict) else {}
-    return GraphFailure(response.status_code, str(error.get("code") or ""), str(error.get("message") or ""))
+    return GraphFailure(response.status_code, str(error.get("code") or ""), str(error.get("message") or ""),
+                        response.headers)
 
 
 def _mapped(exc: GraphFailure, **context: Any) -> RemoteError:
