@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 AZURITE := node_modules/.bin/azurite-table
 UV_INSTALL := $(UV) pip install --quiet --python $(PY)
 
-.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench-outbound bench-inbound bench-ingress bench-sweep clean
+.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench bench-outbound bench-inbound bench-ingress bench-sweep bench-big-room clean
 
 test: install
 	$(PY) -m ruff check .
@@ -64,6 +64,13 @@ lint: install
 
 run: install-run
 	$(PY) -m devhost $(RUN_ARGS)
+
+# Every benchmark, each with its bound, ratio and load average: a table, then JSON (BENCH_ARGS="--only outbound").
+bench: install
+	$(PY) -m bench.all $(BENCH_ARGS)
+
+bench-big-room: install
+	$(PY) -m bench.bigroom
 
 bench-outbound: install
 	$(PY) -m bench.outbound

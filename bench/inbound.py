@@ -11,7 +11,7 @@ from datetime import UTC, datetime, timedelta
 
 import httpx
 
-from bench.common import ROOM, emit, graph_time, map_room, percentile, quiesce, running_stack
+from bench.common import ROOM, app_table_operations, emit, graph_time, map_room, percentile, quiesce, running_stack
 from devhost.stack import LocalStack
 from sync.inbound import blocker_note
 
@@ -35,6 +35,7 @@ async def burst(stack: LocalStack) -> dict[str, float]:
     """100 meetings created within one second: delta requests, blocker writes, change → blocker latency."""
     stack.graph.reset_counters()
     stack.anny.reset_counters()
+    ops_before = app_table_operations(stack)
     started = time.perf_counter()
     events = []
     for index in range(BURST):
@@ -50,6 +51,7 @@ async def burst(stack: LocalStack) -> dict[str, float]:
         if blocked is not None:
             samples.append((blocked - graph_time(event["createdDateTime"])).total_seconds() * 1000)
     return {"delta_requests_per_burst_100": delta, "blocker_writes_per_change": blocker_writes(stack) / BURST,
+            "table_ops_per_change": (app_table_operations(stack) - ops_before) / BURST,
             "blockers_created": len(samples), "latency_ms_p50": percentile(samples, 50),
             "latency_ms_p95": percentile(samples, 95)}
 

@@ -2,7 +2,9 @@
 
 Graph answers with 100 ms emulated latency; the runner polls the queue with host.json's settings.
 Latency is measured from the webhook's arrival at the app to the emulator's createdDateTime of
-the mirror event, for 200 bookings made at 20 per second.
+the mirror event, for 200 bookings made at 20 per second, and for 10 made one every 3 s (idle:
+the queue listener has backed off between them). CPU is the runner thread's (webhook, queue
+worker, Table and Graph clients; the emulators and Azurite run elsewhere).
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime
 
 from bench.common import (
@@ -25,12 +28,21 @@ from bench.common import (
     quiesce,
     running_stack,
 )
-from devhost.stack import LocalStack
+from devhost.stack import GRAPH_TOKEN, LocalStack
 from sync import ingress
 from sync.graph import ANNY_PROPERTY_ID
 
 CHANGES = 10
 LOAD_RATE, LOAD_SECONDS = 20, 10
+IDLE_GAP_S, IDLE_SAMPLES = 3.0, 10
+
+
+async def runner_cpu_s(stack: LocalStack) -> float:
+    """CPU time of the runner's thread so far (where the app's handlers and clients run)."""
+    async def thread_cpu() -> float:
+        return time.thread_time()
+
+    return await stack.host.run(thread_cpu())
 
 
 def graph_totals(stack: LocalStack) -> tuple[int, int]:
@@ -44,6 +56,7 @@ async def costs(stack: LocalStack, resource: str) -> dict[str, float]:
     stack.anny.reset_counters()
     delivered_before = len(stack.anny.deliveries())
     ops_before = app_table_operations(stack)
+    cpu_before = await runner_cpu_s(stack)
     bookings = [stack.anny.person_create_booking(resource, local_time(2, 60 * i), local_time(2, 60 * i + 30))
                 for i in range(CHANGES)]
     await quiesce(stack)  # so that each move is an effective change of its own
@@ -58,6 +71,7 @@ async def costs(stack: LocalStack, resource: str) -> dict[str, float]:
         "graph_reads_per_change": reads / changes,
         "anny_requests_per_webhook": sum(stack.anny.counters().values()) / webhooks,
         "table_ops_per_change": (app_table_operations(stack) - ops_before) / changes,
+        "cpu_ms_per_change": (await runner_cpu_s(stack) - cpu_before) * 1000 / changes,
     }
     stack.graph.reset_counters()
     for booking in bookings:
@@ -67,7 +81,9 @@ async def costs(stack: LocalStack, resource: str) -> dict[str, float]:
     return result
 
 
-async def latency(stack: LocalStack, resource: str) -> dict[str, float]:
+async def latency(stack: LocalStack, resource: str, count: int = LOAD_RATE * LOAD_SECONDS,
+                  gap_s: float = 1 / LOAD_RATE, first_day: int = 20, prefix: str = "latency") -> dict[str, float]:
+    """Webhook arrival → mirror event created, for `count` bookings made `gap_s` apart."""
     arrivals: dict[str, datetime] = {}
     original = ingress.anny_webhook
 
@@ -81,10 +97,10 @@ async def latency(stack: LocalStack, resource: str) -> dict[str, float]:
 
     ingress.anny_webhook = timed  # measurement only: records when each webhook reached the app
     try:
-        for i in range(LOAD_RATE * LOAD_SECONDS):
-            stack.anny.person_create_booking(resource, local_time(20 + i // 10, 60 * (i % 10)),
-                                             local_time(20 + i // 10, 60 * (i % 10) + 30))
-            await asyncio.sleep(1 / LOAD_RATE)
+        for i in range(count):
+            stack.anny.person_create_booking(resource, local_time(first_day + i // 10, 60 * (i % 10)),
+                                             local_time(first_day + i // 10, 60 * (i % 10) + 30))
+            await asyncio.sleep(gap_s)
         await quiesce(stack)
     finally:
         ingress.anny_webhook = original
@@ -94,8 +110,22 @@ async def latency(stack: LocalStack, resource: str) -> dict[str, float]:
             if prop["id"].lower() == ANNY_PROPERTY_ID.lower():
                 written[prop["value"]] = graph_time(event["createdDateTime"])
     samples = [(written[b] - t).total_seconds() * 1000 for b, t in arrivals.items() if b in written]
-    return {"latency_ms_p50": percentile(samples, 50), "latency_ms_p95": percentile(samples, 95),
-            "latency_samples": len(samples)}
+    return {f"{prefix}_ms_p50": percentile(samples, 50), f"{prefix}_ms_p95": percentile(samples, 95),
+            f"{prefix}_samples": len(samples)}
+
+
+async def graph_round_trip_ms(stack: LocalStack, samples: int = 10) -> float:
+    """The emulated Graph's answer time as a client sees it (the bound outbound latency is held to)."""
+    import httpx
+
+    times = []
+    bearer = {"Authorization": f"Bearer {GRAPH_TOKEN}"}
+    async with httpx.AsyncClient(base_url=stack.graph.base_url, headers=bearer) as client:
+        for _ in range(samples):
+            began = time.perf_counter()
+            await client.get(f"/users/{ROOM}/outlook/masterCategories")
+            times.append((time.perf_counter() - began) * 1000)
+    return percentile(times, 50)
 
 
 def cold_start(stack: LocalStack) -> dict[str, float]:
@@ -112,6 +142,8 @@ async def main() -> None:
         await quiesce(stack)
         result = await costs(stack, resource)
         result |= await latency(stack, resource)
+        result |= await latency(stack, resource, IDLE_SAMPLES, IDLE_GAP_S, first_day=60, prefix="idle_latency")
+        result["graph_round_trip_ms"] = await graph_round_trip_ms(stack)
         result |= cold_start(stack)
     emit(result)
 
