@@ -105,8 +105,11 @@ def big_room(report: Report, sizes: str) -> None:
         report.rows += [
             Row(f"big room, {n} events: baseline (all blocked)", f"{out['baseline_s']:.1f} s",
                 f"{out['read_bound_s']:.1f} s Graph read", ratio(out["read_bound_s"], out["baseline_s"]), "–", load),
-            Row(f"big room, {n} events: daily run (window moved a day)", f"{out['daily_s']:.1f} s",
-                f"{out['read_bound_s']:.1f} s Graph read", ratio(out["read_bound_s"], out["daily_s"]), "–", load),
+            Row(f"big room, {n} events: next day's run (window moved a day)", f"{out['daily_s']:.2f} s",
+                "0.2 s (delta read + the new day's calendarView)", ratio(0.2, out["daily_s"]), "–", load),
+            Row(f"big room, {n} events: next month's run (delta window rolls, room read again)",
+                f"{out['monthly_s']:.1f} s", f"{out['read_bound_s']:.1f} s Graph read",
+                ratio(out["read_bound_s"], out["monthly_s"]), "–", load),
             Row(f"big room, {n} events: one change", f"{out['per_change_s']:.2f} s", "0.2 s (delta read + write)",
                 ratio(0.2, out["per_change_s"]), "–", load),
         ]

@@ -274,10 +274,19 @@ class GraphGateway:
                 return
             url = result.next_link
 
-    async def _pages(self, room: str, url: str) -> AsyncIterator[dict[str, Any]]:
+    async def calendar_view(self, room: str, window: SyncWindow, page_size: int) -> list[OutlookEvent]:
+        """GET /users/{room}/calendarView?startDateTime&endDateTime: the events in a time range
+        (single instances, occurrences and exceptions, never series masters), pages followed by
+        `@odata.nextLink`; `Prefer: outlook.timezone` makes times UTC."""
+        url = self.url("users", room, "calendarView", query={
+            "startDateTime": _graph_time(window.start), "endDateTime": _graph_time(window.end)})
+        prefer = (f"odata.maxpagesize={page_size}", UTC_TIMES)
+        return [parse_event(e) async for e in self._pages(room, url, prefer)]
+
+    async def _pages(self, room: str, url: str, prefer: tuple[str, ...] = ()) -> AsyncIterator[dict[str, Any]]:
         """The items of a paged collection, following `@odata.nextLink`."""
         while url:
-            page = await self._call(room, lambda u=url: self._send(Method.GET, u))
+            page = await self._call(room, lambda u=url: self._send(Method.GET, u, prefer=prefer))
             for item in _values(page):
                 yield item
             url = str((page or {}).get("@odata.nextLink") or "")

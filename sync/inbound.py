@@ -35,7 +35,7 @@ from sync.decide import (
 from sync.errors import ConcurrencyError, RemoteBadRequest, RemoteConflict, RemoteGone, SyncStateExpired
 from sync.graph import GraphGateway
 from sync.keys import fingerprint
-from sync.model import BLOCKER_MARKER, DesiredBlocker, OutlookEvent, SyncWindow
+from sync.model import BLOCKER_MARKER, DesiredBlocker, OutlookEvent, SyncWindow, delta_query_window
 from sync.outbound import OutboundFlow
 from sync.settings import Settings
 from sync.state import Link, RoomState, Rule, StateStore
@@ -154,8 +154,8 @@ class InboundFlow:
                 return await self.store.save_room_state(state), again
             except ConcurrencyError:
                 fresh = await self.store.get_room_state(state.room)
-                fresh.delta_link, fresh.window_start, fresh.window_end = (
-                    state.delta_link, state.window_start, state.window_end)
+                fresh.delta_link, fresh.window_start, fresh.window_end, fresh.covered_end = (
+                    state.delta_link, state.window_start, state.window_end, state.covered_end)
                 fresh.last_run_at = state.last_run_at
                 state = fresh
 
@@ -179,29 +179,43 @@ class InboundFlow:
             result.held = bool(rule and rule.held)
             return state
         ctx = inbound_context(self.settings, rule.time_zone or await self.resource_zone(rule), rule=rule)
-        window_changed = (state.window_start, state.window_end) != (ctx.window.start.isoformat(),
-                                                                  ctx.window.end.isoformat())
+        query = delta_query_window(ctx.window, self.settings.window_months)
+        window_changed = (state.window_start, state.window_end) != (query.start.isoformat(), query.end.isoformat())
         link = "" if window_changed else state.delta_link
         try:
-            delta_link, events = await self._read_changes(state.room, ctx, link)
+            delta_link, events = await self._read_changes(state.room, query, link)
         except SyncStateExpired:
             log.warning("delta token expired; new baseline", extra={"room": state.room})
             link = ""
-            delta_link, events = await self._read_changes(state.room, ctx, link)
+            delta_link, events = await self._read_changes(state.room, query, link)
         seen = {e.id for e in events}
         unseen = [] if link else await self._unseen(state.room, ctx, seen)
+        entered = await self._entered_window(state, ctx, seen) if link else []
         if not allow_deletions and await self._brake(rule, ctx, [*events, *unseen]):
             result.held = True
             return state  # nothing written and the delta link kept: the changes are read again on release
-        await self._sync_events(state.room, rule, ctx, events, result)
+        await self._sync_events(state.room, rule, ctx, [*events, *entered], result)
         if not link:
             await self._sync_events(state.room, rule, ctx, unseen, result)
         else:
-            await self._follow_beyond_window(state.room, rule, ctx, seen, result)
+            await self._follow_beyond_window(state.room, rule, query, seen, result, ctx)
         state.delta_link = delta_link
-        state.window_start, state.window_end = ctx.window.start.isoformat(), ctx.window.end.isoformat()
+        state.window_start, state.window_end = query.start.isoformat(), query.end.isoformat()
+        state.covered_end = ctx.window.end.isoformat()
         state.last_run_at = datetime.now(UTC)
         return state
+
+    async def _entered_window(self, state: RoomState, ctx: InboundContext, seen: set[str]) -> list[OutlookEvent]:
+        """The events that came into the sync window since the room's last run (its end moved on by
+        a day or more): the delta reported them when they were made, but then they lay beyond the
+        window and were skipped, and it will not report them again. One calendarView read of the
+        new days, instead of a new baseline of the whole room every day."""
+        covered = datetime.fromisoformat(state.covered_end) if state.covered_end else ctx.window.start
+        if covered >= ctx.window.end:
+            return []
+        fresh = SyncWindow(max(covered, ctx.window.start), ctx.window.end)
+        return [e for e in await self.graph.calendar_view(state.room, fresh, self.settings.delta_page_size)
+                if e.id not in seen]
 
     async def resource_zone(self, rule: Rule) -> str:
         """The anny resource's time zone (all-day blockers are whole days there), read once per process."""
@@ -210,10 +224,10 @@ class InboundFlow:
             _resource_zones[rule.anny_resource_id] = resource.time_zone if resource else ""
         return _resource_zones[rule.anny_resource_id]
 
-    async def _read_changes(self, room: str, ctx: InboundContext, link: str) -> tuple[str, list[OutlookEvent]]:
+    async def _read_changes(self, room: str, query: SyncWindow, link: str) -> tuple[str, list[OutlookEvent]]:
         latest: dict[str, OutlookEvent] = {}
         delta_link = ""
-        async for page in self.graph.delta_pages(room, ctx.window, link, self.settings.delta_page_size):
+        async for page in self.graph.delta_pages(room, query, link, self.settings.delta_page_size):
             for event in page.events:
                 latest[event.id] = event  # the same event may come several times in one round
             delta_link = page.delta_link or delta_link
@@ -260,14 +274,14 @@ class InboundFlow:
         return [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
                 if link.event_id and link.event_id not in seen and not link.ended_before(ctx.window.start)]
 
-    async def _follow_beyond_window(self, room: str, rule: Rule, ctx: InboundContext, seen: set[str],
-                                    result: RoomRunResult) -> None:
+    async def _follow_beyond_window(self, room: str, rule: Rule, query: SyncWindow, seen: set[str],
+                                    result: RoomRunResult, ctx: InboundContext) -> None:
         """Linked events beyond the window's end keep syncing (DESIGN §3.3), but the room's delta
-        covers only the window: each is looked up by id (a GET per such link and run; people
-        seldom move meetings that far, and the window catches up with them day by day). Links
-        that ended before the window are retired: nobody books the past."""
+        covers only its query window: each beyond that is looked up by id (a GET per such link and
+        run; people seldom move meetings that far, and the window catches up with them month by
+        month). Links that ended before the window are retired: nobody books the past."""
         beyond = [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
-                  if link.event_id and link.event_id not in seen and link.starts_after(ctx.window.end)]
+                  if link.event_id and link.event_id not in seen and link.starts_after(query.end)]
         await self._sync_events(room, rule, ctx, beyond, result)
 
     # -- one event -------------------------------------------------------------------------------------

@@ -170,6 +170,17 @@ class SyncWindow:
         return f"{_utc_iso(self.start)}/{_utc_iso(self.end)}"
 
 
+def delta_query_window(window: SyncWindow, months: int) -> SyncWindow:
+    """The window a room's delta token is made for: from the first of the sync window's month to
+    `months` + 2 months later, so it holds the sync window all month long. A delta token is
+    bound to its window, so the room is read from scratch only when this changes — monthly,
+    not daily; what it holds beyond the sync window the decisions filter out."""
+    first = window.start.date().replace(day=1)
+    zone = window.start.tzinfo
+    return SyncWindow(datetime.combine(first, time.min, zone),
+                      datetime.combine(add_months(first, months + 2), time.min, zone))
+
+
 def add_months(day: date, months: int) -> date:
     month_index = day.month - 1 + months
     year, month = day.year + month_index // 12, month_index % 12 + 1

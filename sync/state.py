@@ -111,8 +111,9 @@ class Subscription:
 class RoomState:
     room: str
     delta_link: str = ""
-    window_start: str = ""
+    window_start: str = ""  # the delta query window the delta link was made for
     window_end: str = ""
+    covered_end: str = ""  # the end of the sync window whose events the room's runs have read
     running_since: datetime | None = None
     run_id: str = ""
     rerun_requested: bool = False

@@ -287,3 +287,25 @@ def test_linked_items_created_while_off_keep_syncing_their_changes() -> None:
     assert isinstance(decide_booking(moved, ROOM, mirror_link(), replace(OUT, off_periods=OFF))[0], UpdateEvent)
     renamed = event(created=created, subject="Renamed", change_key="ck2")
     assert isinstance(decide_event(renamed, blocker_link(), replace(IN, off_periods=OFF))[0], UpdateBlocker)
+
+
+# --- the delta query window ---------------------------------------------------------------------------
+
+
+def test_the_delta_window_holds_the_sync_window_and_changes_only_with_the_month() -> None:
+    from sync.model import delta_query_window
+
+    zone = ZoneInfo("Europe/Berlin")
+    previous = None
+    changes = 0
+    for offset in range(366):
+        day = date(2027, 1, 1) + timedelta(days=offset)
+        window = SyncWindow.starting(day, 6, zone)
+        query = delta_query_window(window, 6)
+        assert query.start <= window.start and window.end <= query.end
+        assert (query.end - query.start).days <= 1825  # Graph refuses longer calendarView ranges
+        if previous is not None and query != previous:
+            assert day.day == 1  # a new baseline once a month, never on another day
+            changes += 1
+        previous = query
+    assert changes == 12  # 2027-02-01 … 2028-01-01

@@ -390,3 +390,41 @@ async def test_a_subscription_the_app_forgot_is_replaced_not_duplicated(active: 
     meeting(world, 2, 9)
     await world.settle()
     assert len(blockers(world)) == 1
+
+
+# --- the delta token outlives the day (a new baseline at most monthly) ----------------------------------
+
+
+async def test_next_day_keeps_the_delta_token_and_blocks_what_came_into_the_window(
+        active: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    from sync.graph import GraphGateway
+    from sync.model import SyncWindow, add_months
+
+    today = datetime.now(UTC).date()
+    first = add_months(today.replace(day=1), 1)  # days 1 and 2 of next month: the same delta window
+    original = SyncWindow.now.__func__  # type: ignore[attr-defined]
+    shift = {"days": (first - today).days}
+    monkeypatch.setattr(SyncWindow, "now", classmethod(
+        lambda cls, now, months, zone: original(cls, now + timedelta(days=shift["days"]), months, zone)))
+    links_used: list[str] = []
+    delta_pages = GraphGateway.delta_pages
+
+    def reading(self, room, window, link, page_size):  # type: ignore[no-untyped-def]
+        links_used.append(link)
+        return delta_pages(self, room, window, link, page_size)
+
+    monkeypatch.setattr(GraphGateway, "delta_pages", reading)
+    far_start = datetime.combine(add_months(first, 6), datetime.min.time(), UTC) + timedelta(hours=12)
+    far = active.stack.graph.person_create_event(  # beyond today's window, inside tomorrow's
+        active.room, start=far_start.isoformat()[:19], end=(far_start + timedelta(hours=1)).isoformat()[:19],
+        time_zone="UTC", organizer="grace@contoso.example", subject="Far ahead")
+    await active.settle()
+    assert not any(span(b)[0] == far_start for b in blockers(active))
+    shift["days"] += 1  # the next day
+    links_used.clear()
+    meeting(active, 3, 10, subject="Next week")  # any change: the room runs again
+    await active.settle()
+    assert links_used and all(links_used)  # read with the delta token: no new baseline of the room
+    starts = {span(b)[0] for b in blockers(active)}
+    assert far_start in starts  # it came into the window and is blocked
+    assert len([s for s in starts if s == far_start]) == 1 and far["subject"] == "Far ahead"
