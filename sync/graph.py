@@ -41,7 +41,7 @@ from sync.errors import (
     error_for_status,
 )
 from sync.model import ANNY_CATEGORY, ANNY_CATEGORY_COLOR, DesiredEvent, OutlookEvent, SyncWindow
-from sync.settings import Settings
+from sync.settings import Settings, environment_proxy
 from sync.validation import path_segment
 
 log = logging.getLogger(__name__)
@@ -143,7 +143,8 @@ class GraphGateway:
         base = settings.graph_base_url.rstrip("/")
         options = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)}
         http = GraphClientFactory.create_with_default_middleware(
-            client=httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), trust_env=False), options=options)
+            client=httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), trust_env=environment_proxy()),
+            options=options)
         adapter = BaseGraphRequestAdapter(_auth_provider(settings), http_client=http)
         adapter.base_url = base
         return cls(adapter, http, base)

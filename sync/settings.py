@@ -359,3 +359,14 @@ def _check_combinations(settings: Settings) -> None:
     host = urlsplit(settings.graph_base_url).hostname or ""
     if mode == "static_token" and not _is_loopback(host):
         raise SettingsError("GRAPH_AUTH_MODE", "static_token is only allowed with a localhost GRAPH_BASE_URL")
+
+
+PROXY_VARIABLES = ("HTTPS_PROXY", "HTTP_PROXY", "ALL_PROXY", "https_proxy", "http_proxy", "all_proxy")
+
+
+def environment_proxy(env: Mapping[str, str] | None = None) -> bool:
+    """Whether a proxy is configured in the environment; only then do the HTTP clients read the
+    environment. With that on, aiohttp (under azure-core) looks up proxies and netrc on every
+    request, two thread-pool hops each time; httpx reads proxy variables per client."""
+    env = os.environ if env is None else env
+    return any(env.get(name) for name in PROXY_VARIABLES)

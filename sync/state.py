@@ -33,12 +33,13 @@ from azure.core.exceptions import (
     ResourceModifiedError,
     ResourceNotFoundError,
 )
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
 from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError, StateError
 from sync.keys import encode_key, normalise_mailbox
-from sync.settings import StorageSettings
+from sync.settings import StorageSettings, environment_proxy
 
 T = TypeVar("T")
 MAX_ENTITY_BYTES = 1024 * 1024
@@ -236,14 +237,17 @@ class StateStore:
         await self.close()
 
     async def open(self, create_tables: bool = True) -> None:
+        transport = AioHttpTransport(use_env_settings=environment_proxy())
         if self._storage.connection_string:
-            self._service = TableServiceClient.from_connection_string(self._storage.connection_string)
+            self._service = TableServiceClient.from_connection_string(self._storage.connection_string,
+                                                                      transport=transport)
         else:
             from azure.identity.aio import DefaultAzureCredential
 
             self._credential = DefaultAzureCredential(
                 managed_identity_client_id=self._storage.client_id or None)
-            self._service = TableServiceClient(self._storage.table_service_uri, credential=self._credential)
+            self._service = TableServiceClient(self._storage.table_service_uri, credential=self._credential,
+                                               transport=transport)
         for name in TABLES:
             self._tables[name] = self._service.get_table_client(f"{self._prefix}{name}")
         if create_tables:

@@ -95,3 +95,12 @@ def test_readme_table_and_example_settings_are_current() -> None:
     readme = Path(settings_docs.README).read_text()
     assert settings_docs.readme_with_table(readme) == readme, "run: python -m devhost.settings_docs"
     assert settings_docs.EXAMPLE.read_text() == settings_docs.render_example()
+
+
+def test_http_clients_read_proxy_variables_only_when_a_proxy_is_configured() -> None:
+    from sync.settings import environment_proxy
+
+    assert not environment_proxy({})
+    assert not environment_proxy({"NO_PROXY": "localhost", "HTTPS_PROXY": ""})
+    assert environment_proxy({"HTTPS_PROXY": "http://proxy.contoso.example:3128"})
+    assert environment_proxy({"http_proxy": "http://proxy.contoso.example:3128"})
