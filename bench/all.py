@@ -22,6 +22,11 @@ from typing import Any
 
 from sync.inbound import COALESCE_S
 
+# What the JSON line must hold (issue: `make bench`), whatever else it carries.
+HEADLINE_KEYS = ("initial_bound_over_wall", "outbound_ms_p95", "graph_round_trip_ms", "first_graph_call_s",
+                 "table_ops_per_outbound_change", "table_ops_per_inbound_change", "cpu_ms_per_outbound_change",
+                 "big_room_daily_s", "loadavg")
+
 
 @dataclass
 class Row:
