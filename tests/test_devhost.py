@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
+from azure.core.exceptions import ResourceExistsError
 from azure.storage.queue.aio import QueueClient
 
 from devhost.azurite import Azurite
@@ -130,6 +131,13 @@ async def test_next_batch_is_fetched_once_no_more_than_new_batch_threshold_run(a
     trivial_app.seen["queue"].clear()
     trivial_app.seen["attempts"].clear()
     queue = "trivial-refill"
+    async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
+        try:
+            await raw.create_queue()
+        except ResourceExistsError:
+            await raw.clear_messages()
+        for i in range(8):  # all waiting before the listener starts: its first batch is a full one
+            await raw.send_message(base64.b64encode(json.dumps({"name": f"hold-{i}"}).encode()).decode())
     runner = LocalFunctionsHost(
         trivial_app.app, azurite.connection_string, env={"TRIVIAL_QUEUE": queue},
         queues=QueueOptions(visibility_timeout=0, batch_size=4, new_batch_threshold=2,
@@ -147,9 +155,6 @@ async def test_next_batch_is_fetched_once_no_more_than_new_batch_threshold_run(a
             await asyncio.sleep(0.05)
 
     try:
-        async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
-            for i in range(8):
-                await raw.send_message(base64.b64encode(json.dumps({"name": f"hold-{i}"}).encode()).decode())
         await until(4)
         await asyncio.sleep(1)  # time for wrongly fetching more while four are still running
         assert len(started) == 4
