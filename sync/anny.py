@@ -11,8 +11,10 @@ from typing import Any
 
 import httpx
 
-from sync.errors import RemoteGone, RemoteUnavailable, error_for_status
+from sync.budget import OrgBudget, kind_of
+from sync.errors import RemoteGone, RemoteThrottled, RemoteUnavailable, error_for_status
 from sync.model import AnnyBooking, DesiredBlocker
+from sync.throttling import retry_after_s
 from sync.validation import url_path
 
 log = logging.getLogger(__name__)
@@ -20,8 +22,8 @@ JSONAPI = "application/vnd.api+json"
 BOOKING_INCLUDE = "resource,service"  # the parent id comes with the included resource
 DATE_FILTER_MARGIN = timedelta(days=1)  # anny does not say whether its date filters mean overlap
 PAGE_SIZE = 30
-MAX_THROTTLE_RETRIES = 3
-MAX_RETRY_AFTER_S = 10.0
+MAX_THROTTLE_RETRIES = 2
+RETRY_IN_PROCESS_S = 2.0  # a longer Retry-After puts the work item back on the queue instead
 
 
 @dataclass(frozen=True)
@@ -36,8 +38,11 @@ class AnnyResource:
 class AnnyClient:
     """One client per event loop; `async with AnnyClient(...)`."""
 
-    def __init__(self, base_url: str, token: str, organization_id: str, *, timeout: float = 30) -> None:
+    def __init__(self, base_url: str, token: str, organization_id: str, *, timeout: float = 30,
+                 budget: OrgBudget | None = None) -> None:
         self._org = organization_id
+        self._budget = budget
+        self.throttled = 0  # 429s received by this client
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/api/v1", timeout=timeout,
             headers={"Authorization": f"Bearer {token}", "Accept": JSONAPI})
@@ -161,26 +166,40 @@ class AnnyClient:
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                        json: Any = None, **context: Any) -> dict[str, Any]:
-        """One anny call; `path` comes from `url_path`, so every id in it is escaped."""
+        """One Admin API request within the organisation's budget (sync.budget); `path` comes from
+        `url_path`, so every id in it is escaped.
+
+        anny answers 429 with `Retry-After` when the organisation is over its limits (another
+        client of the same organisation spent them): every instance pauses for that long; a
+        short wait is taken here, a long one raises RemoteThrottled with `retry_after_s`, and
+        the worker puts the work item back on the queue for that long.
+        """
         query = {"o": self._org, **(params or {})}
         headers = {"Content-Type": JSONAPI} if json is not None else {}
         for attempt in range(MAX_THROTTLE_RETRIES + 1):
+            if self._budget is not None:
+                await self._budget.acquire(kind_of(method))
             try:
                 response = await self._http.request(method, path, params=query, json=json, headers=headers)
             except httpx.HTTPError as exc:
                 raise RemoteUnavailable(f"anny {method} {path} failed: {type(exc).__name__}", **context) from exc
-            if response.status_code == 429 and attempt < MAX_THROTTLE_RETRIES:
-                await asyncio.sleep(_retry_after(response))
-                continue
-            return _checked(response, method, path, context)
+            if response.status_code != 429:
+                return _checked(response, method, path, context)
+            wait = await self._throttled(response)
+            if wait > RETRY_IN_PROCESS_S or attempt == MAX_THROTTLE_RETRIES:
+                raise RemoteThrottled(f"anny {method} {path.split('?')[0]} answered 429", status=429,
+                                      retry_after_s=wait, **context)
+            if self._budget is None:
+                await asyncio.sleep(wait)  # with a budget, the next acquire waits out the pause
         raise AssertionError("unreachable")
 
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return min(float(response.headers.get("Retry-After", "1")), MAX_RETRY_AFTER_S)
-    except ValueError:
-        return 1.0
+    async def _throttled(self, response: httpx.Response) -> float:
+        self.throttled += 1
+        window = self._budget.limits.window_s if self._budget is not None else 60.0
+        wait = retry_after_s(response.headers, source="anny", default_s=window / 2, max_s=2 * window)
+        if self._budget is not None:
+            await self._budget.throttled(wait)
+        return wait
 
 
 def _checked(response: httpx.Response, method: str, path: str, context: dict[str, Any]) -> dict[str, Any]:

@@ -36,12 +36,15 @@ from sync.errors import (
     RemoteConflict,
     RemoteError,
     RemoteGone,
+    RemoteThrottled,
     RemoteUnavailable,
     SyncStateExpired,
     error_for_status,
 )
 from sync.model import ANNY_CATEGORY, ANNY_CATEGORY_COLOR, DesiredEvent, OutlookEvent, SyncWindow
 from sync.settings import Settings, environment_proxy
+from sync.state import StateStore
+from sync.throttling import retry_after_s
 from sync.validation import path_segment
 
 log = logging.getLogger(__name__)
@@ -51,6 +54,8 @@ T = TypeVar("T")
 ANNY_PROPERTY_ID = "String {8e1d1c7a-3b9f-4a52-9d6e-5a1f2b7c4e90} Name AnnyBookingId"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"
 MAILBOX_CONCURRENCY = 4
+GRAPH_DEFAULT_RETRY_AFTER_S = 10.0
+GRAPH_MAX_RETRY_AFTER_S = 300.0
 UTC_TIMES = 'outlook.timezone="UTC"'  # Prefer header: every time we read is in UTC
 WINDOWS_ZONES = {"UTC": "UTC", "W. Europe Standard Time": "Europe/Berlin", "GMT Standard Time": "Europe/London",
                  "Romance Standard Time": "Europe/Paris", "Central Europe Standard Time": "Europe/Budapest",
@@ -136,10 +141,12 @@ class GraphGateway:
     adapter: BaseGraphRequestAdapter
     http: httpx.AsyncClient
     base_url: str
+    store: StateStore | None = None  # where 429s that outlast the SDK's retries are counted
     _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings, max_retries: int = 3) -> GraphGateway:
+    def from_settings(cls, settings: Settings, max_retries: int = 3, store: StateStore | None = None
+                      ) -> GraphGateway:
         base = settings.graph_base_url.rstrip("/")
         options = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)}
         http = GraphClientFactory.create_with_default_middleware(
@@ -147,7 +154,7 @@ class GraphGateway:
             options=options)
         adapter = BaseGraphRequestAdapter(_auth_provider(settings), http_client=http)
         adapter.base_url = base
-        return cls(adapter, http, base)
+        return cls(adapter, http, base, store)
 
     async def close(self) -> None:
         await self.http.aclose()
@@ -180,10 +187,21 @@ class GraphGateway:
             try:
                 return await call()
             except GraphFailure as exc:
-                raise _mapped(exc, room=room, **context) from exc
+                error = _mapped(exc, room=room, **context)
+                if isinstance(error, RemoteThrottled):
+                    await self._count_throttled()
+                raise error from exc
             except httpx.HTTPError as exc:
                 raise RemoteUnavailable(f"Graph request failed: {type(exc).__name__}", room=room,
                                         **context) from exc
+
+    async def _count_throttled(self) -> None:
+        if self.store is None:
+            return
+        try:
+            await self.store.count_throttled("graph")
+        except Exception as exc:  # counting must never hide the 429 itself
+            log.warning("could not count a Graph 429", extra={"error": str(exc)[:200]})
 
     # -- mirror events ------------------------------------------------------------------------------
 
@@ -451,4 +469,7 @@ def _failure(response: httpx.Response) -> GraphFailure:
 
 
 def _mapped(exc: GraphFailure, **context: Any) -> RemoteError:
+    if exc.status == 429:  # the SDK's retries are used up; the worker re-queues the work item
+        context["retry_after_s"] = retry_after_s(exc.headers, source="Graph",
+                                                 default_s=GRAPH_DEFAULT_RETRY_AFTER_S, max_s=GRAPH_MAX_RETRY_AFTER_S)
     return error_for_status(exc.status)(str(exc), status=exc.status, code=exc.code, **context)

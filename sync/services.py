@@ -9,7 +9,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sync.anny import AnnyClient
+from sync.budget import OrgBudget
 from sync.graph import GraphGateway
+from sync.queues import WorkQueues
 from sync.settings import Settings
 from sync.state import StateStore
 
@@ -22,6 +24,8 @@ class Services:
     store: StateStore
     anny: AnnyClient
     graph: GraphGateway
+    budget: OrgBudget
+    queues: WorkQueues
     categories_ensured: set[str] = field(default_factory=set)
     _active_since: float | None = None
 
@@ -42,13 +46,17 @@ class Services:
     async def open(cls, settings: Settings) -> Services:
         store = StateStore(settings.storage, settings.table_prefix)
         await store.open()
-        anny = AnnyClient(settings.anny_base_url, settings.anny_api_token, settings.anny_organization_id)
-        return cls(settings, store, anny, GraphGateway.from_settings(settings))
+        budget = OrgBudget(store, settings.anny_limits)
+        anny = AnnyClient(settings.anny_base_url, settings.anny_api_token, settings.anny_organization_id,
+                          budget=budget)
+        return cls(settings, store, anny, GraphGateway.from_settings(settings, store=store), budget,
+                   WorkQueues(settings.storage))
 
     async def close(self) -> None:
         await self.store.close()
         await self.anny.close()
         await self.graph.close()
+        await self.queues.close()
 
 
 _by_loop: dict[asyncio.AbstractEventLoop, Services] = {}

@@ -13,11 +13,14 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync.errors import SettingsError
+
+if TYPE_CHECKING:
+    from sync.budget import Limits
 
 SHOW_AS_VALUES = ("free", "tentative", "busy", "oof", "workingElsewhere", "unknown")
 GRAPH_AUTH_MODES = ("managed_identity", "client_secret", "certificate", "static_token")
@@ -249,9 +252,27 @@ class Settings:
     brake_min_items: int = setting(
         "DELETION_BRAKE_MIN_ITEMS", "Brake on mass deletion: deleting this many mirrors or fewer in one run "
         "never holds a rule.", _int_between(0, 100_000), "20")
+    anny_read_limit: int = setting(
+        "ANNY_READ_LIMIT", "anny reads (GET) the organisation may send per ANNY_LIMIT_WINDOW_SECONDS, "
+        "summed over every instance (anny's default: 400 per 60 s).", _int_between(1, 100_000), "400")
+    anny_write_limit: int = setting(
+        "ANNY_WRITE_LIMIT", "anny writes (POST, PATCH, PUT, DELETE) the organisation may send per "
+        "ANNY_LIMIT_WINDOW_SECONDS (anny's default: 100 per 60 s).", _int_between(1, 100_000), "100")
+    anny_limit_window_s: int = setting(
+        "ANNY_LIMIT_WINDOW_SECONDS", "The window of anny's rate limits, in seconds.", _int_between(1, 3600), "60")
+    anny_live_reserve_percent: int = setting(
+        "ANNY_LIVE_RESERVE_PERCENT", "Share of the anny budget that initial syncs and reconciliations leave "
+        "to live changes, in percent.", _int_between(0, 50), "5")
     table_prefix: str = setting(
         "TABLE_PREFIX", "Prefix of the app's table names.", _table_prefix, "annysync")
     storage: StorageSettings = field(default_factory=StorageSettings, metadata={"env": None})
+
+    @property
+    def anny_limits(self) -> Limits:
+        from sync.budget import Limits  # local: budget imports state, which imports settings
+
+        return Limits(reads=self.anny_read_limit, writes=self.anny_write_limit,
+                      window_s=float(self.anny_limit_window_s), live_reserve=self.anny_live_reserve_percent / 100)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

@@ -12,6 +12,8 @@ Tables (names prefixed with TABLE_PREFIX):
 | rooms          | `room`                  | `<mailbox>`            | delta link, window, run marker      |
 | status         | `status`                | `integration`          | active / inactive / deleting, …     |
 | events         | `evt`                   | `<anny event id>`      | processed webhook event ids         |
+| budget         | `anny`                  | `reads` / `writes`     | the organisation's anny budget log  |
+|                | `throttled`             | `anny` / `graph`       | 429s received from each side        |
 
 Every key part is escaped by `sync.keys.encode_key`. Writes that can race carry the ETag
 read before; a lost race raises `ConcurrencyError`. Filters use parameter substitution.
@@ -44,7 +46,7 @@ from sync.settings import StorageSettings, environment_proxy
 T = TypeVar("T")
 MAX_ENTITY_BYTES = 1024 * 1024
 MAX_STRING_BYTES = 64 * 1024
-TABLES = ("rules", "links", "subscriptions", "rooms", "status", "events")
+TABLES = ("rules", "links", "subscriptions", "rooms", "status", "events", "budget")
 
 
 def utcnow() -> datetime:
@@ -161,6 +163,19 @@ MAX_RUN_ITEMS = 100
 KEPT_RUNS = 20
 
 
+@dataclass
+class BudgetRecord:
+    """One kind of anny request (reads or writes): the slices granted lately, shared by every instance.
+
+    `grants` is JSON: a list of `[granted_at_epoch_s, count]` (see `sync.budget`).
+    """
+
+    kind: str
+    grants: str = "[]"
+    paused_until: float = 0.0  # epoch seconds: an anny 429 asked everyone to wait until then
+    etag: str | None = field(default=None, compare=False)
+
+
 # --- size limits (Azurite does not enforce them; Azure does) -------------------------------
 
 
@@ -221,7 +236,9 @@ def _from_entity(cls: type, entity: Any) -> Any:
 class StateStore:
     """Async repository over the app's tables. Use as `async with StateStore(...) as store:`."""
 
-    def __init__(self, storage: StorageSettings, prefix: str = "annysync") -> None:
+    def __init__(self, storage: StorageSettings, prefix: str = "annysync", *, retry_total: int | None = None) -> None:
+        """`retry_total`: the SDK's retries of a failed request (None: the SDK's default)."""
+        self._client_options: dict[str, Any] = {} if retry_total is None else {"retry_total": retry_total}
         self._storage = storage
         self._prefix = prefix
         self._service: TableServiceClient | None = None
@@ -240,14 +257,14 @@ class StateStore:
         transport = AioHttpTransport(use_env_settings=environment_proxy())
         if self._storage.connection_string:
             self._service = TableServiceClient.from_connection_string(self._storage.connection_string,
-                                                                      transport=transport)
+                                                                      transport=transport, **self._client_options)
         else:
             from azure.identity.aio import DefaultAzureCredential
 
             self._credential = DefaultAzureCredential(
                 managed_identity_client_id=self._storage.client_id or None)
             self._service = TableServiceClient(self._storage.table_service_uri, credential=self._credential,
-                                               transport=transport)
+                                               transport=transport, **self._client_options)
         for name in TABLES:
             self._tables[name] = self._service.get_table_client(f"{self._prefix}{name}")
         if create_tables:
@@ -588,6 +605,35 @@ class StateStore:
     async def list_runs(self) -> list[RunRecord]:
         """Runs, newest first."""
         return [_from_entity(RunRecord, e) for e in await self._run_entities()]
+    # -- the anny budget (sync.budget) ------------------------------------------------------------------
+
+    async def get_budget(self, kind: str) -> BudgetRecord:
+        """The budget log of `kind`; a fresh unsaved one (etag None) when there is none yet."""
+        entity = await self._get("budget", "anny", kind)
+        return _from_entity(BudgetRecord, entity) if entity else BudgetRecord(kind)
+
+    async def save_budget(self, record: BudgetRecord) -> BudgetRecord:
+        """ETag-guarded write (create-only when never saved); a lost race raises ConcurrencyError."""
+        record.etag = await self._replace("budget", _to_entity(record, "anny", record.kind), record.etag)
+        return record
+
+    async def count_throttled(self, source: str) -> None:
+        """One more 429 received from `source` ("anny" or "graph") that reached the app."""
+        async def read() -> dict[str, Any]:
+            entity = await self._get("budget", "throttled", source)
+            return dict(entity or {"PartitionKey": "throttled", "RowKey": source, "count": 0}) | {
+                "_etag": entity.metadata.get("etag") if entity is not None else None}
+
+        async def save(entity: dict[str, Any]) -> dict[str, Any]:
+            etag = entity.pop("_etag")
+            await self._replace("budget", entity, etag)
+            return entity
+
+        await self._update(read, lambda e: e.__setitem__("count", int(e["count"]) + 1), save)
+
+    async def throttled_counts(self) -> dict[str, int]:
+        return {e["RowKey"]: int(e["count"]) async for e in self._query(
+            "budget", "PartitionKey eq @pk", pk="throttled")}
 
     # -- processed webhook event ids ------------------------------------------------------------------
 

@@ -12,6 +12,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync.model import SyncWindow
+from sync.queues import queue_client
 from sync.settings import Settings, StorageSettings
 from sync.state import Rule, RunRecord, StateStore
 from sync.work import POISON_QUEUE
@@ -34,16 +35,8 @@ def rule_view(rule: Rule) -> dict[str, Any]:
 async def poison_count(storage: StorageSettings) -> int | None:
     """Work items parked in the poison queue after maxDequeueCount failures (None: unknown)."""
     from azure.core.exceptions import AzureError, ResourceNotFoundError
-    from azure.storage.queue.aio import QueueClient
 
-    credential = None
-    if storage.connection_string:
-        client = QueueClient.from_connection_string(storage.connection_string, POISON_QUEUE)
-    else:
-        from azure.identity.aio import DefaultAzureCredential
-
-        credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id or None)
-        client = QueueClient(storage.queue_service_uri, POISON_QUEUE, credential=credential)
+    client, credential = queue_client(storage, POISON_QUEUE)
     try:
         return (await client.get_queue_properties()).approximate_message_count
     except ResourceNotFoundError:

@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sync.errors import RemoteAuthError, SyncError
+from sync.errors import RemoteAuthError, RemoteThrottled, SyncError
 from sync.inbound import InboundFlow
 from sync.outbound import OutboundFlow
 from sync.services import Services
@@ -45,6 +45,12 @@ class Worker:
             return []
         try:
             return await self.handle(work, message_id)
+        except RemoteThrottled as exc:
+            delay = float(exc.context.get("retry_after_s") or 0)
+            await self.services.queues.send(work, delay_s=delay)
+            log.warning("throttled; work item put back on the queue", extra={
+                "work": repr(work), "delay_s": round(delay, 1), "error": str(exc)[:300]})
+            return []
         except RemoteAuthError as exc:
             log.error("anny or Graph refused our credentials; fix them, then replay the poison queue",
                       extra={"error": str(exc), **exc.context})

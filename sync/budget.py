@@ -1,0 +1,353 @@
+"""The organisation's anny budget (DESIGN §4 "Budgets"), shared by every instance of the app.
+
+anny allows an organisation L requests per window W: by default 400 reads (GET) and 100
+writes (POST, PATCH, PUT, DELETE) per 60 s, for everything that uses its token. anny does
+not say whether its window is rolling or fixed (nor where a fixed one starts), so the only
+safe promise is the strict one: **in any interval of W seconds, at most L requests**.
+
+The scheme: a sliding log of *slices* in Table Storage, one entity per kind (`budget` table,
+`anny`/`reads` and `anny`/`writes`), written with ETags. An instance that needs requests
+claims a slice of k tokens (k = the requests it has waiting, at most L/20) by appending
+`[now, k]` to the log, if the slices granted within the last `horizon` seconds leave room.
+It spends the slice within `lease` seconds, without any further Table operation. A slice
+counts against the budget from its grant until `lease + W + margin` later (the last token
+may be sent at the end of the lease; `margin` absorbs network delay and clock skew between
+instances), so any W-second interval sees at most L requests, whatever anny's window is.
+
+Cost: one Table operation per slice when uncontended (the entity and its ETag are kept
+from the last write), three when another instance wrote in between (failed write, read,
+write). A single live request claims a slice of one: one Table operation per anny request
+when idle; under load, one per five writes or twenty reads. The log holds at most L
+entries (≤ 8 KiB). Throughput at saturation is W / (W + lease + margin) = 97.5 % of L/W for
+backfill work, which may only use L minus a reserve kept for live changes (5 % by default),
+so a live change gets its requests within seconds during a long initial sync.
+
+An anny 429 that arrives anyway (another client of the organisation) pauses every
+instance: `paused_until` is written to both logs. With the budget table unreachable, an
+instance falls back to a conservative local rate (a tenth of L) and says so in `status`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from azure.core.exceptions import AzureError
+
+from sync.errors import ConcurrencyError, StateError
+from sync.state import BudgetRecord, StateStore
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["reads", "writes"]
+Priority = Literal["live", "backfill"]
+KINDS: tuple[Kind, ...] = ("reads", "writes")
+LIVE: Priority = "live"
+BACKFILL: Priority = "backfill"
+WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
+CLAIM_ATTEMPTS = 5
+
+_priority: ContextVar[Priority] = ContextVar("anny_budget_priority", default=LIVE)
+
+
+@contextmanager
+def priority(level: Priority) -> Iterator[None]:
+    """Within this block (and the tasks it starts), anny requests and Graph calls run at `level`."""
+    token = _priority.set(level)
+    try:
+        yield
+    finally:
+        _priority.reset(token)
+
+
+def current_priority() -> Priority:
+    return _priority.get()
+
+
+def kind_of(method: str) -> Kind:
+    """anny counts GET as a read and every other method as a write."""
+    return "writes" if method.upper() in WRITE_METHODS else "reads"
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The organisation's anny limits, as configured (anny may raise them on request)."""
+
+    reads: int = 400
+    writes: int = 100
+    window_s: float = 60.0
+    live_reserve: float = 0.05  # share of each limit that backfill work leaves to live changes
+    fallback_share: float = 0.1  # share one instance uses on its own while the budget table is unreachable
+
+    @property
+    def lease_s(self) -> float:
+        return self.window_s / 60
+
+    @property
+    def margin_s(self) -> float:
+        return self.window_s / 120
+
+    @property
+    def horizon_s(self) -> float:
+        """How long a granted slice counts against the budget."""
+        return self.window_s + self.lease_s + self.margin_s
+
+    def limit(self, kind: Kind) -> int:
+        return self.reads if kind == "reads" else self.writes
+
+    def cap(self, kind: Kind, level: Priority) -> int:
+        """How much of the window `level` work may fill."""
+        limit = self.limit(kind)
+        if level == LIVE:
+            return limit
+        return max(1, limit - max(1, round(limit * self.live_reserve)))
+
+    def slice_max(self, kind: Kind) -> int:
+        return max(1, self.limit(kind) // 20)
+
+    def fallback_limit(self, kind: Kind) -> int:
+        return max(1, int(self.limit(kind) * self.fallback_share))
+
+
+Grants = list[tuple[float, int]]
+
+
+def parse_grants(text: str) -> Grants:
+    try:
+        return [(float(at), int(count)) for at, count in json.loads(text or "[]")]
+    except (ValueError, TypeError):
+        log.warning("budget log unreadable; starting a new one")
+        return []
+
+
+def live_grants(grants: Grants, now: float, horizon_s: float) -> Grants:
+    return [(at, count) for at, count in grants if at > now - horizon_s]
+
+
+def wait_for_room(grants: Grants, now: float, horizon_s: float, cap: int) -> float:
+    """Seconds until the log, as it stands, leaves room for one more token under `cap`."""
+    used = sum(count for _, count in grants)
+    for at, count in sorted(grants):
+        if used < cap:
+            break
+        used -= count
+        if used < cap:
+            return max(0.0, at + horizon_s - now)
+    return 0.0
+
+
+@dataclass
+class _Pool:
+    """Tokens this instance holds for one kind and priority (spent within the lease)."""
+
+    tokens: int = 0
+    expires: float = 0.0
+
+    def take(self, now: float) -> bool:
+        if self.tokens > 0 and now < self.expires:
+            self.tokens -= 1
+            return True
+        return False
+
+
+@dataclass
+class _Bucket:
+    kind: Kind
+    pools: dict[Priority, _Pool] = field(default_factory=lambda: {LIVE: _Pool(), BACKFILL: _Pool()})
+    waiting: dict[Priority, int] = field(default_factory=lambda: {LIVE: 0, BACKFILL: 0})
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    record: BudgetRecord | None = None  # the log as last written by us (with its ETag)
+    paused_until: float = 0.0
+    local_log: deque[float] = field(default_factory=deque)  # fallback: this instance's own sends
+    sent: int = 0
+
+    def take(self, level: Priority, now: float) -> bool:
+        """Live work may use either pool; backfill only its own."""
+        order = (LIVE, BACKFILL) if level == LIVE else (BACKFILL,)
+        return any(self.pools[p].take(now) for p in order)
+
+
+@dataclass
+class BudgetUsage:
+    """What `status` shows about the budget."""
+
+    mode: str
+    reads_used: int
+    reads_limit: int
+    writes_used: int
+    writes_limit: int
+    window_s: float
+    paused_for_s: float
+    throttled: dict[str, int]
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"mode": self.mode, "window_s": self.window_s,
+                "reads": f"{self.reads_used}/{self.reads_limit}", "writes": f"{self.writes_used}/{self.writes_limit}",
+                "paused_for_s": round(self.paused_for_s, 1), "throttled_429": self.throttled}
+
+
+class OrgBudget:
+    """The anny budget of the organisation, as seen by one instance (one per event loop).
+
+    `await budget.acquire("writes")` returns when one write may be sent.
+    """
+
+    def __init__(self, store: StateStore, limits: Limits, *, clock: Callable[[], float] = time.time,
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+        self.store = store
+        self.limits = limits
+        self._clock = clock
+        self._sleep = sleep
+        self._buckets: dict[Kind, _Bucket] = {kind: _Bucket(kind) for kind in KINDS}
+        self.fallback_since: float | None = None
+        self._table_retry_at = 0.0
+
+    # -- spending ----------------------------------------------------------------------------------
+
+    async def acquire(self, kind: Kind, level: Priority | None = None) -> None:
+        level = level or current_priority()
+        bucket = self._buckets[kind]
+        bucket.waiting[level] += 1
+        try:
+            while True:
+                if bucket.take(level, self._clock()):
+                    bucket.sent += 1
+                    return
+                async with bucket.lock:
+                    now = self._clock()
+                    if bucket.take(level, now):
+                        bucket.sent += 1
+                        return
+                    wait = await self._claim(bucket, level, now)
+                if wait > 0:
+                    await self._sleep(wait + random.uniform(0, self.limits.lease_s / 4))
+        finally:
+            bucket.waiting[level] -= 1
+
+    async def _claim(self, bucket: _Bucket, level: Priority, now: float) -> float:
+        """Claim a slice for `level`; 0 when claimed, else the seconds to wait before trying again."""
+        if bucket.paused_until > now:
+            return bucket.paused_until - now
+        if self.fallback_since is not None and now < self._table_retry_at:
+            return self._claim_locally(bucket, level, now)
+        try:
+            wait = await self._claim_shared(bucket, level, now)
+        except (StateError, AzureError, OSError) as exc:
+            if isinstance(exc, ConcurrencyError):
+                return self.limits.lease_s  # contended: try again shortly
+            self._enter_fallback(exc, now)
+            return self._claim_locally(bucket, level, now)
+        if self.fallback_since is not None:
+            log.warning("anny budget table reachable again; shared budget resumed",
+                        extra={"fallback_s": round(now - self.fallback_since, 1)})
+            self.fallback_since = None
+        return wait
+
+    async def _claim_shared(self, bucket: _Bucket, level: Priority, now: float) -> float:
+        limits, kind = self.limits, bucket.kind
+        cap = limits.cap(kind, level)
+        want = min(max(1, bucket.waiting[level]), limits.slice_max(kind))
+        for _ in range(CLAIM_ATTEMPTS):
+            record = bucket.record or await self.store.get_budget(kind)
+            if record.paused_until > now:
+                bucket.record, bucket.paused_until = record, record.paused_until
+                return record.paused_until - now
+            grants = live_grants(parse_grants(record.grants), now, limits.horizon_s)
+            free = cap - sum(count for _, count in grants)
+            if free <= 0:
+                bucket.record = record
+                return max(wait_for_room(grants, now, limits.horizon_s, cap), limits.lease_s / 10)
+            granted = min(want, free)
+            record.grants = json.dumps([*grants, (round(now, 3), granted)], separators=(",", ":"))
+            try:
+                bucket.record = await self.store.save_budget(record)
+            except ConcurrencyError:
+                bucket.record = None  # someone else wrote: read it again
+                continue
+            bucket.pools[level] = _Pool(granted, now + limits.lease_s)  # what was left had expired
+            return 0.0
+        raise ConcurrencyError("the budget log kept changing", kind=kind)
+
+    def _enter_fallback(self, exc: BaseException, now: float) -> None:
+        if self.fallback_since is None:
+            self.fallback_since = now
+            log.warning("anny budget table unreachable; this instance uses a conservative local rate",
+                        extra={"error": str(exc)[:300], "reads_per_window": self.limits.fallback_limit("reads"),
+                               "writes_per_window": self.limits.fallback_limit("writes")})
+        self._table_retry_at = now + self.limits.window_s / 4
+        for bucket in self._buckets.values():
+            bucket.record = None
+
+    def _claim_locally(self, bucket: _Bucket, level: Priority, now: float) -> float:
+        log_ = bucket.local_log
+        while log_ and log_[0] <= now - self.limits.horizon_s:
+            log_.popleft()
+        if len(log_) >= self.limits.fallback_limit(bucket.kind):
+            return max(log_[0] + self.limits.horizon_s - now, self.limits.lease_s / 10)
+        log_.append(now)
+        bucket.pools[level] = _Pool(1, now + self.limits.lease_s)
+        return 0.0
+
+    # -- a 429 that arrived anyway -------------------------------------------------------------------
+
+    async def throttled(self, retry_after_s: float) -> None:
+        """anny answered 429: nobody in the organisation sends anything until `retry_after_s` from now."""
+        now = self._clock()
+        until = now + retry_after_s
+        for bucket in self._buckets.values():
+            bucket.paused_until = max(bucket.paused_until, until)
+            for pool in bucket.pools.values():
+                pool.tokens = 0
+        try:
+            await self.store.count_throttled("anny")
+            for kind in KINDS:
+                await self._publish_pause(kind, until)
+        except (StateError, AzureError, OSError) as exc:
+            log.warning("could not share the anny pause with other instances", extra={"error": str(exc)[:300]})
+
+    async def _publish_pause(self, kind: Kind, until: float) -> None:
+        for _ in range(CLAIM_ATTEMPTS):
+            record = await self.store.get_budget(kind)
+            if record.paused_until >= until:
+                return
+            record.paused_until = until
+            try:
+                self._buckets[kind].record = await self.store.save_budget(record)
+                return
+            except ConcurrencyError:
+                continue
+
+    # -- what status shows ------------------------------------------------------------------------------
+
+    async def usage(self) -> BudgetUsage:
+        now, limits = self._clock(), self.limits
+        used: dict[Kind, int] = {}
+        paused = 0.0
+        throttled: dict[str, int] = {}
+        mode = "shared (Table Storage)"
+        try:
+            for kind in KINDS:
+                record = await self.store.get_budget(kind)
+                recent = [(at, n) for at, n in parse_grants(record.grants) if at > now - limits.window_s]
+                used[kind] = sum(n for _, n in recent)
+                paused = max(paused, record.paused_until - now)
+            throttled = await self.store.throttled_counts()
+        except (StateError, AzureError, OSError) as exc:
+            mode = f"budget table unreachable: {str(exc)[:120]}"
+        if self.fallback_since is not None:
+            mode = (f"local fallback for {now - self.fallback_since:.0f} s "
+                    f"(budget table unreachable; {limits.fallback_share:.0%} of the limits)")
+        if not used:
+            used = {kind: sum(1 for at in self._buckets[kind].local_log if at > now - limits.window_s)
+                    for kind in KINDS}
+        return BudgetUsage(mode, used["reads"], limits.reads, used["writes"], limits.writes, limits.window_s,
+                           max(0.0, paused), throttled)

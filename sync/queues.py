@@ -1,0 +1,63 @@
+"""Storage queues the app writes to directly (output bindings cannot delay a message).
+
+A work item throttled by anny or Graph is put back with a visibility delay of the
+`Retry-After` it got: a new message, so the wait never counts towards `maxDequeueCount`
+and the poison queue. Messages are base64, as host.json's `messageEncoding` says.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from azure.core.exceptions import ResourceExistsError
+from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy
+from azure.storage.queue.aio import QueueClient
+
+from sync.settings import StorageSettings
+from sync.work import WORK_QUEUE, Work, encode
+
+log = logging.getLogger(__name__)
+MAX_VISIBILITY_S = 7 * 24 * 3600  # Azure Queue Storage's limit
+
+
+def queue_client(storage: StorageSettings, name: str) -> tuple[QueueClient, Any]:
+    """A client for one queue of the app's storage, and the credential to close with it (or None)."""
+    policies = {"message_encode_policy": BinaryBase64EncodePolicy(),
+                "message_decode_policy": BinaryBase64DecodePolicy()}
+    if storage.connection_string:
+        return QueueClient.from_connection_string(storage.connection_string, name, **policies), None
+    from azure.identity.aio import DefaultAzureCredential
+
+    credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id or None)
+    return QueueClient(storage.queue_service_uri, name, credential=credential, **policies), credential
+
+
+class WorkQueues:
+    """Sends work items to the app's queues, optionally invisible for a while. One per event loop."""
+
+    def __init__(self, storage: StorageSettings) -> None:
+        self._storage = storage
+        self._clients: dict[str, tuple[QueueClient, Any]] = {}
+
+    async def send(self, work: Work, delay_s: float = 0, queue: str = WORK_QUEUE) -> None:
+        client = await self._client(queue)
+        visibility = min(max(0, round(delay_s)), MAX_VISIBILITY_S)
+        await client.send_message(encode(work).encode(), visibility_timeout=visibility or None)
+
+    async def _client(self, name: str) -> QueueClient:
+        if name not in self._clients:
+            client, credential = queue_client(self._storage, name)
+            try:
+                await client.create_queue()
+            except ResourceExistsError:
+                pass
+            self._clients[name] = (client, credential)
+        return self._clients[name][0]
+
+    async def close(self) -> None:
+        for client, credential in self._clients.values():
+            await client.close()
+            if credential is not None:
+                await credential.close()
+        self._clients.clear()
