@@ -89,6 +89,9 @@ async def _preflight(emu: AnnyEmulator, request: web.Request) -> None:
         raise bad_parameter("o", "the organization query parameter `o` is required")
     if request.query["o"] != config.organization_id:
         raise AnnyError(403, "Forbidden", "the token has no access to this organization", parameter="o")
+    if config.rate_limits:
+        query = "&".join(sorted(f"{k}={v}" for k, v in request.query.items()))
+        emu.rate_limiter.check(config.limits, request.method, request.path, query, await request.read())
     _check_media_types(request)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
+from .limits import RateLimits
+
 BOOKING_EVENTS = ("bookings.created", "bookings.updated", "bookings.deleted")
 
 
@@ -25,6 +27,24 @@ class AnnyConfig:
     webhook_timeout_s: float = 5.0
     # A subscription is paused (is_active false) after this many failed deliveries in a row.
     deactivate_after_failures: int | None = 5
+    # anny's documented Admin API rate limits, per organisation (off unless switched on).
+    rate_limits: bool = False
+    reads_per_window: int = 400
+    writes_per_window: int = 100
+    rate_window_s: float = 60.0
+    rate_window: str = "rolling"  # or "fixed" (anny does not say which)
+    identical_per_second: int = 4
+
+    def __post_init__(self) -> None:
+        if self.rate_window not in ("rolling", "fixed"):
+            raise ValueError("rate_window must be 'rolling' or 'fixed'")
+        if min(self.reads_per_window, self.writes_per_window, self.identical_per_second) < 1 or self.rate_window_s <= 0:
+            raise ValueError("rate limits must be positive")
+
+    @property
+    def limits(self) -> RateLimits:
+        return RateLimits(self.reads_per_window, self.writes_per_window, self.rate_window_s, self.rate_window,
+                          self.identical_per_second)
 
     def updated(self, **changes: Any) -> AnnyConfig:
         known = {f.name for f in fields(self)}

@@ -60,6 +60,8 @@ def control_routes(emu: AnnyEmulator) -> list[web.RouteDef]:
         ("POST", "/faults/api/fail-next", lambda b, p: emu.fail_next(**b)),
         ("POST", "/faults/webhooks", lambda b, p: emu.set_webhook_faults(**b)),
         ("GET", "/counters", lambda b, p: emu.counters()),
+        ("GET", "/rate-limits", lambda b, p: emu.rate_limits()),
+        ("PUT", "/rate-limits", lambda b, p: emu.set_rate_limits(**b)),
         ("DELETE", "/counters", lambda b, p: emu.reset_counters()),
         ("GET", "/webhooks/subscriptions", lambda b, p: emu.webhook_subscriptions()),
         ("POST", "/webhooks/subscriptions", lambda b, p: emu.create_webhook_subscription(**b)),

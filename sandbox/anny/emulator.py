@@ -19,6 +19,7 @@ from aiohttp import web
 from .config import BOOKING_EVENTS, AnnyConfig
 from .errors import invalid
 from .faults import ApiFaults
+from .limits import RateLimiter
 from .model import BookingDraft, Change
 from .render import JsonObject, Renderer, flatten
 from .state import AnnyState, CustomerSpec
@@ -47,6 +48,7 @@ class AnnyEmulator:
         self.render = Renderer(self.state)
         self.hub = WebhookHub(lambda: self.config, self.state.clock)
         self.api_faults = ApiFaults()
+        self.rate_limiter = RateLimiter()
         self.url: str | None = None  # set by `start_anny_emulator`
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread: int | None = None
@@ -97,6 +99,7 @@ class AnnyEmulator:
         self.state.clear()
         self.hub.reset()
         self.api_faults = ApiFaults()
+        self.rate_limiter.reset()
 
     @on_loop
     def configure(self, **changes: Any) -> AnnyConfig:
@@ -360,3 +363,23 @@ class AnnyEmulator:
     @on_loop
     def reset_counters(self) -> None:
         self.api_faults.counters.clear()
+
+    # ---- rate limits -----------------------------------------------------------------------
+
+    @on_loop
+    def set_rate_limits(self, enabled: bool = True, **limits: Any) -> JsonObject:
+        """Switch anny's rate limits on or off; `limits`: reads_per_window, writes_per_window,
+        rate_window_s, rate_window ("rolling"/"fixed"), identical_per_second. Clears the windows."""
+        self.configure(rate_limits=enabled, **limits)
+        self.rate_limiter.reset()
+        return self.rate_limits()
+
+    @on_loop
+    def rate_limits(self) -> JsonObject:
+        """The limits, what the current window holds, and the 429s sent ("429", "429 reads", …)."""
+        return self.rate_limiter.describe(self.config.limits, self.config.rate_limits)
+
+    @on_loop
+    def throttled_count(self) -> int:
+        """429s sent for the rate limits (injected faults not included)."""
+        return self.rate_limiter.counters["429"]

@@ -6,6 +6,7 @@ Webhook outcomes are read after `emulator.settle()` (all deliveries finished), n
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -1014,3 +1015,71 @@ def test_schema_check_rejects_wrong_shapes(anny_schemas: AnnySchemas) -> None:
     wrapped = {"data": {"type": "bookings", "id": "1", "attributes": good}}
     with pytest.raises(jsonschema.ValidationError):
         anny_schemas.validate_envelope(envelope | {"data": wrapped["data"]})
+
+
+# ---- rate limits (shared/reference/anny.md, "Rate limits") --------------------------------------
+
+
+async def test_rate_limits_are_off_unless_switched_on(anny, anny_http, anny_org):
+    answers = [(await anny_http.get("/api/v1/resources", params={"page[number]": n + 1})).status_code
+               for n in range(12)]
+    assert set(answers) == {200}
+    assert anny.rate_limits()["enabled"] is False
+
+
+async def test_reads_over_the_limit_get_429_with_retry_after_and_a_jsonapi_error(anny, anny_http, anny_org):
+    anny.set_rate_limits(reads_per_window=5, writes_per_window=2, rate_window_s=30)
+    answers = [await anny_http.get("/api/v1/resources", params={"page[number]": n + 1}) for n in range(7)]
+    assert [a.status_code for a in answers] == [200] * 5 + [429] * 2
+    refused = answers[5]
+    assert 29 <= int(refused.headers["Retry-After"]) <= 30
+    assert refused.json()["errors"] == [{"status": "429", "title": "Too Many Requests",
+                                         "detail": "more than 5 reads per 30 s for this organization"}]
+    blocker = {"data": {"type": "bookings", "attributes": {
+        "start_date": "2026-12-01T10:00:00+01:00", "end_date": "2026-12-01T11:00:00+01:00", "is_blocker": True},
+        "relationships": {"resource": {"data": {"type": "resources", "id": anny_org.room}}}}}
+    writes = [await anny_http.post("/api/v1/bookings", json=blocker, headers=WRITE) for _ in range(3)]
+    assert [w.status_code for w in writes] == [201, 201, 429]  # writes have a budget of their own
+    limits = anny.rate_limits()
+    assert limits["counters"]["429 reads"] == 2 and limits["counters"]["429 writes"] == 1
+    assert anny.throttled_count() == 3
+    assert limits["in_window"] == {"reads": 5, "writes": 2}  # refused requests do not count
+
+
+async def test_a_rolling_window_frees_slots_as_they_age(anny, anny_http, anny_org):
+    anny.set_rate_limits(reads_per_window=2, rate_window_s=1.0)
+    assert (await anny_http.get("/api/v1/resources")).status_code == 200
+    await asyncio.sleep(0.5)
+    assert (await anny_http.get("/api/v1/resources", params={"x": 1})).status_code == 200
+    assert (await anny_http.get("/api/v1/resources", params={"x": 2})).status_code == 429
+    await asyncio.sleep(0.55)  # the first read left the window; the second is still in it
+    assert (await anny_http.get("/api/v1/resources", params={"x": 3})).status_code == 200
+    assert (await anny_http.get("/api/v1/resources", params={"x": 4})).status_code == 429
+
+
+async def test_a_fixed_window_resets_at_its_end(anny, anny_http, anny_org):
+    anny.set_rate_limits(reads_per_window=2, rate_window_s=1.0, rate_window="fixed")
+    statuses = [(await anny_http.get("/api/v1/resources", params={"x": n})).status_code for n in range(3)]
+    assert statuses == [200, 200, 429]
+    await asyncio.sleep(1.05)
+    assert (await anny_http.get("/api/v1/resources", params={"x": 9})).status_code == 200
+
+
+async def test_more_than_four_identical_requests_a_second_are_refused(anny, anny_http, anny_org):
+    anny.set_rate_limits()
+    same = [(await anny_http.get(f"/api/v1/resources/{anny_org.room}")).status_code for _ in range(5)]
+    assert same == [200, 200, 200, 200, 429]
+    assert (await anny_http.get(f"/api/v1/resources/{anny_org.desk}")).status_code == 200  # another request
+    assert anny.rate_limits()["counters"]["429 identical"] == 1
+
+
+async def test_rate_limits_through_the_control_api(anny, anny_raw):
+    answer = await anny_raw.put("/_control/rate-limits", json={"enabled": True, "writes_per_window": 7,
+                                                               "rate_window_s": 6})
+    assert answer.status_code == 200
+    assert answer.json()["enabled"] is True and answer.json()["writes"] == 7 and answer.json()["reads"] == 400
+    bad = await anny_raw.put("/_control/rate-limits", json={"rate_window": "sideways"})
+    assert bad.status_code == 400 and "rolling" in bad.json()["error"]
+    assert (await anny_raw.get("/_control/rate-limits")).json()["window_s"] == 6
+    anny.reset()
+    assert anny.rate_limits()["enabled"] is False
