@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 AZURITE := node_modules/.bin/azurite-table
 UV_INSTALL := $(UV) pip install --quiet --python $(PY)
 
-.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench bench-outbound bench-inbound bench-ingress bench-sweep bench-big-room clean
+.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench bench-outbound bench-inbound bench-ingress bench-sweep bench-big-room bench-initial clean
 
 test: install
 	$(PY) -m ruff check .
@@ -83,6 +83,9 @@ bench-ingress: install
 
 bench-sweep: install
 	$(PY) -m bench.sweep
+
+bench-initial: install
+	$(PY) -m bench.initial
 
 clean:
 	rm -rf $(VENV) .venv-3.13 node_modules .pytest_cache .ruff_cache .hypothesis .local-stack.json

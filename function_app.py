@@ -6,12 +6,13 @@ from collections.abc import Awaitable, Callable
 import azure.functions as func
 
 from sync import admin_api, ingress
+from sync.budget import BACKFILL, priority
 from sync.nightly import run_nightly
 from sync.services import get_services
 from sync.settings import Settings
 from sync.state import StateStore
 from sync.sweep import run_sweep
-from sync.work import NIGHTLY_SCHEDULE, SWEEP_SCHEDULE, WORK_QUEUE, encode
+from sync.work import BACKFILL_QUEUE, NIGHTLY_SCHEDULE, SWEEP_SCHEDULE, WORK_QUEUE, encode
 from sync.worker import Worker
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
@@ -54,14 +55,23 @@ async def sync_worker(msg: func.QueueMessage, work: WorkOut) -> None:
     work.set([encode(w) for w in follow_up])
 
 
+@app.queue_trigger(arg_name="msg", queue_name=BACKFILL_QUEUE, connection=STORAGE)
+@app.queue_output(arg_name="work", queue_name=BACKFILL_QUEUE, connection=STORAGE)
+async def sync_backfill(msg: func.QueueMessage, work: WorkOut) -> None:
+    follow_up = await Worker(await get_services()).handle_message(msg.get_body(), msg.id or "", BACKFILL_QUEUE)
+    work.set([encode(w) for w in follow_up])
+
+
 @app.timer_trigger(schedule=NIGHTLY_SCHEDULE, arg_name="timer", run_on_startup=False)
 async def nightly(timer: func.TimerRequest) -> None:
-    await run_nightly(Worker(await get_services()))
+    with priority(BACKFILL):  # after live changes, within anny's budget
+        await run_nightly(Worker(await get_services()))
 
 
 @app.timer_trigger(schedule=SWEEP_SCHEDULE, arg_name="timer", run_on_startup=False)
 async def sweep(timer: func.TimerRequest) -> None:
-    await run_sweep(Worker(await get_services()))
+    with priority(BACKFILL):
+        await run_sweep(Worker(await get_services()))
 
 
 @app.route(route=f"{admin_api.ROUTE_PREFIX}/{{*path}}", methods=["GET", "POST", "DELETE"],

@@ -25,14 +25,14 @@ ROOM = "bench.room@contoso.example"
 
 
 @contextmanager
-def running_stack(graph_latency_ms: float = 0, anny_latency_ms: int = 0) -> Iterator[LocalStack]:
+def running_stack(graph_latency_ms: float = 0, anny_latency_ms: int = 0, **settings: str) -> Iterator[LocalStack]:
     azurite = start_azurite()
     emulators = Emulators.start()
     emulators.graph.set_latency(graph_latency_ms)
     emulators.anny.set_latency(anny_latency_ms)
-    # The runner polls the queue as the Functions host does (host.json values, no test shortcuts).
+    # The runner polls the queues as the Functions host does (host.json values, no test shortcuts).
     stack = start_stack(azurite, emulators, "bench", poll_queues=True,
-                        queues=QueueOptions.from_host_json())
+                        queues=QueueOptions.from_host_json(), **settings)
     try:
         yield stack
     finally:

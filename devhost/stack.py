@@ -14,7 +14,7 @@ from typing import Any
 
 from devhost.azurite import Azurite
 from devhost.host import HostKeys, LocalFunctionsHost, QueueOptions
-from sync.work import POISON_QUEUE, WORK_QUEUE
+from sync.work import BACKFILL_QUEUE, POISON_QUEUES, WORK_QUEUE
 
 WEBHOOK_SECRET_HEADER = "x-sync-secret"
 WEBHOOK_SECRET = "local-webhook-secret"
@@ -84,8 +84,21 @@ class LocalStack:
         """Let every queued work item run (tests drive the queue on demand)."""
         await self.host.run(self.host.drain(timeout))
 
+    async def admin(self, command: str, **params: str) -> Any:
+        """An admin command as the local CLI runs it (the same dispatcher as the admin API)."""
+        from sync.admin import run_command
+        from sync.services import Services
+        from sync.settings import Settings
+        from sync.worker import Worker
+
+        services = await Services.open(Settings.from_env(self.env))
+        try:
+            return await run_command(command, params, Worker(services))
+        finally:
+            await services.close()
+
     async def poison_messages(self) -> list[bytes]:
-        return await self.host.run(self.host.queue_messages(POISON_QUEUE))
+        return [m for name in POISON_QUEUES for m in await self.host.run(self.host.queue_messages(name))]
 
     def stop(self) -> None:
         from sync.services import close_services
@@ -133,5 +146,5 @@ def start_stack(azurite: Azurite, emulators: Emulators, table_prefix: str, *, po
 
 
 async def _clear(host: LocalFunctionsHost) -> None:
-    for name in (WORK_QUEUE, POISON_QUEUE):
+    for name in (WORK_QUEUE, BACKFILL_QUEUE, *POISON_QUEUES):
         await (await host.ensure_queue(name)).clear_messages()

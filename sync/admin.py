@@ -205,5 +205,6 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
     if command == "delete":
         return await delete_integration(worker, params.get("confirm", ""))
     if command == "status":
-        return await status_view(store, worker.services.settings, drift=flag(params, "drift"))
+        return await status_view(store, worker.services.settings, drift=flag(params, "drift"),
+                                 budget=worker.services.budget)
     raise RuleError(f"unknown command; expected one of {', '.join(COMMANDS)}", command=command)

@@ -13,7 +13,7 @@ import httpx
 
 from sync.budget import OrgBudget, kind_of
 from sync.errors import RemoteGone, RemoteThrottled, RemoteUnavailable, error_for_status
-from sync.model import AnnyBooking, DesiredBlocker
+from sync.model import AnnyBooking, DesiredBlocker, SeenBooking, booking_version
 from sync.throttling import retry_after_s
 from sync.validation import url_path
 
@@ -292,6 +292,53 @@ def _timestamp(value: Any) -> datetime | None:
         return datetime.fromisoformat(str(value)) if value else None
     except ValueError:
         return None
+
+
+SNAPSHOT_FIELDS = ("id", "start_date", "end_date", "status", "canceled_at", "is_blocker", "is_series_master",
+                   "number", "title", "description", "note", "updated_at")
+MAX_SNAPSHOT_TEXT = 4096  # longer texts: the worker reads the booking instead (queue messages are ≤ 64 KiB)
+
+
+def webhook_snapshot(payload: dict[str, Any]) -> dict[str, Any] | None:
+    """What the worker needs of a booking webhook's `data` to act without reading the booking;
+    None when the payload is incomplete (then the worker reads it).
+
+    Complete means: id, start and end, `updated_at` (to order it against what the link saw),
+    and the nested resource with its parent stated (a child's booking is mapped by its parent).
+    """
+    data = payload.get("data")
+    if not isinstance(data, dict) or isinstance(data.get("data"), dict):
+        return None  # JSON:API-wrapped: relationships without the resource's parent
+    attrs = _attributes(data)
+    resource = attrs.get("resource")
+    if not isinstance(resource, dict) or resource.get("id") is None or not _states_parent(resource):
+        return None
+    if not (attrs.get("id") and attrs.get("start_date") and attrs.get("end_date") and
+            booking_version(attrs.get("updated_at"))):
+        return None
+    snapshot = {name: attrs.get(name) for name in SNAPSHOT_FIELDS}
+    if any(isinstance(v, str) and len(v) > MAX_SNAPSHOT_TEXT for v in snapshot.values()):
+        return None
+    parent = parse_resource(resource).parent_id
+    snapshot["resource"] = {"id": str(resource["id"]), "name": str(_attributes(resource).get("name") or ""),
+                            "meta": {"parent_id": parent or None}}
+    service = attrs.get("service")
+    if isinstance(service, dict):
+        snapshot["service"] = {"id": str(service.get("id") or ""), "name": str(_attributes(service).get("name") or "")}
+    snapshot["deleted"] = str(payload.get("event") or "") == "bookings.deleted"
+    return snapshot
+
+
+def _states_parent(resource: dict[str, Any]) -> bool:
+    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
+    attrs = _attributes(resource)
+    return "parent" in attrs or "parent_id" in meta or "parent" in (resource.get("relationships") or {})
+
+
+def seen_booking(snapshot: dict[str, Any]) -> SeenBooking:
+    """The booking a `webhook_snapshot` shows."""
+    booking = parse_booking(snapshot)
+    return SeenBooking(None if snapshot.get("deleted") else booking, booking.version)
 
 
 def _blocker_document(blocker: DesiredBlocker, note: str) -> dict[str, Any]:

@@ -176,6 +176,44 @@ class _Bucket:
         return any(self.pools[p].take(now) for p in order)
 
 
+class PriorityLimit:
+    """At most `slots` calls at once (e.g. Graph's 4 per mailbox); live callers are let in before
+    backfill callers that waited longer."""
+
+    def __init__(self, slots: int) -> None:
+        self._free = slots
+        self._waiting: dict[Priority, deque[asyncio.Future[None]]] = {LIVE: deque(), BACKFILL: deque()}
+
+    async def __aenter__(self) -> None:
+        if self._free > 0 and not any(self._waiting.values()):
+            self._free -= 1
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        queue = self._waiting[current_priority()]
+        queue.append(future)
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self._release()  # the slot was handed over just as we were cancelled
+            else:
+                queue.remove(future)
+            raise
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._release()
+
+    def _release(self) -> None:
+        for level in (LIVE, BACKFILL):
+            queue = self._waiting[level]
+            while queue:
+                future = queue.popleft()
+                if not future.done():
+                    future.set_result(None)  # the slot passes straight to the next caller
+                    return
+        self._free += 1
+
+
 @dataclass
 class BudgetUsage:
     """What `status` shows about the budget."""

@@ -13,7 +13,9 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
@@ -109,6 +111,8 @@ def _parser() -> argparse.ArgumentParser:
     status = _add(commands, "status", "state, rules, last runs, what was repaired, the poison queue",
                   "python -m sync status --drift", common)
     status.add_argument("--drift", action="store_true", help="also list the items the last runs repaired")
+    status.add_argument("--watch", action="store_true",
+                        help="redraw every 2 s until the initial sync is done (progress bars in a terminal)")
     return parser
 
 
@@ -158,8 +162,39 @@ async def _run_remotely(api: str, key: str, command: str, params: dict[str, str]
 def _print(command: str, result: Any, as_json: bool) -> None:
     if as_json:
         print(json.dumps(result, indent=2, default=str))
-    else:
-        print(render(command, result))
+        return
+    print(render(command, result))
+    if command == "status" and sys.stdout.isatty():
+        for line in progress_bars(result.get("initial_sync") or {}):
+            print(line)
+
+
+def progress_bars(sync: dict[str, Any], width: int = 100) -> list[str]:
+    """The initial sync as progress bars (tqdm), one per room and direction with work left."""
+    from tqdm import tqdm
+
+    now = datetime.now(UTC)
+    bars = []
+    for room in sync.get("rooms", []):
+        elapsed = (now - datetime.fromisoformat(room["started_at"])).total_seconds()
+        for direction, label in (("to_outlook", "anny → Outlook"), ("to_anny", "Outlook → anny")):
+            counts = room[direction]
+            if counts["total"]:
+                bars.append(tqdm.format_meter(counts["done"], counts["total"], max(elapsed, 0.0),
+                                              prefix=f"{room['room']} {label}", ncols=width, unit="item"))
+    return bars
+
+
+def _watch(run: Callable[[dict[str, str]], Any], params: dict[str, str], interval_s: float = 2.0) -> Any:
+    """`status --watch`: redraw until no initial sync is left."""
+    while True:
+        result = run(params)
+        if sys.stdout.isatty():
+            print("\x1b[2J\x1b[H", end="")
+        _print("status", result, as_json=False)
+        if not (result.get("initial_sync") or {}).get("in_progress"):
+            return result
+        time.sleep(interval_s)
 
 
 def _confirmed_interactively(exc: ConfirmationNeeded) -> bool:
@@ -202,7 +237,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             if as_json or command != "delete" or not _confirmed_interactively(exc):
                 raise
             result = run({**params, "confirm": DELETE_CONFIRMATION})
-        _print(command, result, as_json)
+        if command == "status" and getattr(args, "watch", False) and not as_json:
+            _watch(run, params)
+        else:
+            _print(command, result, as_json)
     except SyncError as exc:
         if as_json:
             print(json.dumps({"error": str(exc), **exc.context}, default=str))

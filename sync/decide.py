@@ -18,6 +18,7 @@ from sync.model import (
     OutlookEvent,
     SyncWindow,
     created_while_off,
+    is_newer,
     whole_days,
 )
 from sync.state import Link
@@ -173,6 +174,27 @@ def decide_booking(booking: AnnyBooking | None, room: str | None, link: Link | N
     if current == desired.fingerprint:
         return [Skip("unchanged since last written" if observed is None else "Outlook shows what anny has")]
     return [UpdateEvent(room, link.event_id, desired)]
+
+
+def payload_suffices(actions: list[Action], link: Link | None, version: str) -> bool:
+    """Whether a decision made on a webhook's payload may be carried out without reading the booking.
+
+    Nothing to do is safe whatever the payload's age: every later change sends its own webhook,
+    and a link only remembers states at least as new as the payload's. A write is safe only
+    when the payload is newer than what the link saw; without a link (or an unordered version)
+    an older state could undo a newer one (created → deleted delivered in reverse), so the
+    booking is read first.
+    """
+    if all(isinstance(action, Skip) for action in actions):
+        return True
+    return link is not None and is_newer(version, link.anny_version)
+
+
+def is_own_blocker_echo(booking: AnnyBooking | None) -> bool:
+    """A webhook about a blocker this app made that still stands: whatever the link says, nothing
+    to do (Outlook owns its time, anny-side edits are kept), so the webhook needs no work item.
+    A deleted or cancelled one does (the admin's deletion is remembered)."""
+    return booking is not None and booking.made_by_this_app and not booking.is_cancelled
 
 
 def _remove_mirror_event(link: Link) -> Action:

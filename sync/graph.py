@@ -9,7 +9,6 @@ JSON into the app's own shapes; Graph's error bodies become the app's typed erro
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -31,6 +30,7 @@ from kiota_abstractions.request_information import RequestInformation
 from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
 from msgraph_core import BaseGraphRequestAdapter, GraphClientFactory
 
+from sync.budget import PriorityLimit
 from sync.errors import (
     RemoteBadRequest,
     RemoteConflict,
@@ -142,7 +142,7 @@ class GraphGateway:
     http: httpx.AsyncClient
     base_url: str
     store: StateStore | None = None  # where 429s that outlast the SDK's retries are counted
-    _limits: dict[str, asyncio.Semaphore] = field(default_factory=dict)
+    _limits: dict[str, PriorityLimit] = field(default_factory=dict)
 
     @classmethod
     def from_settings(cls, settings: Settings, max_retries: int = 3, store: StateStore | None = None
@@ -182,7 +182,7 @@ class GraphGateway:
         return json.loads(response.content) if response.content else None
 
     async def _call(self, room: str, call: Callable[[], Awaitable[T]], **context: Any) -> T:
-        limit = self._limits.setdefault(room, asyncio.Semaphore(MAILBOX_CONCURRENCY))
+        limit = self._limits.setdefault(room, PriorityLimit(MAILBOX_CONCURRENCY))  # live calls go first
         async with limit:
             try:
                 return await call()

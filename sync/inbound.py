@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sync import changes_log
 from sync.anny import AnnyClient
 from sync.brake import brake_trips, hold_rule
+from sync.budget import BACKFILL, LIVE, priority
 from sync.decide import (
     Action,
     CheckRemoved,
@@ -41,6 +44,7 @@ from sync.settings import Settings
 from sync.state import Link, RoomState, Rule, StateStore
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 LEASE = timedelta(minutes=15)  # longer than functionTimeout (10 min): a lease this old belongs to a dead run
 MAX_RUNS_PER_SIGNAL = 10
 COALESCE_S = 0.25  # a burst's notifications arrive over a second or so; one read covers many
@@ -70,6 +74,7 @@ class RoomRunResult:
     rerun_later: bool = False
     held: bool = False  # the brake on mass deletion held the rule; nothing was written
     failures: list[str] = field(default_factory=list)
+    deferred: list[str] = field(default_factory=list)  # baseline events left to backfill (EventsBackfill)
 
 
 @dataclass
@@ -79,6 +84,7 @@ class InboundFlow:
     anny: AnnyClient
     graph: GraphGateway
     outbound: OutboundFlow
+    backfill: Callable[[str, list[str]], Awaitable[None]] | None = None  # queues what a baseline left
 
     # -- the lease ----------------------------------------------------------------------------------
 
@@ -115,6 +121,8 @@ class InboundFlow:
             now = datetime.now(UTC)
             held = state.running_since is not None and now - state.running_since < LEASE
             busy = held and state.run_id != run_id
+            if busy and state.rerun_requested:
+                return None  # one more run is asked for already: it reads after this signal's change
             if busy:
                 state.rerun_requested = True
             else:
@@ -182,23 +190,32 @@ class InboundFlow:
         query = delta_query_window(ctx.window, self.settings.window_months)
         window_changed = (state.window_start, state.window_end) != (query.start.isoformat(), query.end.isoformat())
         link = "" if window_changed else state.delta_link
-        try:
-            delta_link, events = await self._read_changes(state.room, query, link)
-        except SyncStateExpired:
-            log.warning("delta token expired; new baseline", extra={"room": state.room})
-            link = ""
-            delta_link, events = await self._read_changes(state.room, query, link)
-        seen = {e.id for e in events}
-        unseen = [] if link else await self._unseen(state.room, ctx, seen)
-        entered = await self._entered_window(state, ctx, seen) if link else []
-        if not allow_deletions and await self._brake(rule, ctx, [*events, *unseen]):
-            result.held = True
-            return state  # nothing written and the delta link kept: the changes are read again on release
-        await self._sync_events(state.room, rule, ctx, [*events, *entered], result)
-        if not link:
-            await self._sync_events(state.room, rule, ctx, unseen, result)
-        else:
-            await self._follow_beyond_window(state.room, rule, query, seen, result, ctx)
+        # Changes since the last round are live work, whichever queue asked for the run; only a
+        # baseline (and the backfill it leaves) is backfill work.
+        with priority(LIVE if link else BACKFILL):
+            try:
+                delta_link, events = await self._read_changes(state.room, query, link)
+            except SyncStateExpired:
+                log.warning("delta token expired; new baseline", extra={"room": state.room})
+                link = ""
+                with priority(BACKFILL):
+                    delta_link, events = await self._read_changes(state.room, query, link)
+            seen = {e.id for e in events}
+            unseen = [] if link else await self._unseen(state.room, ctx, seen)
+            entered = await self._entered_window(state, ctx, seen) if link else []
+            if not allow_deletions and await self._brake(rule, ctx, [*events, *unseen]):
+                result.held = True
+                return state  # nothing written and the delta link kept: the changes are read again on release
+            await self._sync_events(state.room, rule, ctx, [*events, *entered], result, baseline=not link)
+            if not link:
+                await self._sync_events(state.room, rule, ctx, unseen, result)
+            else:
+                await self._follow_beyond_window(state.room, rule, query, seen, result, ctx)
+        if result.deferred and self.backfill is not None:
+            # Queued before the new delta link is saved: a crash in between repeats the baseline.
+            await self.backfill(state.room, result.deferred)
+            result.queued += len(result.deferred)
+            result.deferred = []
         state.delta_link = delta_link
         state.window_start, state.window_end = query.start.isoformat(), query.end.isoformat()
         state.covered_end = ctx.window.end.isoformat()
@@ -247,23 +264,70 @@ class InboundFlow:
         return True
 
     async def _sync_events(self, room: str, rule: Rule, ctx: InboundContext, events: list[OutlookEvent],
-                           result: RoomRunResult) -> None:
-        """Events are independent of each other (one link each), so a few are written at once."""
+                           result: RoomRunResult, baseline: bool = False) -> None:
+        """Events are independent of each other (one link each), so a few are written at once.
+
+        In a baseline, events that would need a new blocker are left to backfill work items
+        (`result.deferred`): the run, and its lease on the room, end in seconds, so live changes
+        to the room are not held up by an initial sync spending anny's budget for minutes.
+        """
+        async def one(event: OutlookEvent) -> list[Action]:
+            if baseline and await self._needs_backfill(room, ctx, event):
+                result.deferred.append(event.id)
+                return []
+            return await self.sync_event(room, rule, ctx, event)
+
+        await self._each(room, events, lambda e: e.id, one, result)
+
+    async def _needs_backfill(self, room: str, ctx: InboundContext, event: OutlookEvent) -> bool:
+        if event.removed or await self.store.link_by_event(room, event.id) is not None:
+            return False
+        if event.looks_like_ours:
+            return True  # is it? a lookup of our property, done by the backfill
+        return not all(isinstance(action, Skip) for action in decide_event(event, None, ctx))
+
+    async def backfill_events(self, room: str, event_ids: Sequence[str]) -> RoomRunResult:
+        """Write the blockers a baseline left to backfill. Each event is read again (it may have
+        changed or gone since), and one that a live run linked meanwhile is left alone."""
+        result = RoomRunResult(room)
+        rule = await self.store.get_rule_for_room(room)
+        if rule is None or rule.removing:
+            return result
+        ctx = inbound_context(self.settings, rule.time_zone or await self.resource_zone(rule), rule=rule)
+
+        async def one(event_id: str) -> list[Action]:
+            if await self.store.link_by_event(room, event_id) is not None:
+                return []
+            found = await self.graph.anny_id_of_event(room, event_id)
+            if found is None or found[1]:
+                return []  # deleted since the baseline, or one of our mirror events
+            try:
+                return await self.sync_event(room, rule, ctx, found[0])
+            except ConcurrencyError:
+                if await self.store.link_by_event(room, event_id) is not None:
+                    return []  # a live run wrote it at the same moment
+                raise
+
+        await self._each(room, list(event_ids), lambda i: i, one, result)
+        return result
+
+    async def _each(self, room: str, items: list[T], key: Callable[[T], str],
+                    sync_one: Callable[[T], Awaitable[list[Action]]], result: RoomRunResult) -> None:
         limit = asyncio.Semaphore(EVENTS_IN_PARALLEL)
 
-        async def one(event: OutlookEvent) -> list[Action]:
+        async def one(item: T) -> list[Action]:
             async with limit:
                 try:
-                    return await self.sync_event(room, rule, ctx, event)
+                    return await sync_one(item)
                 except (RemoteBadRequest, RemoteConflict) as exc:
                     # anny refused this one item: record it and go on, or one bad event would
                     # stop the whole room (the delta link would never move past it).
-                    log.error("event could not be synced", extra={"room": room, "event_id": event.id,
+                    log.error("event could not be synced", extra={"room": room, "event_id": key(item),
                                                                   "error": str(exc)})
                     result.failures.append(str(exc))
                     return []
 
-        outcomes = await asyncio.gather(*(one(e) for e in events), return_exceptions=True)
+        outcomes = await asyncio.gather(*(one(item) for item in items), return_exceptions=True)
         for outcome in outcomes:  # every event finished before a failure ends the run (and its lease)
             if isinstance(outcome, BaseException):
                 raise outcome
@@ -350,10 +414,11 @@ class InboundFlow:
             previous_index = None
         if adopted is not None:
             await self.anny.update_blocker(adopted, desired, note)
-            anny_id = adopted
+            anny_id, version = adopted, ""  # a PATCH may answer 204: the new updated_at is unknown
         else:
-            anny_id = (await self.anny.create_blocker(rule.anny_resource_id, desired, note)).id
-        return await self._record(link, event, desired, anny_id, previous_index)
+            created = await self.anny.create_blocker(rule.anny_resource_id, desired, note)
+            anny_id, version = created.id, created.version
+        return await self._record(link, event, desired, anny_id, previous_index, version)
 
     async def _update_blocker(self, room: str, rule: Rule, event: OutlookEvent, anny_id: str,
                               desired: DesiredBlocker, link: Link) -> Link:
@@ -369,12 +434,13 @@ class InboundFlow:
             log.info("mirror blocker was cancelled in anny; blocking again",
                      extra={"room": room, "event_id": event.id, "booking_id": anny_id})
             return await self._create_blocker(room, rule, event, desired, link)
-        return await self._record(link, event, desired, anny_id, None)
+        return await self._record(link, event, desired, anny_id, None, updated.version)
 
     async def _record(self, link: Link, event: OutlookEvent, desired: DesiredBlocker, anny_id: str,
-                      previous_index: tuple[str, str] | None) -> Link:
+                      previous_index: tuple[str, str] | None, version: str) -> Link:
         previous_index = previous_index or self.store.index_key_of(link)
         link.state, link.anny_id, link.suppressed = "synced", anny_id, False
+        link.anny_version = version
         link.event_change_key, link.fingerprint = event.change_key, desired.fingerprint
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
         try:

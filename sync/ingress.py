@@ -21,6 +21,8 @@ from typing import Any
 import azure.functions as func
 
 from sync import validation
+from sync.anny import seen_booking, webhook_snapshot
+from sync.decide import is_own_blocker_echo
 from sync.errors import InputError
 from sync.settings import Settings
 from sync.state import StateStore, Subscription
@@ -135,12 +137,15 @@ async def anny_webhook(req: func.HttpRequest, settings: Settings, store: StateSt
         log.info("anny webhook ignored", extra={"anny_event": event})
         return _json_answer(202, status="ignored", event=event)
     booking_id = booking_id_of(payload)
+    snapshot = webhook_snapshot(payload)
+    if snapshot is not None and is_own_blocker_echo(seen_booking(snapshot).booking):
+        return _json_answer(202, status="ignored", reason="a blocker this app made", booking_id=booking_id)
     event_id = payload.get("event_id")
     event_id = validation.anny_event_id(event_id, "event_id") if event_id not in (None, "") else ""
     if event_id and await store.is_processed(event_id):
         return _json_answer(202, status="duplicate", event_id=event_id)
     answer = _json_answer(202, status="queued", booking_id=booking_id)
-    answer.work.append(BookingWork(booking_id=booking_id, anny_event_id=event_id))
+    answer.work.append(BookingWork(booking_id=booking_id, anny_event_id=event_id, seen=snapshot))
     return answer
 
 

@@ -38,6 +38,11 @@ class AnnyBooking:
     updated_at: datetime | None = None
 
     @property
+    def version(self) -> str:
+        """`updated_at` as a stamp that sorts by time ("" when unknown), see `is_newer`."""
+        return booking_version(self.updated_at)
+
+    @property
     def is_cancelled(self) -> bool:
         return self.canceled or self.status.lower() in CANCELLED_STATUSES
 
@@ -50,6 +55,39 @@ class AnnyBooking:
         """The resources a rule may map it by: its parent's first (a child always syncs into its
         parent's room, even if a rule for the child itself was stored), then its own."""
         return tuple(r for r in (self.parent_resource_id, self.resource_id) if r)
+
+
+def booking_version(updated_at: object) -> str:
+    """anny's `updated_at` (text or datetime) as a stamp that sorts by time; "" when missing or unreadable.
+
+    Only `updated_at` orders a booking's states: a webhook's `triggered_at` is when it fired,
+    and a late delivery of an old change fires late.
+    """
+    if isinstance(updated_at, datetime):
+        moment = updated_at
+    elif isinstance(updated_at, str) and updated_at:
+        try:
+            moment = datetime.fromisoformat(updated_at)
+        except ValueError:
+            return ""
+    else:
+        return ""
+    if moment.tzinfo is None:
+        return ""
+    return moment.astimezone(ZoneInfo("UTC")).isoformat(timespec="microseconds")
+
+
+def is_newer(version: str, than: str) -> bool:
+    """Whether `version` is a later state than `than`; False when either is unknown."""
+    return bool(version) and bool(than) and version > than
+
+
+@dataclass(frozen=True)
+class SeenBooking:
+    """A booking as an anny webhook's payload showed it; `booking` None when the event says deleted."""
+
+    booking: AnnyBooking | None
+    version: str
 
 
 @dataclass(frozen=True)

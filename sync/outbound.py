@@ -24,11 +24,12 @@ from sync.decide import (
     SuppressBlocker,
     UpdateEvent,
     decide_booking,
+    payload_suffices,
 )
 from sync.errors import ConcurrencyError, RemoteGone
 from sync.graph import GraphGateway, WrittenEvent
 from sync.keys import new_create_token, transaction_id
-from sync.model import AnnyBooking, DesiredEvent, SyncWindow
+from sync.model import AnnyBooking, DesiredEvent, SeenBooking, SyncWindow, is_newer
 from sync.settings import Settings
 from sync.state import Link, Rule, StateStore
 
@@ -63,21 +64,30 @@ class OutboundFlow:
     categories_ensured: set[str]
 
     async def sync_booking(self, booking_id: str, observed: str | None = None,
-                           booking: AnnyBooking | None = None, listed: AnnyBooking | None = None
-                           ) -> OutboundResult:
+                           booking: AnnyBooking | None = None, listed: AnnyBooking | None = None,
+                           seen: SeenBooking | None = None) -> OutboundResult:
         """Bring the booking's mirror event in line with anny. `booking` skips the read (it is current).
 
         `listed`: the booking as a list read earlier showed it (the nightly run). It saves the read
         when nothing is to be written; anything else is decided again on a fresh read, since the
         booking may have changed since the list was read (DESIGN §3.1: read before writing).
+        `seen`: the booking as a webhook's payload showed it; it also stands for a write when it
+        is newer than what the link saw (`payload_suffices`), so a change costs no anny read.
         """
-        if listed is not None and booking is None:
+        if booking is None and (listed is not None or seen is not None):
+            # A listing may be older than a change whose webhook was lost (what a nightly run is
+            # for): it never stands in for a read before a write.
+            shown = seen or SeenBooking(listed, "")
             link = await self.store.link_by_anny_id(booking_id)
-            rule = await self._rule_of(listed)
+            rule = await self._rule_of(shown.booking) if shown.booking is not None else None
             ctx = outbound_context(self.settings, rule=rule)
-            as_listed = decide_booking(listed, rule.room if rule else None, link, ctx, observed)
-            if all(isinstance(a, Skip) for a in as_listed):  # nothing to write: no read needed
-                return OutboundResult(booking_id, as_listed)
+            as_shown = decide_booking(shown.booking, rule.room if rule else None, link, ctx, observed)
+            if all(isinstance(a, Skip) for a in as_shown):  # nothing to write: no read needed
+                await self._remember(link, shown.version, observed)
+                return OutboundResult(booking_id, as_shown)
+            if seen is not None and payload_suffices(as_shown, link, seen.version) \
+                    and not await self._held(rule, link):
+                return await self._carry_out_all(booking_id, seen.booking, rule, as_shown, link, seen.version)
         if booking is None:
             booking = await self.anny.get_booking(booking_id)
         link = await self.store.link_by_anny_id(booking_id)
@@ -87,11 +97,26 @@ class OutboundFlow:
             return OutboundResult(booking_id, [Skip(HELD)])
         room = rule.room if rule is not None else None
         actions = decide_booking(booking, room, link, outbound_context(self.settings, rule=rule), observed)
-        result = OutboundResult(booking_id, actions)
+        return await self._carry_out_all(booking_id, booking, rule, actions, link,
+                                         booking.version if booking is not None else "", observed)
+
+    async def _carry_out_all(self, booking_id: str, booking: AnnyBooking | None, rule: Rule | None,
+                             actions: list[Action], link: Link | None, version: str,
+                             observed: str | None = None) -> OutboundResult:
+        room = rule.room if rule is not None else None
         for action in actions:
-            link = await self._carry_out(action, booking_id, link)
+            link = await self._carry_out(action, link, version)
+        await self._remember(link, version, observed)
         changes_log.booking_synced(booking_id, booking, room, actions, ZoneInfo(self.settings.time_zone))
-        return result
+        return OutboundResult(booking_id, actions)
+
+    async def _remember(self, link: Link | None, version: str, observed: str | None) -> None:
+        """A later state of the booking that changed nothing here is remembered, so that an older
+        payload delivered after it can no longer pass for news. Not on a restore from Outlook
+        (`observed`): its link may be in the middle of a write by the anny side."""
+        if observed is None and link is not None and link.etag is not None and is_newer(version, link.anny_version):
+            link.anny_version = version
+            await self.store.save_link(link)
 
     async def _rule_of(self, booking: AnnyBooking) -> Rule | None:
         for resource_id in booking.resource_ids:
@@ -109,13 +134,13 @@ class OutboundFlow:
             return linked is not None and bool(linked.held)
         return False
 
-    async def _carry_out(self, action: Action, booking_id: str, link: Link | None) -> Link | None:
+    async def _carry_out(self, action: Action, link: Link | None, version: str) -> Link | None:
         match action:
             case CreateEvent():
-                return await self._create(action, link)
+                return await self._create(action, link, version)
             case UpdateEvent():
                 assert link is not None
-                return await self._update(action, link)
+                return await self._update(action, link, version)
             case DeleteEvent(room=room, event_id=event_id):
                 await self.graph.delete_event(room, event_id)
                 return link
@@ -134,7 +159,7 @@ class OutboundFlow:
                 return await self.store.save_link(link)
         return link
 
-    async def _create(self, action: CreateEvent, link: Link | None) -> Link:
+    async def _create(self, action: CreateEvent, link: Link | None, version: str) -> Link:
         desired, room = action.desired, action.room
         await self._ensure_category(room)
         previous_index = self.store.index_key_of(link) if link is not None else None
@@ -151,7 +176,7 @@ class OutboundFlow:
         else:
             written = await self.graph.create_event(room, desired, link.transaction_id)
         try:
-            return await self._record(link, room, written, desired, previous_index)
+            return await self._record(link, room, written, desired, previous_index, version)
         except ConcurrencyError:
             winner = await self.store.link_by_anny_id(desired.anny_id)
             if not _owns(winner, room, written.event_id, link.transaction_id):
@@ -170,20 +195,21 @@ class OutboundFlow:
         pending.transaction_id = transaction_id(anny_id, generation, new_create_token())
         return pending
 
-    async def _update(self, action: UpdateEvent, link: Link) -> Link:
+    async def _update(self, action: UpdateEvent, link: Link, version: str) -> Link:
         try:
             written = await self.graph.update_event(action.room, action.event_id, action.desired)
         except RemoteGone:
             log.info("mirror event deleted in Outlook, re-creating",
                      extra={"booking_id": link.anny_id, "room": action.room, "event_id": action.event_id})
-            return await self._create(CreateEvent(action.room, action.desired, link.generation + 1), link)
-        return await self._record(link, action.room, written, action.desired, None)
+            return await self._create(CreateEvent(action.room, action.desired, link.generation + 1), link, version)
+        return await self._record(link, action.room, written, action.desired, None, version)
 
     async def _record(self, link: Link, room: str, written: WrittenEvent, desired: DesiredEvent,
-                      previous_index: tuple[str, str] | None) -> Link:
+                      previous_index: tuple[str, str] | None, version: str) -> Link:
         previous_index = previous_index or self.store.index_key_of(link)
         link.room, link.state, link.event_id = room, "synced", written.event_id
         link.event_change_key, link.fingerprint = written.change_key, desired.fingerprint
+        link.anny_version = version
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
         saved = await self.store.save_link(link, previous_index=previous_index)
         if not await self.store.room_is_mapped(room):
@@ -202,7 +228,10 @@ class OutboundFlow:
         state = await self.store.get_room_state(room)
         if not state.category_ensured:
             await self.graph.ensure_category(room)
-            await self.store.update_room_state(room, lambda s: setattr(s, "category_ensured", True))
+            try:
+                await self.store.update_room_state(room, lambda s: setattr(s, "category_ensured", True))
+            except ConcurrencyError:
+                pass  # the room's lease keeps the entity busy; the flag only saves a Graph call next time
         self.categories_ensured.add(room)
 
 

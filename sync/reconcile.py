@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from sync import progress
 from sync.anny import AnnyResource
 from sync.brake import brake_trips, hold_rule
 from sync.decide import Action, decide_booking, decide_event
@@ -25,6 +26,8 @@ from sync.worker import Worker
 log = logging.getLogger(__name__)
 FIRST_ITEMS = 5
 MAX_ROOM_RUNS = 5
+BOOKINGS_IN_PARALLEL = 8  # the Graph gateway lets 4 per mailbox through, live calls first
+PROGRESS_EVERY = 25
 BUSY_WAIT_S, MAX_BUSY_WAITS = 0.5, 60  # a room run takes seconds; a dead one's lease is not waited out
 
 
@@ -99,11 +102,24 @@ async def scan_outbound(worker: Worker, rule: Rule, resources: list[AnnyResource
 
 
 async def _outbound(worker: Worker, rule: Rule, scan: OutboundScan, run: RunLog, report: RuleReport) -> None:
-    flow = worker.outbound
-    for booking, _ in scan.decisions:  # re-read before writing: the list may be minutes old
-        result = await flow.sync_booking(booking.id, listed=booking)
+    flow, store = worker.outbound, worker.services.store
+    await progress.start(store, rule.room, "to_outlook", len(scan.decisions))
+    limit, done = asyncio.Semaphore(BOOKINGS_IN_PARALLEL), [0]
+
+    async def one(booking: AnnyBooking) -> None:
+        async with limit:  # re-read before writing: the list may be minutes old
+            result = await flow.sync_booking(booking.id, listed=booking)
         report.add(OUTBOUND, result.actions, **_item(booking))
         run.actions(rule.room, result.actions, booking_id=booking.id)
+        done[0] += 1
+        if done[0] % PROGRESS_EVERY == 0:
+            await progress.advance(store, rule.room, "to_outlook", PROGRESS_EVERY)
+
+    outcomes = await asyncio.gather(*(one(b) for b, _ in scan.decisions), return_exceptions=True)
+    for outcome in outcomes:  # every booking had its turn before a failure ends the run
+        if isinstance(outcome, BaseException):
+            raise outcome
+    await progress.advance(store, rule.room, "to_outlook", done[0] % PROGRESS_EVERY)
     for link in [*scan.unlisted, *scan.unlisted_blockers]:  # re-read: gone, moved or cancelled
         result = await flow.sync_booking(link.anny_id)
         report.add(OUTBOUND, result.actions, booking_id=link.anny_id)

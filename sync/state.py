@@ -89,6 +89,7 @@ class Link:
     suppressed: bool = False  # anny admin deleted our blocker: do not recreate until the event changes
     start: str = ""
     end: str = ""
+    anny_version: str = ""  # the anny booking's updated_at as last seen (sync.model.booking_version)
     updated_at: datetime = field(default_factory=utcnow)
     etag: str | None = field(default=None, compare=False)
 
@@ -161,6 +162,20 @@ class RunRecord:
 
 MAX_RUN_ITEMS = 100
 KEPT_RUNS = 20
+
+
+@dataclass
+class Progress:
+    """How far the latest initial sync or reconciliation of one room has come, per direction."""
+
+    room: str
+    started_at: datetime = field(default_factory=utcnow)
+    to_outlook_total: int = 0
+    to_outlook_done: int = 0
+    to_anny_total: int = 0
+    to_anny_done: int = 0
+    updated_at: datetime = field(default_factory=utcnow)
+    etag: str | None = field(default=None, compare=False)
 
 
 @dataclass
@@ -605,6 +620,25 @@ class StateStore:
     async def list_runs(self) -> list[RunRecord]:
         """Runs, newest first."""
         return [_from_entity(RunRecord, e) for e in await self._run_entities()]
+    # -- initial sync progress (sync.progress) ------------------------------------------------------------
+
+    async def get_progress(self, room: str) -> Progress:
+        room = normalise_mailbox(room)
+        entity = await self._get("status", "progress", encode_key(room))
+        return _from_entity(Progress, entity) if entity else Progress(room)
+
+    async def update_progress(self, room: str, change: Callable[[Progress], object]) -> Progress:
+        async def save(progress: Progress) -> Progress:
+            progress.updated_at = utcnow()
+            progress.etag = await self._replace("status", _to_entity(progress, "progress", encode_key(progress.room)),
+                                                progress.etag)
+            return progress
+
+        return await self._update(lambda: self.get_progress(room), change, save, attempts=10)
+
+    async def list_progress(self) -> list[Progress]:
+        return [_from_entity(Progress, e) async for e in self._query("status", "PartitionKey eq @pk", pk="progress")]
+
     # -- the anny budget (sync.budget) ------------------------------------------------------------------
 
     async def get_budget(self, kind: str) -> BudgetRecord:

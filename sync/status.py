@@ -11,15 +11,18 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
+from sync.budget import OrgBudget
 from sync.model import SyncWindow
+from sync.progress import progress_view
 from sync.queues import queue_client
 from sync.settings import Settings, StorageSettings
 from sync.state import Rule, RunRecord, StateStore
-from sync.work import POISON_QUEUE
+from sync.work import BACKFILL_POISON_QUEUE, BACKFILL_QUEUE, POISON_QUEUE, POISON_QUEUES, WORK_QUEUE
 
 log = logging.getLogger(__name__)
-POISON_ADVICE = (f"work items that kept failing (host.json maxDequeueCount) wait in the queue `{POISON_QUEUE}`. "
-                 "Read `last error` below, fix its cause, then move the messages back to `sync-work` "
+POISON_ADVICE = (f"work items that kept failing (host.json maxDequeueCount) wait in the queues `{POISON_QUEUE}` and "
+                 f"`{BACKFILL_POISON_QUEUE}`. Read `last error` below, fix its cause, then move the messages back "
+                 f"to `{WORK_QUEUE}` and `{BACKFILL_QUEUE}` "
                  "(Azure portal → storage account → Queues, or Azure Storage Explorer); `resync` "
                  "also repairs whatever they were about")
 
@@ -33,21 +36,24 @@ def rule_view(rule: Rule) -> dict[str, Any]:
 
 
 async def poison_count(storage: StorageSettings) -> int | None:
-    """Work items parked in the poison queue after maxDequeueCount failures (None: unknown)."""
+    """Work items parked in the poison queues after maxDequeueCount failures (None: unknown)."""
     from azure.core.exceptions import AzureError, ResourceNotFoundError
 
-    client, credential = queue_client(storage, POISON_QUEUE)
-    try:
-        return (await client.get_queue_properties()).approximate_message_count
-    except ResourceNotFoundError:
-        return 0
-    except AzureError as exc:
-        log.warning("poison queue not readable", extra={"error": str(exc)})
-        return None
-    finally:
-        await client.close()
-        if credential is not None:
-            await credential.close()
+    total = 0
+    for name in POISON_QUEUES:
+        client, credential = queue_client(storage, name)
+        try:
+            total += (await client.get_queue_properties()).approximate_message_count
+        except ResourceNotFoundError:
+            pass
+        except AzureError as exc:
+            log.warning("poison queue not readable", extra={"queue": name, "error": str(exc)})
+            return None
+        finally:
+            await client.close()
+            if credential is not None:
+                await credential.close()
+    return total
 
 
 def run_view(run: RunRecord, with_items: bool = False) -> dict[str, Any]:
@@ -83,7 +89,8 @@ async def _rule_rows(store: StateStore) -> list[dict[str, Any]]:
     return rows
 
 
-async def status_view(store: StateStore, settings: Settings, drift: bool = False) -> dict[str, Any]:
+async def status_view(store: StateStore, settings: Settings, drift: bool = False,
+                      budget: OrgBudget | None = None) -> dict[str, Any]:
     status = await store.get_status()
     window = SyncWindow.now(datetime.now(UTC), settings.window_months, settings.time_zone)
     runs = await store.list_runs()
@@ -98,6 +105,8 @@ async def status_view(store: StateStore, settings: Settings, drift: bool = False
         "poison_queue": poison,
         "poison_queue_advice": POISON_ADVICE if poison else None,
         "rules": await _rule_rows(store),
+        "anny_budget": (await (budget or OrgBudget(store, settings.anny_limits)).usage()).as_dict(),
+        "initial_sync": progress_view(await store.list_progress(), settings.anny_limits),
         "last_sweep": run_view(latest["sweep"]) if latest["sweep"] else None,
         "last_nightly": run_view(latest["nightly"]) if latest["nightly"] else None,
         "runs": [run_view(r, with_items=drift) for r in runs[:10]],
@@ -147,6 +156,7 @@ def render_status(view: dict[str, Any]) -> str:
         lines.append(f"               {view['poison_queue_advice']}")
     if view["last_error"]:
         lines.append(f"last error     {_when(view['last_error_at'])}: {view['last_error']}")
+    lines += _budget_lines(view.get("anny_budget")) + _progress_lines(view.get("initial_sync"))
     lines += ["", "rules"]
     rows = [{**r, "to_outlook": _when(r["last_sync_to_outlook"]), "to_anny": _when(r["last_sync_to_anny"]),
              "expires": _when(r["subscription_expires"]), "error": r["last_error"] or "-"} for r in view["rules"]]
@@ -198,6 +208,43 @@ def render_report(result: dict[str, Any]) -> str:
     if result.get("note"):
         lines += ["", f"note: {result['note']}"]
     return "\n".join(lines).strip()
+
+
+def _budget_lines(budget: dict[str, Any] | None) -> list[str]:
+    if not budget:
+        return []
+    throttled = budget.get("throttled_429") or {}
+    line = (f"anny budget    reads {budget['reads']}, writes {budget['writes']} in the last {budget['window_s']:g} s; "
+            f"{budget['mode']}; 429s received: anny {throttled.get('anny', 0)}, Graph {throttled.get('graph', 0)}")
+    if budget.get("paused_for_s"):
+        line += f"; paused for {budget['paused_for_s']:g} s (Retry-After)"
+    return [line]
+
+
+def _progress_lines(sync: dict[str, Any] | None) -> list[str]:
+    if not sync or not sync.get("in_progress"):
+        return []
+    eta = sync.get("eta_s")
+    left = f"about {duration(eta)} left" if eta is not None else "time left unknown"
+    lines = [f"initial sync   anny → Outlook {_done(sync['to_outlook'])}, Outlook → anny {_done(sync['to_anny'])}; "
+             f"{left}"]
+    for room in sync["rooms"]:
+        lines.append(f"               {room['room']}: anny → Outlook {_done(room['to_outlook'])}, "
+                     f"Outlook → anny {_done(room['to_anny'])}")
+    return lines
+
+
+def _done(direction: dict[str, int]) -> str:
+    return f"{direction['done']}/{direction['total']}"
+
+
+def duration(seconds: float) -> str:
+    seconds = max(0, round(seconds))
+    if seconds < 90:
+        return f"{seconds} s"
+    if seconds < 5400:
+        return f"{round(seconds / 60)} min"
+    return f"{seconds / 3600:.1f} h"
 
 
 def render(command: str, result: Any) -> str:

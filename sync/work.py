@@ -4,16 +4,23 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
+from typing import Any
 
 from sync.errors import SyncError
 
-WORK_QUEUE = "sync-work"
+WORK_QUEUE = "sync-work"  # live changes: webhooks, notifications, lifecycle events
 POISON_QUEUE = f"{WORK_QUEUE}-poison"
 # NCRONTAB in UTC (Flex Consumption ignores WEBSITE_TIME_ZONE). Fixed schedules: one read from an
 # app setting (%NAME%) stops the host when the setting is missing. The runs decide themselves
 # whether they are due: the nightly run once per local day, the sweep every SWEEP_INTERVAL_MINUTES.
 NIGHTLY_SCHEDULE = "0 5 * * * *"  # hourly
 SWEEP_SCHEDULE = "0 */5 * * * *"
+# Initial syncs and reconciliations: worked on at backfill priority (sync.budget), so live
+# changes keep their share of anny's budget and Graph's mailbox slots.
+BACKFILL_QUEUE = "sync-backfill"
+BACKFILL_POISON_QUEUE = f"{BACKFILL_QUEUE}-poison"
+POISON_QUEUES = (POISON_QUEUE, BACKFILL_POISON_QUEUE)
+EVENTS_PER_BACKFILL_ITEM = 25
 
 
 class BadWorkItem(SyncError):
@@ -22,11 +29,14 @@ class BadWorkItem(SyncError):
 
 @dataclass(frozen=True)
 class BookingWork:
-    """Re-read one anny booking and mirror it. `observed`: the mirror event's fingerprint in Outlook."""
+    """Mirror one anny booking. `observed`: the mirror event's fingerprint in Outlook. `seen`: the
+    booking as the webhook showed it (`sync.anny.webhook_snapshot`), used instead of a read when
+    it is newer than what the link saw."""
 
     booking_id: str
     anny_event_id: str = ""
     observed: str | None = None
+    seen: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,8 +55,17 @@ class LifecycleWork:
     event: str
 
 
-Work = BookingWork | RoomWork | LifecycleWork
-_KINDS: dict[str, type] = {"booking": BookingWork, "room": RoomWork, "lifecycle": LifecycleWork}
+@dataclass(frozen=True)
+class EventsBackfill:
+    """Block anny for these events of a room's calendar, found by a baseline and not linked yet."""
+
+    room: str
+    event_ids: tuple[str, ...]
+
+
+Work = BookingWork | RoomWork | LifecycleWork | EventsBackfill
+_KINDS: dict[str, type] = {"booking": BookingWork, "room": RoomWork, "lifecycle": LifecycleWork,
+                           "events-backfill": EventsBackfill}
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
 
@@ -58,6 +77,8 @@ def decode(text: str | bytes) -> Work:
     try:
         data = json.loads(text)
         cls = _KINDS[data.pop("kind")]
+        if cls is EventsBackfill:
+            data["event_ids"] = tuple(str(i) for i in data["event_ids"])
         return cls(**data)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise BadWorkItem(f"not a work item: {str(text)[:200]!r}") from exc

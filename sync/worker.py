@@ -6,13 +6,27 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
+from sync import progress
+from sync.anny import seen_booking
+from sync.budget import BACKFILL, LIVE, priority
 from sync.errors import RemoteAuthError, RemoteThrottled, SyncError
-from sync.inbound import InboundFlow
+from sync.inbound import InboundFlow, RoomRunResult
 from sync.outbound import OutboundFlow
 from sync.services import Services
 from sync.state import IntegrationStatus, RoomState
 from sync.subscriptions import SubscriptionManager
-from sync.work import BadWorkItem, BookingWork, LifecycleWork, RoomWork, Work, decode
+from sync.work import (
+    BACKFILL_QUEUE,
+    EVENTS_PER_BACKFILL_ITEM,
+    WORK_QUEUE,
+    BadWorkItem,
+    BookingWork,
+    EventsBackfill,
+    LifecycleWork,
+    RoomWork,
+    Work,
+    decode,
+)
 
 log = logging.getLogger(__name__)
 
@@ -29,25 +43,27 @@ class Worker:
     @property
     def inbound(self) -> InboundFlow:
         s = self.services
-        return InboundFlow(s.settings, s.store, s.anny, s.graph, self.outbound)
+        return InboundFlow(s.settings, s.store, s.anny, s.graph, self.outbound, self._backfill_later)
 
     @property
     def subscriptions(self) -> SubscriptionManager:
         return SubscriptionManager(self.services.settings, self.services.store, self.services.graph)
 
-    async def handle_message(self, body: str | bytes, message_id: str = "") -> list[Work]:
+    async def handle_message(self, body: str | bytes, message_id: str = "", queue: str = WORK_QUEUE) -> list[Work]:
         """Carry out one queue message; returns follow-up work. Raising makes the queue retry it
-        (up to maxDequeueCount, then the poison queue keeps it for the admin)."""
+        (up to maxDequeueCount, then the poison queue keeps it for the admin). Messages of the
+        backfill queue are worked on at backfill priority (sync.budget)."""
         try:
             work = decode(body)
         except BadWorkItem as exc:
             log.error("dropping a message that is not a work item", extra={"error": str(exc)})
             return []
         try:
-            return await self.handle(work, message_id)
+            with priority(BACKFILL if queue == BACKFILL_QUEUE else LIVE):
+                return await self.handle(work, message_id)
         except RemoteThrottled as exc:
             delay = float(exc.context.get("retry_after_s") or 0)
-            await self.services.queues.send(work, delay_s=delay)
+            await self.services.queues.send(work, delay_s=delay, queue=queue)
             log.warning("throttled; work item put back on the queue", extra={
                 "work": repr(work), "delay_s": round(delay, 1), "error": str(exc)[:300]})
             return []
@@ -62,8 +78,9 @@ class Worker:
             log.info("integration not active; work item acknowledged and ignored", extra={"work": repr(work)})
             return []
         match work:
-            case BookingWork(booking_id=booking_id, anny_event_id=event_id, observed=observed):
-                await self.outbound.sync_booking(booking_id, observed=observed)
+            case BookingWork(booking_id=booking_id, anny_event_id=event_id, observed=observed, seen=seen):
+                await self.outbound.sync_booking(booking_id, observed=observed,
+                                                 seen=seen_booking(seen) if seen else None)
                 if event_id:
                     keep = timedelta(hours=self.services.settings.processed_event_hours)
                     await self.services.store.mark_processed(event_id, keep)
@@ -74,13 +91,30 @@ class Worker:
                 except SyncError as exc:
                     await self._record_error(str(exc), room)
                     raise
-                if result.failures:
-                    await self._record_error(f"{len(result.failures)} event(s) of {room} could not be synced: "
-                                             f"{result.failures[-1]}", room)
+                await self._after_room_run(result)
                 return [RoomWork(room, reason="more changes")] if result.rerun_later else []
+            case EventsBackfill(room=room, event_ids=event_ids):
+                await self._after_room_run(await self.inbound.backfill_events(room, event_ids))
+                await progress.advance(self.services.store, room, "to_anny", len(event_ids))
+                return []
             case LifecycleWork():
                 return await self._lifecycle(work)
         return []
+
+    async def _after_room_run(self, result: RoomRunResult) -> None:
+        if result.failures:
+            await self._record_error(f"{len(result.failures)} event(s) of {result.room} could not be synced: "
+                                     f"{result.failures[-1]}", result.room)
+
+    async def _backfill_later(self, room: str, event_ids: list[str]) -> None:
+        """Events a baseline left to backfill, queued in items of EVENTS_PER_BACKFILL_ITEM."""
+        if not event_ids:
+            return
+        await progress.start(self.services.store, room, "to_anny", len(event_ids))
+        for first in range(0, len(event_ids), EVENTS_PER_BACKFILL_ITEM):
+            chunk = tuple(event_ids[first:first + EVENTS_PER_BACKFILL_ITEM])
+            await self.services.queues.send(EventsBackfill(room, chunk), queue=BACKFILL_QUEUE)
+        log.info("baseline events queued for backfill", extra={"room": room, "events": len(event_ids)})
 
     async def _lifecycle(self, work: LifecycleWork) -> list[Work]:
         sub = await self.services.store.get_subscription(work.subscription_id)

@@ -87,3 +87,24 @@ def test_status_of_a_fresh_install_says_what_to_do_first(cli_env: dict, capsys: 
     text = capsys.readouterr().out
     assert text.startswith("state          inactive\n") and "last sweep     never" in text
     assert "(none: map a room with `python -m sync rules add`)" in text and "None" not in text
+
+
+def test_status_shows_an_initial_sync_as_progress_bars_and_text() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from sync.cli import progress_bars
+    from sync.status import _progress_lines
+
+    started = (datetime.now(UTC) - timedelta(seconds=60)).isoformat()
+    sync = {"in_progress": True, "eta_s": 120, "to_outlook": {"done": 300, "to_do": 0, "total": 300},
+            "to_anny": {"done": 100, "to_do": 200, "total": 300},
+            "rooms": [{"room": "room-a@contoso.example", "started_at": started,
+                       "to_outlook": {"done": 300, "to_do": 0, "total": 300, "eta_s": 0},
+                       "to_anny": {"done": 100, "to_do": 200, "total": 300, "eta_s": 120}}]}
+    outlook_bar, anny_bar = progress_bars(sync)
+    assert outlook_bar.startswith("room-a@contoso.example anny → Outlook: 100%") and "300/300" in outlook_bar
+    assert "Outlook → anny:  33%" in anny_bar and "100/300" in anny_bar and "█" in anny_bar
+    assert "<02:00" in anny_bar  # tqdm's estimate from the rate so far: 200 left at 100 a minute
+    text = _progress_lines(sync)
+    assert text[0] == "initial sync   anny → Outlook 300/300, Outlook → anny 100/300; about 2 min left"
+    assert progress_bars({"in_progress": False, "rooms": []}) == [] and _progress_lines({"in_progress": False}) == []

@@ -386,6 +386,11 @@ class GraphEmulator:
         _assign(self.throttler.config, limits, "throttling setting")
 
     @on_loop
+    def throttled_counts(self) -> dict[str, int]:
+        """429s sent for Graph's own limits (per-mailbox budget, MailboxConcurrency); injected faults not included."""
+        return dict(self.throttler.refused)
+
+    @on_loop
     def call_counts(self) -> dict[str, int]:
         """Calls per "METHOD /template" plus "total" (every request received, answered or not)."""
         return self.counters.snapshot()

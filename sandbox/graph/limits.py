@@ -33,6 +33,7 @@ class Throttler:
         self.config = config
         self.in_flight: Counter[str] = Counter()
         self.stamps: defaultdict[str, deque[float]] = defaultdict(deque)
+        self.refused: Counter[str] = Counter()  # 429s sent: "budget", "concurrency"
 
     def enter(self, mailbox: str, now: float) -> None:
         """Take a slot for a request on `mailbox` or raise 429 (budget first, then concurrency)."""
@@ -40,9 +41,11 @@ class Throttler:
         while stamps and stamps[0] <= now - self.config.window_seconds:
             stamps.popleft()
         if len(stamps) >= self.config.budget:
+            self.refused["budget"] += 1
             wait = math.ceil(stamps[0] + self.config.window_seconds - now)
             raise throttled("ApplicationThrottled", "Application is over its request budget for this mailbox.", wait)
         if self.in_flight[mailbox] >= self.config.concurrency:
+            self.refused["concurrency"] += 1
             raise throttled(
                 "MailboxConcurrency",
                 "Application is over its MailboxConcurrency limit.",
@@ -57,6 +60,7 @@ class Throttler:
     def reset(self) -> None:
         self.in_flight.clear()
         self.stamps.clear()
+        self.refused.clear()
 
 
 @dataclass

@@ -13,7 +13,7 @@ import pytest
 
 from devhost.azurite import Azurite
 from devhost.stack import Emulators, LocalStack, start_stack
-from sync.admin import activate, run_command
+from sync.admin import activate
 from sync.services import Services
 from sync.settings import Settings, StorageSettings
 from sync.state import StateStore
@@ -88,9 +88,11 @@ class World:
         """What the admin's `python -m sync activate` does: subscribe the rooms, sync both ways."""
         services = await Services.open(Settings.from_env(self.stack.env))
         try:
-            return await activate(Worker(services))
+            answer = await activate(Worker(services))
         finally:
             await services.close()
+        await self.settle()  # the initial sync runs in the background, from the backfill queue
+        return answer
 
     async def admin(self, command: str, **params: str) -> Any:
         """An admin command as the local CLI runs it (the same dispatcher as the admin API)."""
@@ -105,11 +107,7 @@ class World:
 
 
 async def run_admin(stack: LocalStack, command: str, **params: str) -> Any:
-    services = await Services.open(Settings.from_env(stack.env))
-    try:
-        return await run_command(command, params, Worker(services))
-    finally:
-        await services.close()
+    return await stack.admin(command, **params)
 
 
 @pytest.fixture

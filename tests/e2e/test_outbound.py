@@ -287,12 +287,13 @@ async def test_anny_5xx_is_retried_by_the_queue_then_poisoned(world: World) -> N
     world.stack.anny.fail_next(503, count=2, route="GET /api/v1/bookings/{id}")
     await world.settle()
     assert len(world.mirror_events()) == 1  # two failures, third attempt succeeded
-    world.stack.anny.person_move_booking(booking["id"], world.at(2, 11), world.at(2, 12))
+    world.stack.anny.person_create_booking(world.resource, world.at(3, 11), world.at(3, 12))
     await world.stack.anny.settle()
-    world.stack.anny.fail_next(503, count=50, route="GET /api/v1/bookings/{id}")
+    world.stack.anny.fail_next(503, count=50, route="GET /api/v1/bookings/{id}")  # a new booking is read first
     await world.settle()
     assert len(await world.stack.poison_messages()) == 1
     assert utc(single(world)["start"]["dateTime"]) == world.utc(2, 9)  # nothing lost or half-written
+    assert booking["id"] == single(world)["singleValueExtendedProperties"][0]["value"]
 
 
 async def test_anny_auth_failure_is_reported_and_parked_not_retried_endlessly(

@@ -1,0 +1,134 @@
+"""Webhook payloads instead of reads: what a payload tells, and when it may be acted on unread."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from sync.anny import seen_booking, webhook_snapshot
+from sync.decide import (
+    CreateEvent,
+    DeleteEvent,
+    ForgetLink,
+    OutboundContext,
+    Skip,
+    UpdateEvent,
+    decide_booking,
+    desired_event,
+    is_own_blocker_echo,
+    payload_suffices,
+)
+from sync.model import BLOCKER_MARKER, AnnyBooking, SyncWindow, booking_version, is_newer
+from sync.state import Link
+
+BERLIN = ZoneInfo("Europe/Berlin")
+WINDOW = SyncWindow.starting(date(2026, 11, 24), 6, BERLIN)
+OUT = OutboundContext(WINDOW, "{service} · anny #{number}", "Blocked in anny")
+ROOM = "room@contoso.example"
+T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
+V1, V2, V3 = (booking_version(f"2026-11-2{n}T10:00:00.000001Z") for n in (4, 5, 6))
+
+
+def booking(**changes: object) -> AnnyBooking:
+    base = AnnyBooking(id="b1", start=T0, end=T0 + timedelta(hours=1), resource_id="res-1", number="1001",
+                       service_name="Meeting room", version=V2)
+    return replace(base, **changes)
+
+
+def link(version: str, **changes: object) -> Link:
+    synced = Link(room=ROOM, origin="anny", anny_id="b1", event_id="E1", anny_version=version,
+                  fingerprint=desired_event(booking(), OUT).fingerprint, etag="W/1")
+    return replace(synced, **changes)
+
+
+MOVED = booking(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
+
+
+@pytest.mark.parametrize(("seen", "known", "expected", "suffices"), [
+    # a later state than the link saw: acted on without a read, whatever it asks for
+    (MOVED, link(V1), UpdateEvent, True),
+    (booking(canceled=True), link(V1), DeleteEvent, True),
+    (None, link(V1), DeleteEvent, True),
+    # an older or equal state, or one that cannot be ordered: a write needs the truth first
+    (replace(MOVED, version=V1), link(V2), UpdateEvent, False),
+    (MOVED, link(V2), UpdateEvent, False),
+    (replace(MOVED, version=""), link(V1), UpdateEvent, False),
+    (MOVED, link(""), UpdateEvent, False),
+    # no link: a create might resurrect a booking deleted meanwhile (deliveries reversed)
+    (booking(), None, CreateEvent, False),
+    # nothing to do is safe whatever the age: later changes send webhooks of their own
+    (booking(), link(V3), Skip, True),
+    (booking(canceled=True), None, Skip, True),
+    (None, None, Skip, True),
+    (booking(is_series_master=True), None, Skip, True),
+])
+def test_when_the_payload_suffices(seen, known, expected, suffices):
+    actions = decide_booking(seen, ROOM, known, OUT)
+    assert isinstance(actions[0], expected)
+    assert payload_suffices(actions, known, seen.version if seen else V2) is suffices
+
+
+def test_an_unmapped_booking_without_a_link_needs_no_read():
+    actions = decide_booking(booking(), None, None, OUT)
+    assert actions == [Skip("not a booking to mirror")] and payload_suffices(actions, None, V2)
+
+
+def test_a_cancelled_payload_removes_and_forgets_without_a_read():
+    actions = decide_booking(booking(canceled=True), ROOM, link(V1), OUT)
+    assert [type(a) for a in actions] == [DeleteEvent, ForgetLink]
+    assert payload_suffices(actions, link(V1), V2)
+
+
+def test_versions_order_by_time_across_offsets():
+    assert booking_version("2026-11-24T11:00:00+01:00") == booking_version("2026-11-24T10:00:00Z")
+    assert is_newer(booking_version("2026-11-24T10:00:01Z"), booking_version("2026-11-24T11:00:00+01:00"))
+    assert booking_version("yesterday") == "" and booking_version("2026-11-24T10:00:00") == ""
+    assert not is_newer("", V1) and not is_newer(V1, "")
+
+
+def flat_payload(**data: object) -> dict:
+    body = {"id": "b1", "start_date": "2026-12-01T10:00:00+01:00", "end_date": "2026-12-01T11:00:00+01:00",
+            "status": "accepted", "number": "1001", "updated_at": "2026-11-25T10:00:00.000001Z",
+            "resource": {"id": "desk-1", "name": "Desk 1", "parent": {"id": "room-1"}, "meta": {"parent_id": "room-1"}},
+            "service": {"id": "s1", "name": "Meeting"}}
+    body.update(data)
+    return {"event": "bookings.updated", "event_id": "e1", "triggered_at": "2026-11-25T10:00:01Z",
+            "data": {k: v for k, v in body.items() if v is not None}}
+
+
+def test_a_complete_payload_becomes_the_booking():
+    seen = seen_booking(webhook_snapshot(flat_payload()))
+    assert seen.version == V2
+    assert seen.booking is not None and set(seen.booking.resource_ids) == {"desk-1", "room-1"}
+    assert seen.booking.service_name == "Meeting" and seen.booking.start == T0
+    deleted = webhook_snapshot({**flat_payload(), "event": "bookings.deleted"})
+    assert seen_booking(deleted).booking is None and seen_booking(deleted).version == V2
+
+
+@pytest.mark.parametrize("broken", [
+    {"updated_at": None},  # cannot be ordered
+    {"updated_at": "last tuesday"},
+    {"start_date": None},
+    {"resource": None},
+    {"resource": {"id": "desk-1", "name": "Desk 1"}},  # whether it has a parent is not said
+    {"note": "x" * 5000},  # too long for a queue message: read instead
+])
+def test_an_incomplete_payload_means_a_read(broken):
+    assert webhook_snapshot(flat_payload(**broken)) is None
+
+
+def test_a_jsonapi_wrapped_payload_means_a_read():
+    wrapped = {"event": "bookings.updated", "data": {"data": {"id": "b1", "type": "bookings", "attributes": {}}}}
+    assert webhook_snapshot(wrapped) is None
+
+
+def test_the_echo_of_a_blocker_this_app_made_needs_no_work_item():
+    ours = booking(is_blocker=True, note=f"Synced from Outlook. {BLOCKER_MARKER}abc]")
+    assert is_own_blocker_echo(ours)
+    assert all(isinstance(a, Skip) for known in (None, link(V1, origin="outlook"))
+               for a in decide_booking(ours, ROOM, known, OUT))
+    assert not is_own_blocker_echo(replace(ours, canceled=True))  # an admin's deletion is remembered
+    assert not is_own_blocker_echo(None) and not is_own_blocker_echo(booking(is_blocker=True))
