@@ -58,6 +58,9 @@ def _load_local_settings(path: Path) -> dict[str, str]:
     return {k: str(v) for k, v in values.items() if v != "" and not str(v).startswith("<")}
 
 
+# The sandbox's anny keeps anny's documented rate limits, so the app's budget is exercised.
+ANNY_LIMITS = {"rate_limits": True}
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m devhost", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -184,7 +187,7 @@ def _start_sandbox(ports: Ports, app_module: str, stops: list[Callable[[], None]
     keys = HostKeys(master=secrets.token_urlsafe(24), default=secrets.token_urlsafe(24))
     azurite = start_azurite(ports=AzuritePorts.from_base(ports.azurite))
     stops.append(azurite.stop)
-    emulators = sandbox.start_emulators(ports.graph, ports.anny)
+    emulators = sandbox.start_emulators(ports.graph, ports.anny, anny_config=ANNY_LIMITS)
     stops.append(emulators.stop)
     org = sandbox.seed(emulators)
     app = importlib.import_module(app_module).app
@@ -265,6 +268,7 @@ def _sandbox_banner(stack: RunningStack, org: SeededOrganisation, worker_verdict
         f"anny sync sandbox ready in {seconds:.1f} s: seeded {len(org.rooms)} mapped rooms, "
         f"{org.anny_bookings} anny bookings (incl. a series), {org.outlook_meetings} Outlook meetings; "
         f"anny webhook registered; sync active ({synced}).",
+        "  anny's rate limits are enforced by the emulator (400 reads and 100 writes a minute, as documented).",
         f"  app            {stack.app_url}/api/   (keys: in {stack_file()}; {worker_verdict})",
         f"  Graph emulator {stack.graph_url}/v1.0   (person in Outlook: {stack.graph_url}/_control)",
         f"  anny emulator  {stack.anny_url}/api/v1   (person in anny: {stack.anny_url}/_control)",
