@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync.activation import activate, deactivate, resync
+from sync.budget import BACKFILL, priority
 from sync.errors import ConfirmationNeeded, NotFoundError, RuleError, RuleNotAdded, SyncError
 from sync.inbound import blocker_note
 from sync.reconcile import reconcile_rule
@@ -192,16 +193,19 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
     if command == "rules.list":
         return [rule_view(r) for r in await store.list_rules()]
     if command == "rules.add":
-        return await add_and_sync_rule(worker, params)
+        with priority(BACKFILL):  # a new rule's initial sync comes after live changes
+            return await add_and_sync_rule(worker, params)
     if command == "rules.remove":
         return await remove_rule(worker, params.get("anny_resource", ""))
     if command == "activate":
-        return await activate(worker, dry_run=flag(params, "dry_run"))
+        with priority(BACKFILL):
+            return await activate(worker, dry_run=flag(params, "dry_run"))
     if command == "deactivate":
         return await deactivate(worker)
     if command == "resync":
-        return await resync(worker, params.get("rule", ""), dry_run=flag(params, "dry_run"),
-                            confirm_deletions=flag(params, "confirm_deletions"))
+        with priority(BACKFILL):
+            return await resync(worker, params.get("rule", ""), dry_run=flag(params, "dry_run"),
+                                confirm_deletions=flag(params, "confirm_deletions"))
     if command == "delete":
         return await delete_integration(worker, params.get("confirm", ""))
     if command == "status":

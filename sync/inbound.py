@@ -75,6 +75,7 @@ class RoomRunResult:
     held: bool = False  # the brake on mass deletion held the rule; nothing was written
     failures: list[str] = field(default_factory=list)
     deferred: list[str] = field(default_factory=list)  # baseline events left to backfill (EventsBackfill)
+    queued: int = 0  # how many of them were queued as backfill items
 
 
 @dataclass

@@ -28,6 +28,7 @@ FIRST_ITEMS = 5
 MAX_ROOM_RUNS = 5
 BOOKINGS_IN_PARALLEL = 8  # the Graph gateway lets 4 per mailbox through, live calls first
 PROGRESS_EVERY = 25
+BACKFILL_QUEUED = "create (queued)"
 BUSY_WAIT_S, MAX_BUSY_WAITS = 0.5, 60  # a room run takes seconds; a dead one's lease is not waited out
 
 
@@ -190,6 +191,9 @@ async def _inbound(worker: Worker, rule: Rule, run: RunLog, report: RuleReport, 
         await store.update_room_state(rule.room, lambda s: setattr(s, "delta_link", ""))
     for result in await run_room(worker, rule, run, allow_deletions):
         report.add(INBOUND, result.actions)
+        if result.queued:  # blockers written in the background, at backfill priority (see `status`)
+            queued = report.directions[INBOUND].get(BACKFILL_QUEUED, 0) + result.queued
+            report.directions[INBOUND][BACKFILL_QUEUED] = queued
         if result.held:
             report.held = (await store.get_rule(rule.anny_resource_id) or rule).held
 

@@ -29,12 +29,13 @@ WINDOW = SyncWindow.starting(date(2026, 11, 24), 6, BERLIN)
 OUT = OutboundContext(WINDOW, "{service} · anny #{number}", "Blocked in anny")
 ROOM = "room@contoso.example"
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-V1, V2, V3 = (booking_version(f"2026-11-2{n}T10:00:00.000001Z") for n in (4, 5, 6))
+U1, U2, U3 = (datetime(2026, 11, day, 10, 0, 0, 1, tzinfo=UTC) for day in (24, 25, 26))
+V1, V2, V3 = (booking_version(u) for u in (U1, U2, U3))
 
 
 def booking(**changes: object) -> AnnyBooking:
     base = AnnyBooking(id="b1", start=T0, end=T0 + timedelta(hours=1), resource_id="res-1", number="1001",
-                       service_name="Meeting room", version=V2)
+                       service_name="Meeting room", updated_at=U2)
     return replace(base, **changes)
 
 
@@ -53,9 +54,9 @@ MOVED = booking(start=T0 + timedelta(hours=2), end=T0 + timedelta(hours=3))
     (booking(canceled=True), link(V1), DeleteEvent, True),
     (None, link(V1), DeleteEvent, True),
     # an older or equal state, or one that cannot be ordered: a write needs the truth first
-    (replace(MOVED, version=V1), link(V2), UpdateEvent, False),
+    (replace(MOVED, updated_at=U1), link(V2), UpdateEvent, False),
     (MOVED, link(V2), UpdateEvent, False),
-    (replace(MOVED, version=""), link(V1), UpdateEvent, False),
+    (replace(MOVED, updated_at=None), link(V1), UpdateEvent, False),
     (MOVED, link(""), UpdateEvent, False),
     # no link: a create might resurrect a booking deleted meanwhile (deliveries reversed)
     (booking(), None, CreateEvent, False),
