@@ -13,6 +13,7 @@ UV_INSTALL := $(UV) pip install --quiet --python $(PY)
 
 test: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 # The model-based test (tests/e2e/test_model.py) with many more examples and steps, for a release.
@@ -61,6 +62,7 @@ $(AZURITE): package.json package-lock.json
 
 lint: install
 	$(PY) -m ruff check .
+	$(PY) -m mypy
 
 run: install-run
 	$(PY) -m devhost $(RUN_ARGS)
@@ -88,4 +90,4 @@ bench-initial: install
 	$(PY) -m bench.initial
 
 clean:
-	rm -rf $(VENV) .venv-3.13 node_modules .pytest_cache .ruff_cache .hypothesis .local-stack.json
+	rm -rf $(VENV) .venv-3.13 node_modules .pytest_cache .ruff_cache .mypy_cache .hypothesis .local-stack.json

@@ -25,7 +25,7 @@ import logging
 import os
 import random
 import re
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -229,9 +229,9 @@ class LocalFunctionsHost:
         """Run a coroutine on the host's event loop (where the app's clients live) and wait."""
         return self.server.call(coro, timeout)
 
-    async def run(self, coro: Awaitable[T]) -> T:
+    async def run(self, coro: Coroutine[Any, Any, T]) -> T:
         """Await a coroutine on the host's loop from another event loop (async tests)."""
-        future = asyncio.run_coroutine_threadsafe(coro, self.server.loop)  # type: ignore[arg-type]
+        future = asyncio.run_coroutine_threadsafe(coro, self.server.loop)
         return await asyncio.wrap_future(future)
 
     # -- metadata ------------------------------------------------------------------------------
@@ -293,7 +293,7 @@ class LocalFunctionsHost:
             return web.Response(status=500)
         answer = _to_aiohttp(response)
         log.info(http_call_line(route.function.name, request.method, request.path, answer.status,
-                                bytes(answer.body or b""), answer.content_type))
+                                _body_bytes(answer), answer.content_type))
         return answer
 
     async def _invoke(self, f: _Function, kwargs: dict[str, Any]) -> Any:
@@ -404,9 +404,10 @@ class LocalFunctionsHost:
     async def _run_message(self, f: _Function, client: QueueClient, message: Any,
                            visibility: int | None) -> None:
         body = message.content
-        queue_message = QueueMessage(id=message.id, body=body, dequeue_count=message.dequeue_count,
-                                     insertion_time=message.inserted_on, expiration_time=message.expires_on,
-                                     pop_receipt=message.pop_receipt)
+        # azure-functions leaves QueueMessage.__init__ unannotated.
+        queue_message = QueueMessage(  # type: ignore[no-untyped-call]
+            id=message.id, body=body, dequeue_count=message.dequeue_count, insertion_time=message.inserted_on,
+            expiration_time=message.expires_on, pop_receipt=message.pop_receipt)
         outputs = {o["name"]: _Out() for o in f.outputs}
         try:
             await self._invoke(f, {f.trigger["name"]: queue_message, **outputs})
@@ -501,6 +502,11 @@ def _route_regex(template: str) -> re.Pattern[str]:
         else:
             parts.append(re.escape(piece))
     return re.compile("".join(parts))
+
+
+def _body_bytes(answer: web.Response) -> bytes:
+    """The body `_to_aiohttp` set: bytes or text, never a streamed payload."""
+    return bytes(answer.body) if isinstance(answer.body, (bytes, bytearray)) else b""
 
 
 def _to_aiohttp(response: Any) -> web.Response:

@@ -183,7 +183,9 @@ class Person:
                             seen=lambda e: f"the sync created Outlook event \"{e['subject']}\" in {target.room.room}")
 
     def _mirror_of(self, room: str, booking_id: str) -> dict[str, Any] | None:
-        for event in self._json("GET", f"{self.stack.graph_url}/_control/mailboxes/{quote(room)}/events"):
+        url = f"{self.stack.graph_url}/_control/mailboxes/{quote(room)}/events"
+        events: list[dict[str, Any]] = self._json("GET", url)
+        for event in events:
             for prop in event.get("singleValueExtendedProperties") or []:
                 if prop.get("id", "").lower() == ANNY_PROPERTY_ID.lower() and prop.get("value") == booking_id:
                     return event
@@ -215,7 +217,8 @@ class Person:
                                            f"{target.resource_name}")
 
     def _blocker_with(self, note: str) -> dict[str, Any] | None:
-        for booking in self._json("GET", f"{self.stack.anny_url}/_control/bookings"):
+        bookings: list[dict[str, Any]] = self._json("GET", f"{self.stack.anny_url}/_control/bookings")
+        for booking in bookings:
             if booking.get("is_blocker") and booking.get("note") == note and booking.get("status") != "canceled":
                 return booking
         return None

@@ -77,8 +77,9 @@ class LocalStack:
 
     def subscribe_anny_webhooks(self) -> dict[str, Any]:
         """Register the app's webhook in anny, as the admin guide tells the admin to."""
-        return self.anny.create_webhook_subscription(
+        subscription: dict[str, Any] = self.anny.create_webhook_subscription(
             self.webhook_url, custom_headers={WEBHOOK_SECRET_HEADER: WEBHOOK_SECRET})
+        return subscription
 
     async def drain(self, timeout: float = 60) -> None:
         """Let every queued work item run (tests drive the queue on demand)."""

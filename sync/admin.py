@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -173,8 +174,9 @@ def flag(params: dict[str, str], name: str) -> bool:
 def checked_params(command: str, params: dict[str, str]) -> dict[str, str]:
     """The format of the admin's input (what it means is the commands' check): ids that fit anny's
     format, mailbox addresses, short valid text. A rule is removable whatever its stored id."""
-    checks = {"anny_resource": text if command == "rules.remove" else anny_id, "room": mailbox, "rule": anny_id,
-              "time_zone": lambda value, name: text(value, name, 64)}
+    checks: dict[str, Callable[[str, str], str]] = {
+        "anny_resource": text if command == "rules.remove" else anny_id, "room": mailbox, "rule": anny_id,
+        "time_zone": lambda value, name: text(value, name, 64)}
     checked = {}
     for name, value in params.items():
         value = text(value, name).strip()  # an empty value is the command's own (clearer) refusal

@@ -330,7 +330,8 @@ def webhook_snapshot(payload: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def _states_parent(resource: dict[str, Any]) -> bool:
-    meta = resource.get("meta") if isinstance(resource.get("meta"), dict) else {}
+    meta = resource.get("meta")
+    meta = meta if isinstance(meta, dict) else {}
     attrs = _attributes(resource)
     return "parent" in attrs or "parent_id" in meta or "parent" in (resource.get("relationships") or {})
 

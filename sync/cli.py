@@ -51,8 +51,8 @@ def _common() -> argparse.ArgumentParser:
     return common
 
 
-def _add(commands: Any, name: str, summary: str, example: str, common: argparse.ArgumentParser,
-         details: str = "") -> argparse.ArgumentParser:
+def _add(commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, summary: str, example: str,
+         common: argparse.ArgumentParser, details: str = "") -> argparse.ArgumentParser:
     return commands.add_parser(
         name, help=summary, description=f"{summary}.\n\n{details}".strip(), parents=[common],
         epilog=f"example:\n  {example}\n\n{EXIT_CODES}", formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -14,6 +14,7 @@ import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -27,6 +28,7 @@ from kiota_abstractions.authentication import (
 from kiota_abstractions.method import Method
 from kiota_abstractions.native_response_handler import NativeResponseHandler
 from kiota_abstractions.request_information import RequestInformation
+from kiota_abstractions.request_option import RequestOption
 from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
 from msgraph_core import BaseGraphRequestAdapter, GraphClientFactory
 
@@ -148,7 +150,8 @@ class GraphGateway:
     def from_settings(cls, settings: Settings, max_retries: int = 3, store: StateStore | None = None
                       ) -> GraphGateway:
         base = settings.graph_base_url.rstrip("/")
-        options = {RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)}
+        options: dict[str, RequestOption] = {
+            RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)}
         http = GraphClientFactory.create_with_default_middleware(
             client=httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), trust_env=environment_proxy()),
             options=options)
@@ -176,7 +179,11 @@ class GraphGateway:
         if body is not None:
             info.set_stream_content(json.dumps(body).encode(), "application/json")
         info.add_request_options([ResponseHandlerOption(NativeResponseHandler())])
-        response: httpx.Response = await self.adapter.send_primitive_async(info, "bytes", None)
+        # kiota types the result as Optional[ResponseType], a TypeVar bound by no argument (read
+        # as None); the native response handler hands back the raw httpx.Response.
+        response: object = await self.adapter.send_primitive_async(info, "bytes", None)
+        if not isinstance(response, httpx.Response):
+            raise TypeError(f"expected the raw httpx.Response, got {type(response).__name__}")
         if response.status_code >= 400:
             raise _failure(response)
         return json.loads(response.content) if response.content else None
@@ -281,7 +288,7 @@ class GraphGateway:
         prefer = (f"odata.maxpagesize={page_size}", UTC_TIMES)
         while True:
             try:
-                page = await self._call(room, lambda u=url: self._send(Method.GET, u, prefer=prefer))
+                page = await self._call(room, partial(self._send, Method.GET, url, prefer=prefer))
             except (RemoteGone, RemoteBadRequest) as exc:
                 if not sync_state_lost(exc):
                     raise
@@ -305,7 +312,7 @@ class GraphGateway:
     async def _pages(self, room: str, url: str, prefer: tuple[str, ...] = ()) -> AsyncIterator[dict[str, Any]]:
         """The items of a paged collection, following `@odata.nextLink`."""
         while url:
-            page = await self._call(room, lambda u=url: self._send(Method.GET, u, prefer=prefer))
+            page = await self._call(room, partial(self._send, Method.GET, url, prefer=prefer))
             for item in _values(page):
                 yield item
             url = str((page or {}).get("@odata.nextLink") or "")

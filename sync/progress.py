@@ -17,7 +17,9 @@ DIRECTIONS = ("to_outlook", "to_anny")
 
 
 def _finished(progress: Progress, direction: str) -> bool:
-    return getattr(progress, f"{direction}_done") >= getattr(progress, f"{direction}_total")
+    done: int = getattr(progress, f"{direction}_done")
+    total: int = getattr(progress, f"{direction}_total")
+    return done >= total
 
 
 async def start(store: StateStore, room: str, direction: str, total: int) -> None:

@@ -23,14 +23,15 @@ MAX_VISIBILITY_S = 7 * 24 * 3600  # Azure Queue Storage's limit
 
 def queue_client(storage: StorageSettings, name: str) -> tuple[QueueClient, Any]:
     """A client for one queue of the app's storage, and the credential to close with it (or None)."""
-    policies = {"message_encode_policy": BinaryBase64EncodePolicy(),
-                "message_decode_policy": BinaryBase64DecodePolicy()}
+    encode, decode = BinaryBase64EncodePolicy(), BinaryBase64DecodePolicy()
     if storage.connection_string:
-        return QueueClient.from_connection_string(storage.connection_string, name, **policies), None
+        return QueueClient.from_connection_string(storage.connection_string, name, message_encode_policy=encode,
+                                                  message_decode_policy=decode), None
     from azure.identity.aio import DefaultAzureCredential
 
     credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id or None)
-    return QueueClient(storage.queue_service_uri, name, credential=credential, **policies), credential
+    return QueueClient(storage.queue_service_uri, name, credential=credential, message_encode_policy=encode,
+                       message_decode_policy=decode), credential
 
 
 class WorkQueues:

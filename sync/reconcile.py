@@ -44,9 +44,9 @@ class RuleReport:
         for kind, n in tally(actions).items():
             self.directions[direction][kind] = self.directions[direction].get(kind, 0) + n
         for action in actions:
-            kind = action_kind(action)
-            if kind not in (None, "unchanged") and len(self.first[direction]) < FIRST_ITEMS:
-                self.first[direction].append({"action": str(kind), **item})
+            action_name = action_kind(action)
+            if action_name not in (None, "unchanged") and len(self.first[direction]) < FIRST_ITEMS:
+                self.first[direction].append({"action": str(action_name), **item})
 
     def view(self, with_items: bool = False) -> dict[str, Any]:
         view: dict[str, Any] = {"anny_resource": self.rule.anny_resource_id, "room": self.rule.room,

@@ -43,7 +43,7 @@ async def poison_count(storage: StorageSettings) -> int | None:
     for name in POISON_QUEUES:
         client, credential = queue_client(storage, name)
         try:
-            total += (await client.get_queue_properties()).approximate_message_count
+            total += (await client.get_queue_properties()).approximate_message_count or 0  # header always sent
         except ResourceNotFoundError:
             pass
         except AzureError as exc:

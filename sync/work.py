@@ -64,7 +64,7 @@ class EventsBackfill:
 
 
 Work = BookingWork | RoomWork | LifecycleWork | EventsBackfill
-_KINDS: dict[str, type] = {"booking": BookingWork, "room": RoomWork, "lifecycle": LifecycleWork,
+_KINDS: dict[str, type[Work]] = {"booking": BookingWork, "room": RoomWork, "lifecycle": LifecycleWork,
                            "events-backfill": EventsBackfill}
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
