@@ -1,4 +1,14 @@
-"""The anny Admin API client (JSON:API over httpx): bookings, blockers, resources."""
+"""The anny Admin API client (JSON:API over httpx): bookings, blockers, resources.
+
+anny's developer guide: the Admin API (https://developers.anny.co/admin-api/description/when-to-use-the-admin-api)
+wants a bearer token (https://developers.anny.co/guides/authentication) and the organisation as
+`?o=` on every request; it speaks JSON:API v1.1, and writes must be sent as
+`application/vnd.api+json` (https://developers.anny.co/guides/json-api-conventions). Its budget is
+400 reads and 100 writes a minute per organisation, shared by every client of the organisation,
+and at most 4 identical requests a second (https://developers.anny.co/guides/rate-limiting):
+every request here waits for `sync.budget` first. Answers are read in the shapes of
+`sync.anny_wire`. Each method's docstring names the endpoint it calls and the quirks it works around.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +17,11 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 import httpx
 
+from sync import anny_wire as wire
 from sync.budget import OrgBudget, kind_of
 from sync.errors import RemoteGone, RemoteThrottled, RemoteUnavailable, error_for_status
 from sync.model import AnnyBooking, DesiredBlocker, SeenBooking, booking_version
@@ -21,7 +32,7 @@ log = logging.getLogger(__name__)
 JSONAPI = "application/vnd.api+json"
 BOOKING_INCLUDE = "resource,service"  # the parent id comes with the included resource
 DATE_FILTER_MARGIN = timedelta(days=1)  # anny does not say whether its date filters mean overlap
-PAGE_SIZE = 30
+PAGE_SIZE = 30  # anny's own n8n client pages by 30; the maximum page size is not documented
 MAX_THROTTLE_RETRIES = 2
 RETRY_IN_PROCESS_S = 2.0  # a longer Retry-After puts the work item back on the queue instead
 
@@ -36,7 +47,7 @@ class AnnyResource:
 
 
 class AnnyClient:
-    """One client per event loop; `async with AnnyClient(...)`."""
+    """One client per event loop; `async with AnnyClient(...)`. Paths are under /api/v1."""
 
     def __init__(self, base_url: str, token: str, organization_id: str, *, timeout: float = 30,
                  budget: OrgBudget | None = None) -> None:
@@ -59,19 +70,28 @@ class AnnyClient:
     # -- bookings ---------------------------------------------------------------------------------
 
     async def get_booking(self, booking_id: str) -> AnnyBooking | None:
-        """The booking as anny has it now; None when anny answers 404."""
+        """GET /api/v1/bookings/{id}?include=resource,service — one booking
+        (https://developers.anny.co/guides/json-api-conventions for `include`).
+
+        The booking as anny has it now; None when anny answers 404. The resource comes included,
+        so its parent (how a child resource's booking maps to a room) costs no second read."""
         try:
-            document = await self._request("GET", url_path("bookings", booking_id), booking_id=booking_id,
-                                           params={"include": BOOKING_INCLUDE})
+            document: wire.Document = await self._request(
+                "GET", url_path("bookings", booking_id), booking_id=booking_id, params={"include": BOOKING_INCLUDE})
         except RemoteGone:
             return None
-        return parse_booking(document["data"], _included(document))
+        return parse_booking(_data(document), _included(document))
 
     async def list_bookings(self, resource_ids: list[str], start: datetime, end: datetime,
                             hide_blockers: bool = False) -> list[AnnyBooking]:
-        """Bookings of the resources overlapping [start, end), following every page.
+        """GET /api/v1/bookings?filter[resources]&filter[start_date]&filter[end_date] — the filters as
+        anny documents them for its bookings list
+        (https://developers.anny.co/apis/customer-api/tag/bookings/get/api/v1/bookings).
 
-        The query asks for a margin around the span, and the answer is filtered precisely here.
+        Bookings of the resources overlapping [start, end), following every page. Quirk: anny
+        does not say whether its date filters select overlap or start-within, so the query asks
+        for a margin around the span and the answer is filtered precisely here.
+        `filter[hide_blocker]=1` leaves blockers out.
         """
         params: dict[str, Any] = {
             "filter[resources]": ",".join(resource_ids),
@@ -83,9 +103,10 @@ class AnnyClient:
         found: list[AnnyBooking] = []
         page = 1
         while True:
-            document = await self._request("GET", url_path("bookings"), params={**params, "page[number]": page})
+            document: wire.CollectionDocument = await self._request(
+                "GET", url_path("bookings"), params={**params, "page[number]": page})
             included = _included(document)
-            found.extend(parse_booking(item, included) for item in document.get("data") or [])
+            found.extend(parse_booking(item, included) for item in _items(document))
             if not _has_next_page(document, page):
                 break
             page += 1
@@ -94,18 +115,21 @@ class AnnyClient:
     async def bookings_changed_since(self, since: datetime, max_pages: int) -> tuple[list[AnnyBooking], bool]:
         """Bookings changed at or after `since` (anny's `updated_at`), newest first, and whether that is all.
 
-        GET /api/v1/bookings?sort=-updated_at (JSON:API `sort`, listed in anny's pagination
-        parameters): reading stops at the first page that reaches back past `since`, so a sweep
-        usually costs one request. If anny ignores the sort (the order is not newest first),
-        no early stop is safe: the pages read so far are returned as incomplete.
+        GET /api/v1/bookings?sort=-updated_at (JSON:API `sort`, listed with anny's paging
+        parameters, https://developers.anny.co/apis/customer-api/tag/bookings/get/api/v1/bookings):
+        reading stops at the first page that reaches back past `since`, so a sweep usually costs
+        one request. Quirk: which fields anny sorts by is not documented; if it ignores the sort
+        (the order is not newest first), no early stop is safe: the pages read so far are
+        returned as incomplete.
         """
         params = {"sort": "-updated_at", "include": BOOKING_INCLUDE, "page[size]": PAGE_SIZE}
         found: list[AnnyBooking] = []
         previous: datetime | None = None
         for page in range(1, max_pages + 1):
-            document = await self._request("GET", "/bookings", params={**params, "page[number]": page})
+            document: wire.CollectionDocument = await self._request(
+                "GET", "/bookings", params={**params, "page[number]": page})
             included = _included(document)
-            for booking in (parse_booking(item, included) for item in document.get("data") or []):
+            for booking in (parse_booking(item, included) for item in _items(document)):
                 stamp = booking.updated_at
                 if stamp is not None and previous is not None and stamp > previous:
                     log.warning("anny did not sort bookings by updated_at; the sweep relies on the nightly run")
@@ -119,23 +143,40 @@ class AnnyClient:
         return found, False
 
     async def create_blocker(self, resource_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking:
+        """POST /api/v1/bookings with `is_blocker: true` and the resource as relationship.
+
+        Quirk: blocker writes are not in anny's developer guide; this is the request observed in a
+        production integration, so it is coded defensively (the answer's document may lack what
+        was sent; `default_resource` fills the resource in). A blocker makes its resource, and so
+        its children, unavailable. anny has no external-id field: the link table keeps the
+        mapping, and `note` carries our marker (so the app recognises its own blockers)."""
         body = _blocker_document(blocker, note)
         body["data"]["relationships"] = {"resource": {"data": {"type": "resources", "id": resource_id}}}
-        document = await self._request("POST", url_path("bookings"), json=body, event_id=blocker.event_id)
-        return parse_booking(document["data"], _included(document), default_resource=resource_id)
+        document: wire.Document = await self._request(
+            "POST", url_path("bookings"), json=body, event_id=blocker.event_id)
+        return parse_booking(_data(document), _included(document), default_resource=resource_id)
 
     async def update_blocker(self, booking_id: str, blocker: DesiredBlocker, note: str) -> AnnyBooking | None:
-        """PATCH a blocker; returns it as anny has it now (None when anny answered 204 without a document,
-        as JSON:API allows). anny accepts the PATCH of a cancelled booking and leaves it cancelled."""
+        """PATCH /api/v1/bookings/{id} with the blocker's span and texts (observed in a production
+        integration, not in anny's guide; JSON:API update semantics,
+        https://developers.anny.co/guides/json-api-conventions).
+
+        Returns the blocker as anny has it now; None when anny answered 204 without a document,
+        as JSON:API allows. Quirk: anny accepts the PATCH of a cancelled booking and leaves it
+        cancelled, so the caller checks the answer's status."""
         body = _blocker_document(blocker, note)
         body["data"]["id"] = booking_id
-        document = await self._request("PATCH", url_path("bookings", booking_id), json=body, booking_id=booking_id)
+        document: wire.Document = await self._request(
+            "PATCH", url_path("bookings", booking_id), json=body, booking_id=booking_id)
         if not document.get("data"):
             return None
-        return parse_booking(document["data"], _included(document))
+        return parse_booking(_data(document), _included(document))
 
     async def delete_booking(self, booking_id: str) -> None:
-        """Delete a booking/blocker; one that is gone already counts as deleted."""
+        """DELETE /api/v1/bookings/{id} (observed in a production integration, not in anny's guide;
+        anny recommends cancelling customers' bookings instead, which the app never touches).
+
+        Used for the app's own blockers only. One that is gone already (404) counts as deleted."""
         try:
             await self._request("DELETE", url_path("bookings", booking_id), booking_id=booking_id)
         except RemoteGone:
@@ -144,35 +185,46 @@ class AnnyClient:
     # -- resources ----------------------------------------------------------------------------------
 
     async def list_resources(self) -> list[AnnyResource]:
-        """Parents and children (children carry `parent_id`)."""
+        """GET /api/v1/resources?filter[exclude_child_resources]=false — the organisation's resources.
+
+        Quirk: the list holds parents only by default; with this filter the children come too,
+        each stating its parent in `meta.parent_id`. Every page is read (`links.next`, else the
+        page counters in `meta`)."""
         params = {"filter[exclude_child_resources]": "false", "page[size]": PAGE_SIZE}
         resources: list[AnnyResource] = []
         page = 1
         while True:
-            document = await self._request("GET", url_path("resources"), params={**params, "page[number]": page})
-            resources.extend(parse_resource(item) for item in document.get("data") or [])
+            document: wire.CollectionDocument = await self._request(
+                "GET", url_path("resources"), params={**params, "page[number]": page})
+            resources.extend(parse_resource(item) for item in _items(document))
             if not _has_next_page(document, page):
                 return resources
             page += 1
 
     async def get_resource(self, resource_id: str) -> AnnyResource | None:
+        """GET /api/v1/resources/{id} — one resource; None when anny answers 404."""
         try:
-            document = await self._request("GET", url_path("resources", resource_id), anny_resource=resource_id)
+            document: wire.Document = await self._request(
+                "GET", url_path("resources", resource_id), anny_resource=resource_id)
         except RemoteGone:
             return None
-        return parse_resource(document["data"])
+        return parse_resource(_data(document))
 
     # -- transport ------------------------------------------------------------------------------------
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
-                       json: Any = None, **context: Any) -> dict[str, Any]:
+                       json: Any = None, **context: Any) -> Any:
         """One Admin API request within the organisation's budget (sync.budget); `path` comes from
-        `url_path`, so every id in it is escaped.
+        `url_path`, so every id in it is escaped. The answer's JSON:API document ({} when it has
+        no body), in the shape the caller names (`sync.anny_wire`).
 
-        anny answers 429 with `Retry-After` when the organisation is over its limits (another
-        client of the same organisation spent them): every instance pauses for that long; a
-        short wait is taken here, a long one raises RemoteThrottled with `retry_after_s`, and
-        the worker puts the work item back on the queue for that long.
+        Every request carries `?o=<organisation>`; writes send `Content-Type:
+        application/vnd.api+json` (plain JSON is refused with 415). anny answers 429 with
+        `Retry-After` (seconds until its window resets, https://developers.anny.co/guides/rate-limiting)
+        when the organisation is over its limits — another client of the same organisation may
+        have spent them, and anny sends no X-RateLimit headers: every instance pauses for that
+        long; a short wait is taken here, a long one raises RemoteThrottled with `retry_after_s`,
+        and the worker puts the work item back on the queue for that long.
         """
         query = {"o": self._org, **(params or {})}
         headers = {"Content-Type": JSONAPI} if json is not None else {}
@@ -202,7 +254,9 @@ class AnnyClient:
         return wait
 
 
-def _checked(response: httpx.Response, method: str, path: str, context: dict[str, Any]) -> dict[str, Any]:
+def _checked(response: httpx.Response, method: str, path: str, context: dict[str, Any]) -> Any:
+    """The JSON of a successful answer ({} for an empty one, e.g. 204); an error status raises
+    the typed error for it (5xx retryable), with anny's error details."""
     status = response.status_code
     if status < 400:
         return response.json() if response.content else {}
@@ -212,27 +266,46 @@ def _checked(response: httpx.Response, method: str, path: str, context: dict[str
 
 
 def _error_detail(response: httpx.Response) -> str:
+    """The `detail`s (else `title`s) of a JSON:API error document; else the reason phrase."""
     try:
-        errors = response.json().get("errors") or []
+        body: wire.ErrorDocument = response.json()
+        errors = body.get("errors") or []
         return "; ".join(str(e.get("detail") or e.get("title") or e) for e in errors)[:300] or response.reason_phrase
     except (ValueError, AttributeError):
         return response.reason_phrase
 
 
-def _has_next_page(document: dict[str, Any], page: int) -> bool:
+def _has_next_page(document: wire.CollectionDocument, page: int) -> bool:
+    """Quirk: anny's page metadata is not documented consistently — `links.next` when present,
+    else the page counters in `meta` (or `meta.page`), spelt `last_page`, `last-page` or `lastPage`."""
     if (document.get("links") or {}).get("next"):
         return True
     meta = document.get("meta") or {}
-    meta = meta.get("page", meta) if isinstance(meta.get("page"), dict) else meta
-    last = meta.get("last_page", meta.get("last-page", meta.get("lastPage")))
+    nested = meta.get("page")
+    counters: wire.PageMeta = nested if isinstance(nested, dict) else meta
+    last = counters.get("last_page", counters.get("last-page", counters.get("lastPage")))
     return last is not None and page < int(last)
 
 
-def _included(document: dict[str, Any]) -> dict[tuple[str, str], dict[str, Any]]:
-    return {(item.get("type", ""), str(item.get("id"))): item for item in document.get("included") or []}
+def _data(document: wire.Document) -> wire.ResourceObject:
+    """The one resource object of a document (a document without one is not a booking or resource)."""
+    data = document.get("data")
+    if not isinstance(data, dict):
+        raise KeyError("data")
+    return data
 
 
-def _related_id(item: dict[str, Any], name: str) -> str:
+def _items(document: wire.CollectionDocument) -> list[wire.ResourceObject]:
+    return document.get("data") or []
+
+
+def _included(document: wire.Document | wire.CollectionDocument) -> dict[tuple[str, str], wire.ResourceObject]:
+    """The `included` objects (asked for with `include=`) by (type, id)."""
+    return {(str(item.get("type", "")), str(item.get("id"))): item for item in document.get("included") or []}
+
+
+def _related_id(item: Mapping[str, Any], name: str) -> str:
+    """The id of a related object: a JSON:API relationship, else a nested object or a bare id."""
     related = ((item.get("relationships") or {}).get(name) or {}).get("data")
     if isinstance(related, dict) and related.get("id") is not None:
         return str(related["id"])
@@ -242,31 +315,49 @@ def _related_id(item: dict[str, Any], name: str) -> str:
     return str(nested) if isinstance(nested, (str, int)) and nested else ""
 
 
-def _attributes(item: dict[str, Any]) -> dict[str, Any]:
+def _attributes(item: Mapping[str, Any]) -> dict[str, Any]:
     """JSON:API resource objects nest attributes; webhook payloads are flat. Accept both."""
     return {**item, **(item.get("attributes") or {})}
 
 
-def parse_resource(item: dict[str, Any]) -> AnnyResource:
-    attrs = _attributes(item)
-    parent = _related_id(item, "parent") or str((attrs.get("meta") or item.get("meta") or {}).get("parent_id") or "")
+def _booking_fields(item: wire.ResourceObject | wire.BookingFields) -> wire.BookingFields:
+    return cast(wire.BookingFields, _attributes(item))
+
+
+def _resource_fields(item: wire.ResourceObject | wire.ResourceFields) -> wire.ResourceFields:
+    return cast(wire.ResourceFields, _attributes(item))
+
+
+def _parent_id(item: wire.ResourceObject | wire.ResourceFields) -> str:
+    """A child resource's parent: a `parent` relationship or attribute, else `meta.parent_id`."""
+    meta = _resource_fields(item).get("meta") or item.get("meta") or {}
+    return _related_id(item, "parent") or str(meta.get("parent_id") or "")
+
+
+def parse_resource(item: wire.ResourceObject | wire.ResourceFields) -> AnnyResource:
+    """A resource from a JSON:API resource object or a flat (webhook) object."""
+    attrs = _resource_fields(item)
     return AnnyResource(id=str(item["id"]), name=str(attrs.get("name") or ""),
-                        time_zone=str(attrs.get("timezone") or ""), parent_id=parent,
+                        time_zone=str(attrs.get("timezone") or ""), parent_id=_parent_id(item),
                         has_children=bool(attrs.get("has_children")))
 
 
-def parse_booking(item: dict[str, Any], included: dict[tuple[str, str], dict[str, Any]] | None = None,
+def parse_booking(item: wire.ResourceObject | wire.BookingFields,
+                  included: Mapping[tuple[str, str], wire.ResourceObject] | None = None,
                   default_resource: str = "") -> AnnyBooking:
-    """An anny booking from a JSON:API resource object or a flat webhook object."""
+    """An anny booking from a JSON:API resource object (its resource and service from `included`)
+    or a flat webhook object (them nested)."""
     included = included or {}
-    attrs = _attributes(item)
+    attrs = _booking_fields(item)
     resource_id = _related_id(item, "resource") or default_resource
-    resource = included.get(("resources", resource_id)) or (attrs.get("resource") if isinstance(
-        attrs.get("resource"), dict) else None) or {}
-    parent_id = parse_resource({"id": resource_id, **resource}).parent_id if resource else ""
+    nested_resource = attrs.get("resource")
+    resource: wire.ResourceObject | wire.ResourceFields = included.get(("resources", resource_id)) or (
+        nested_resource if isinstance(nested_resource, dict) else None) or {}
+    parent_id = _parent_id(resource) if resource else ""
     service_id = _related_id(item, "service")
-    service = included.get(("services", service_id)) or (attrs.get("service") if isinstance(
-        attrs.get("service"), dict) else None) or {}
+    nested_service = attrs.get("service")
+    service: wire.ResourceObject | wire.ServiceFields = included.get(("services", service_id)) or (
+        nested_service if isinstance(nested_service, dict) else None) or {}
     return AnnyBooking(
         id=str(item["id"]),
         start=datetime.fromisoformat(attrs["start_date"]),
@@ -299,9 +390,10 @@ SNAPSHOT_FIELDS = ("id", "start_date", "end_date", "status", "canceled_at", "is_
 MAX_SNAPSHOT_TEXT = 4096  # longer texts: the worker reads the booking instead (queue messages are ≤ 64 KiB)
 
 
-def webhook_snapshot(payload: dict[str, Any]) -> dict[str, Any] | None:
+def webhook_snapshot(payload: Mapping[str, Any]) -> wire.BookingSnapshot | None:
     """What the worker needs of a booking webhook's `data` to act without reading the booking;
-    None when the payload is incomplete (then the worker reads it).
+    None when the payload is incomplete (then the worker reads it). `payload` is the delivery as
+    received (`wire.WebhookDelivery`, https://developers.anny.co/guides/webhooks).
 
     Complete means: id, start and end, `updated_at` (to order it against what the link saw),
     and the nested resource with its parent stated (a child's booking is mapped by its parent).
@@ -309,7 +401,7 @@ def webhook_snapshot(payload: dict[str, Any]) -> dict[str, Any] | None:
     data = payload.get("data")
     if not isinstance(data, dict) or isinstance(data.get("data"), dict):
         return None  # JSON:API-wrapped: relationships without the resource's parent
-    attrs = _attributes(data)
+    attrs = _booking_fields(cast(wire.BookingFields, data))  # a delivery's booking: flat
     resource = attrs.get("resource")
     if not isinstance(resource, dict) or resource.get("id") is None or not _states_parent(resource):
         return None
@@ -325,24 +417,25 @@ def webhook_snapshot(payload: dict[str, Any]) -> dict[str, Any] | None:
     service = attrs.get("service")
     if isinstance(service, dict):
         snapshot["service"] = {"id": str(service.get("id") or ""), "name": str(_attributes(service).get("name") or "")}
-    snapshot["deleted"] = str(payload.get("event") or "") == "bookings.deleted"
-    return snapshot
+    snapshot["deleted"] = str(payload.get("event") or "") == "bookings.deleted"  # deleted or cancelled
+    return cast(wire.BookingSnapshot, snapshot)  # the fields checked above, the rest as anny sent them
 
 
-def _states_parent(resource: dict[str, Any]) -> bool:
+def _states_parent(resource: Mapping[str, Any]) -> bool:
     meta = resource.get("meta")
     meta = meta if isinstance(meta, dict) else {}
     attrs = _attributes(resource)
     return "parent" in attrs or "parent_id" in meta or "parent" in (resource.get("relationships") or {})
 
 
-def seen_booking(snapshot: dict[str, Any]) -> SeenBooking:
+def seen_booking(snapshot: wire.BookingSnapshot) -> SeenBooking:
     """The booking a `webhook_snapshot` shows."""
     booking = parse_booking(snapshot)
     return SeenBooking(None if snapshot.get("deleted") else booking, booking.version)
 
 
 def _blocker_document(blocker: DesiredBlocker, note: str) -> dict[str, Any]:
+    """The JSON:API document of a blocker write: `is_blocker`, the span, and the texts anny shows."""
     attributes = {"start_date": blocker.start.isoformat(), "end_date": blocker.end.isoformat(),
                   "is_blocker": True, "title": blocker.title, "description": blocker.title, "note": note}
     return {"data": {"type": "bookings", "attributes": attributes}}

@@ -2,9 +2,13 @@
 
 Credentials come from azure-identity (managed identity by default, client secret or
 certificate when configured; a static token for localhost emulators). The SDK's retry
-handler honours 429/503/504 `Retry-After`; on top, at most 4 requests per mailbox run at
-once (Graph's per-mailbox concurrency limit). Requests are built here and answers read as
-JSON into the app's own shapes; Graph's error bodies become the app's typed errors.
+handler honours 429/503/504 `Retry-After` on every method, POST included; on top, at most 4
+requests per mailbox run at once (Graph's per-mailbox concurrency limit,
+https://learn.microsoft.com/graph/throttling-limits#outlook-service-limits). Requests are built
+here and answers read as JSON (shapes in `sync.graph_wire`) into the app's own objects; Graph's
+error bodies (https://learn.microsoft.com/graph/errors) become the app's typed errors.
+
+Each method's docstring names the documented endpoint it calls and the quirks it works around.
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -32,6 +36,7 @@ from kiota_abstractions.request_option import RequestOption
 from kiota_http.middleware.options import ResponseHandlerOption, RetryHandlerOption
 from msgraph_core import BaseGraphRequestAdapter, GraphClientFactory
 
+from sync import graph_wire as wire
 from sync.budget import PriorityLimit
 from sync.errors import (
     RemoteBadRequest,
@@ -51,11 +56,13 @@ from sync.validation import path_segment
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+ItemT = TypeVar("ItemT")
 
-# Our single-value extended property: the anny booking id on every mirror event.
+# Our single-value extended property: the anny booking id on every mirror event. Id format
+# "String {GUID} Name …": https://learn.microsoft.com/graph/api/resources/extended-properties-overview
 ANNY_PROPERTY_ID = "String {8e1d1c7a-3b9f-4a52-9d6e-5a1f2b7c4e90} Name AnnyBookingId"
-GRAPH_SCOPE = "https://graph.microsoft.com/.default"
-MAILBOX_CONCURRENCY = 4
+GRAPH_SCOPE = "https://graph.microsoft.com/.default"  # app-only: the permissions granted to the app
+MAILBOX_CONCURRENCY = 4  # Outlook's limit per app and mailbox; a 5th concurrent request answers 429
 GRAPH_DEFAULT_RETRY_AFTER_S = 10.0
 GRAPH_MAX_RETRY_AFTER_S = 300.0
 UTC_TIMES = 'outlook.timezone="UTC"'  # Prefer header: every time we read is in UTC
@@ -149,6 +156,8 @@ class GraphGateway:
     @classmethod
     def from_settings(cls, settings: Settings, max_retries: int = 3, store: StateStore | None = None
                       ) -> GraphGateway:
+        """The SDK's default middleware (https://learn.microsoft.com/graph/sdks/customize-client)
+        around an httpx client, its retry handler set to `max_retries`; auth from the settings."""
         base = settings.graph_base_url.rstrip("/")
         options: dict[str, RequestOption] = {
             RetryHandlerOption.get_key(): RetryHandlerOption(delay=1, max_retries=max_retries)}
@@ -160,6 +169,7 @@ class GraphGateway:
         return cls(adapter, http, base, store)
 
     async def close(self) -> None:
+        """Close the HTTP client (no Graph call)."""
         await self.http.aclose()
 
     def url(self, *segments: str, query: dict[str, str] | None = None) -> str:
@@ -170,7 +180,9 @@ class GraphGateway:
 
     async def _send(self, method: Method, url: str, body: dict[str, Any] | None = None,
                     prefer: tuple[str, ...] = ()) -> Any:
-        """One request through the SDK's adapter and middleware; the parsed JSON body (None if empty)."""
+        """One request through the SDK's adapter and middleware; the parsed JSON body (None if empty),
+        in the shape the caller names (`sync.graph_wire`). `Prefer` may be sent several times
+        (https://learn.microsoft.com/graph/api/user-list-calendarview#request-headers)."""
         info = RequestInformation(method)
         info.url = url
         info.headers.try_add("Accept", "application/json")
@@ -189,6 +201,8 @@ class GraphGateway:
         return json.loads(response.content) if response.content else None
 
     async def _call(self, room: str, call: Callable[[], Awaitable[T]], **context: Any) -> T:
+        """A call within the mailbox's concurrency slots; Graph's failures become typed errors
+        with the room and `context`, and a 429 that outlasted the SDK's retries is counted."""
         limit = self._limits.setdefault(room, PriorityLimit(MAILBOX_CONCURRENCY))  # live calls go first
         async with limit:
             try:
@@ -203,6 +217,7 @@ class GraphGateway:
                                         **context) from exc
 
     async def _count_throttled(self) -> None:
+        """Count a Graph 429 in the app's state (for `status`); no Graph call."""
         if self.store is None:
             return
         try:
@@ -213,24 +228,36 @@ class GraphGateway:
     # -- mirror events ------------------------------------------------------------------------------
 
     async def create_event(self, room: str, desired: DesiredEvent, transaction_id: str) -> WrittenEvent:
-        """POST /users/{room}/events. `transactionId` makes a retried POST (the retry handler
-        retries 429/503/504 on POST too) return the first event instead of a second one."""
+        """POST /users/{room}/events — https://learn.microsoft.com/graph/api/user-post-events
+
+        Quirk: the SDK's retry handler retries 429/503/504 on POST too, so a retried create could
+        make a second event; `transactionId` (https://learn.microsoft.com/graph/api/resources/event)
+        makes Graph return the first one instead. How long Graph remembers it is not documented,
+        so the link table stays the first defence. Exchange does not conflict-check this write
+        (the room's booking assistant is bypassed). The booking id rides in our single-value
+        extended property (https://learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-post-singlevalueextendedproperties).
+        """
         body = _event_body(desired) | {
             "transactionId": transaction_id,
             "singleValueExtendedProperties": [{"id": ANNY_PROPERTY_ID, "value": desired.anny_id}]}
-        created = await self._call(room, lambda: self._send(Method.POST, self.url("users", room, "events"), body),
-                                   booking_id=desired.anny_id)
+        created: wire.Event | None = await self._call(
+            room, lambda: self._send(Method.POST, self.url("users", room, "events"), body), booking_id=desired.anny_id)
         return _written(created, "")
 
     async def update_event(self, room: str, event_id: str, desired: DesiredEvent) -> WrittenEvent:
-        """PATCH /users/{room}/events/{id}: answers 200 with the event (its new changeKey)."""
-        updated = await self._call(
+        """PATCH /users/{room}/events/{id} — https://learn.microsoft.com/graph/api/event-update
+
+        Answers 200 with the whole event, so its new `changeKey` (our echo fingerprint) comes
+        without a second read."""
+        updated: wire.Event | None = await self._call(
             room, lambda: self._send(Method.PATCH, self.url("users", room, "events", event_id), _event_body(desired)),
             booking_id=desired.anny_id, event_id=event_id)
         return _written(updated, event_id)
 
     async def delete_event(self, room: str, event_id: str) -> None:
-        """DELETE /users/{room}/events/{id}; an event that is gone already (404) counts as deleted."""
+        """DELETE /users/{room}/events/{id} — https://learn.microsoft.com/graph/api/event-delete
+
+        An event that is gone already (404) counts as deleted: deletes are retried and raced."""
         try:
             await self._call(room, lambda: self._send(Method.DELETE, self.url("users", room, "events", event_id)),
                              event_id=event_id)
@@ -238,36 +265,53 @@ class GraphGateway:
             log.info("event already gone", extra={"room": room, "event_id": event_id})
 
     async def anny_id_of_event(self, room: str, event_id: str) -> tuple[OutlookEvent, str] | None:
-        """GET /users/{room}/events/{id}?$expand=singleValueExtendedProperties($filter=id eq '…'):
-        the event with our extended property's value ("" when it has none); None when gone.
-        Delta cannot return extended properties ($expand there answers 500), hence this single GET."""
+        """GET /users/{room}/events/{id}?$expand=singleValueExtendedProperties($filter=id eq '…') —
+        https://learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-get
+
+        The event with our extended property's value ("" when it has none); None when gone.
+        Quirk: delta does not support `$expand` (it answers 500, microsoft-graph-docs issue
+        #2270), so a linked event's booking id is read with this single GET. `Prefer:
+        outlook.timezone="UTC"` (https://learn.microsoft.com/graph/api/event-get#request-headers)
+        makes its times UTC."""
         url = self.url("users", room, "events", event_id,
                        query={"$expand": f"singleValueExtendedProperties($filter=id eq '{ANNY_PROPERTY_ID}')"})
         try:
-            event = await self._call(room, lambda: self._send(Method.GET, url, prefer=(UTC_TIMES,)),
-                                     event_id=event_id)
+            event: wire.Event | None = await self._call(
+                room, lambda: self._send(Method.GET, url, prefer=(UTC_TIMES,)), event_id=event_id)
         except RemoteGone:
             return None
+        event = event if isinstance(event, dict) else {}
         return parse_event(event), _property_value(event)
 
     async def find_mirror_event(self, room: str, anny_id: str) -> WrittenEvent | None:
-        """GET /users/{room}/events?$filter=singleValueExtendedProperties/Any(…): the mirror event
-        of a booking, found by our extended property (recovery path only)."""
+        """GET /users/{room}/events?$filter=singleValueExtendedProperties/Any(ep: ep/id eq '…' and
+        ep/value eq '…') — https://learn.microsoft.com/graph/api/singlevaluelegacyextendedproperty-get
+
+        The mirror event of a booking, found by our extended property (recovery path only: after
+        a create whose answer was lost). Quotes in the value are doubled, as OData wants."""
         escaped = anny_id.replace("'", "''")
         match = f"ep/id eq '{ANNY_PROPERTY_ID}' and ep/value eq '{escaped}'"
         url = self.url("users", room, "events",
                        query={"$filter": f"singleValueExtendedProperties/Any(ep: {match})", "$top": "2"})
-        found = await self._call(room, lambda: self._send(Method.GET, url), booking_id=anny_id)
-        for event in _values(found):
+        found: wire.EventPage | None = await self._call(room, lambda: self._send(Method.GET, url),
+                                                         booking_id=anny_id)
+        for event in wire.items_of(found, wire.Event):
             return _written(event, "")
         return None
 
     async def ensure_category(self, room: str) -> None:
-        """GET/POST /users/{room}/outlook/masterCategories: create the dark-blue (preset22) "anny"
-        category unless it exists; displayName is unique, so a racing create answers 409."""
+        """GET then POST /users/{room}/outlook/masterCategories —
+        https://learn.microsoft.com/graph/api/outlookuser-list-mastercategories and
+        https://learn.microsoft.com/graph/api/outlookuser-post-mastercategories
+
+        Creates the dark-blue (`preset22`) "anny" category unless the room has it. `displayName`
+        is unique per mailbox, so a racing create answers 409, which counts as done. Needs
+        MailboxSettings.ReadWrite."""
         url = self.url("users", room, "outlook", "masterCategories")
-        existing = await self._call(room, lambda: self._send(Method.GET, url))
-        if ANNY_CATEGORY in {str(c.get("displayName") or "").lower() for c in _values(existing)}:
+        existing: wire.CategoryPage | None = await self._call(room, lambda: self._send(Method.GET, url))
+        names = {wire.text(category.get("displayName")).lower()
+                 for category in wire.items_of(existing, wire.OutlookCategory)}
+        if ANNY_CATEGORY in names:
             return
         try:
             await self._call(room, lambda: self._send(
@@ -279,85 +323,120 @@ class GraphGateway:
 
     async def delta_pages(self, room: str, window: SyncWindow, link: str, page_size: int
                           ) -> AsyncIterator[DeltaPage]:
-        """GET /users/{room}/calendarView/delta: the room's changes since `link` (or a new baseline
-        for `window` when empty). The window is fixed in the token, so next/delta links are called
-        as given; `Prefer: odata.maxpagesize` sizes pages and `outlook.timezone` makes times UTC.
-        An expired token answers 410 or a sync-state error code: SyncStateExpired (re-baseline)."""
+        """GET /users/{room}/calendarView/delta — https://learn.microsoft.com/graph/api/event-delta
+        (and https://learn.microsoft.com/graph/delta-query-events)
+
+        The room's changes since `link` (or a new baseline for `window` when empty). The window is
+        fixed in the token, so next/delta links are called as given; `Prefer: odata.maxpagesize`
+        sizes pages and `outlook.timezone` makes times UTC. Quirks: an expired token answers
+        410 Gone or a sync-state error code (`syncStateNotFound`, also after a server-side
+        restart, microsoft-graph-docs issue #2350): SyncStateExpired, and the caller re-baselines;
+        deleted events, and events that only left the window, come as `{"id", "@removed"}`
+        entries; the same event may come twice in one round; `$select`/`$expand` are refused."""
         url = link or self.url("users", room, "calendarView", "delta", query={
             "startDateTime": _graph_time(window.start), "endDateTime": _graph_time(window.end)})
         prefer = (f"odata.maxpagesize={page_size}", UTC_TIMES)
         while True:
             try:
-                page = await self._call(room, partial(self._send, Method.GET, url, prefer=prefer))
+                answer = await self._call(room, partial(self._send, Method.GET, url, prefer=prefer))
             except (RemoteGone, RemoteBadRequest) as exc:
                 if not sync_state_lost(exc):
                     raise
                 raise SyncStateExpired("delta token expired", room=room) from exc
-            result = DeltaPage([parse_event(e) for e in _values(page)],
-                               str(page.get("@odata.nextLink") or ""), str(page.get("@odata.deltaLink") or ""))
+            page = _page(answer)
+            result = DeltaPage([parse_event(e) for e in wire.items_of(page, wire.Event)],
+                               wire.text(page.get("@odata.nextLink")), wire.text(page.get("@odata.deltaLink")))
             yield result
             if not result.next_link:
                 return
             url = result.next_link
 
     async def calendar_view(self, room: str, window: SyncWindow, page_size: int) -> list[OutlookEvent]:
-        """GET /users/{room}/calendarView?startDateTime&endDateTime: the events in a time range
-        (single instances, occurrences and exceptions, never series masters), pages followed by
-        `@odata.nextLink`; `Prefer: outlook.timezone` makes times UTC."""
+        """GET /users/{room}/calendarView?startDateTime&endDateTime —
+        https://learn.microsoft.com/graph/api/user-list-calendarview
+
+        The events in a time range: single instances, occurrences and exceptions, never series
+        masters (a series is compared occurrence by occurrence). Pages are followed by
+        `@odata.nextLink` (https://learn.microsoft.com/graph/paging); `Prefer: outlook.timezone`
+        makes times UTC, as Windows zone names would otherwise need mapping."""
         url = self.url("users", room, "calendarView", query={
             "startDateTime": _graph_time(window.start), "endDateTime": _graph_time(window.end)})
         prefer = (f"odata.maxpagesize={page_size}", UTC_TIMES)
-        return [parse_event(e) async for e in self._pages(room, url, prefer)]
+        return [parse_event(e) async for e in self._pages(room, url, wire.Event, prefer)]
 
-    async def _pages(self, room: str, url: str, prefer: tuple[str, ...] = ()) -> AsyncIterator[dict[str, Any]]:
-        """The items of a paged collection, following `@odata.nextLink`."""
+    async def _pages(self, room: str, url: str, shape: type[ItemT], prefer: tuple[str, ...] = ()
+                     ) -> AsyncIterator[ItemT]:
+        """The items of a paged collection, following `@odata.nextLink` (https://learn.microsoft.com/graph/paging)."""
         while url:
-            page = await self._call(room, partial(self._send, Method.GET, url, prefer=prefer))
-            for item in _values(page):
+            page = _page(await self._call(room, partial(self._send, Method.GET, url, prefer=prefer)))
+            for item in wire.items_of(page, shape):
                 yield item
-            url = str((page or {}).get("@odata.nextLink") or "")
+            url = wire.text(page.get("@odata.nextLink"))
 
     async def list_rooms(self) -> list[Room]:
-        """GET /places/microsoft.graph.room (Place.Read.All): room mailboxes only, 100 a page."""
-        return [Room(str(r.get("emailAddress") or "").lower(), str(r.get("displayName") or ""))
-                async for r in self._pages("places", self.url("places", "microsoft.graph.room"))]
+        """GET /places/microsoft.graph.room — https://learn.microsoft.com/graph/api/place-list
+
+        Room mailboxes only (not room lists), 100 a page; needs Place.Read.All. Addresses are
+        lower-cased: they key the app's state."""
+        return [Room(wire.text(r.get("emailAddress")).lower(), wire.text(r.get("displayName")))
+                async for r in self._pages("places", self.url("places", "microsoft.graph.room"), wire.Room)]
 
     # -- subscriptions ----------------------------------------------------------------------------------
 
     async def create_subscription(self, room: str, notification_url: str, lifecycle_url: str,
                                   client_state: str, expires_at: datetime) -> CreatedSubscription:
-        """POST /subscriptions on users/{room}/events; the lifecycle URL can only be set here.
-        A duplicate (same resource and changeType from this app) answers 409."""
+        """POST /subscriptions on users/{room}/events —
+        https://learn.microsoft.com/graph/api/subscription-post-subscriptions
+
+        Quirks: `lifecycleNotificationUrl` can only be set here, never by a later PATCH
+        (https://learn.microsoft.com/graph/change-notifications-lifecycle-events); a duplicate
+        (same resource and changeType from this app) answers 409, and the caller finds the
+        existing one. Graph validates `notificationUrl` before answering (the ingress echoes the
+        token). Graph may shorten the expiry: the one it answers is kept."""
         body = {"changeType": "created,updated,deleted", "notificationUrl": notification_url,
                 "lifecycleNotificationUrl": lifecycle_url, "resource": f"users/{room}/events",
                 "expirationDateTime": _instant(expires_at), "clientState": client_state}
-        created = await self._call(room, lambda: self._send(Method.POST, self.url("subscriptions"), body))
+        created: wire.Subscription = await self._call(
+            room, lambda: self._send(Method.POST, self.url("subscriptions"), body))
         return CreatedSubscription(str(created["id"]),
                                    _parse_instant(created.get("expirationDateTime")) or expires_at)
 
     async def find_subscription(self, room: str) -> str | None:
-        """GET /subscriptions (paged): id of this app's subscription on the room's events (after a 409)."""
+        """GET /subscriptions — https://learn.microsoft.com/graph/api/subscription-list
+
+        The id of this app's subscription on the room's events, after a create answered 409.
+        An app-only token lists the app's own subscriptions; pages are followed. Resources are
+        compared case-insensitively (Graph answers `Users/…/Events` in notifications)."""
         wanted = f"users/{room}/events".lower()
-        async for sub in self._pages(room, self.url("subscriptions")):
-            if str(sub.get("resource") or "").lower().lstrip("/") == wanted:
+        async for sub in self._pages(room, self.url("subscriptions"), wire.Subscription):
+            if wire.text(sub.get("resource")).lower().lstrip("/") == wanted:
                 return str(sub["id"])
         return None
 
     async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> datetime:
-        """PATCH /subscriptions/{id} {expirationDateTime}: at most 10,080 minutes ahead for events."""
-        renewed = await self._call(
+        """PATCH /subscriptions/{id} {expirationDateTime} — https://learn.microsoft.com/graph/api/subscription-update
+
+        Outlook event subscriptions without resource data live at most 10,080 minutes (older
+        pages say 4,230; https://learn.microsoft.com/graph/api/resources/subscription#subscription-lifetime):
+        the caller asks for less. The expiry Graph answers is kept."""
+        renewed: wire.Subscription | None = await self._call(
             "subscriptions", lambda: self._send(Method.PATCH, self.url("subscriptions", subscription_id),
                                                 {"expirationDateTime": _instant(expires_at)}),
             subscription_id=subscription_id)
-        return _parse_instant((renewed or {}).get("expirationDateTime")) or expires_at
+        return _parse_instant(_object(renewed).get("expirationDateTime")) or expires_at
 
     async def reauthorize_subscription(self, subscription_id: str) -> None:
-        """POST /subscriptions/{id}/reauthorize, the answer to a reauthorizationRequired lifecycle event."""
+        """POST /subscriptions/{id}/reauthorize — https://learn.microsoft.com/graph/api/subscription-reauthorize
+
+        The answer to a `reauthorizationRequired` lifecycle event
+        (https://learn.microsoft.com/graph/change-notifications-lifecycle-events)."""
         await self._call("subscriptions", lambda: self._send(
             Method.POST, self.url("subscriptions", subscription_id, "reauthorize")), subscription_id=subscription_id)
 
     async def delete_subscription(self, subscription_id: str) -> None:
-        """DELETE /subscriptions/{id}; one that is gone already counts as deleted."""
+        """DELETE /subscriptions/{id} — https://learn.microsoft.com/graph/api/subscription-delete
+
+        One that is gone already (expired or removed by Graph) counts as deleted."""
         try:
             await self._call("subscriptions", lambda: self._send(
                 Method.DELETE, self.url("subscriptions", subscription_id)), subscription_id=subscription_id)
@@ -369,7 +448,8 @@ class GraphGateway:
 
 
 def sync_state_lost(error: RemoteError) -> bool:
-    """Graph answers an expired delta token with 410 Gone, or with a sync-state error code."""
+    """Graph answers an expired delta token with 410 Gone, or with a sync-state error code
+    (https://learn.microsoft.com/graph/delta-query-overview#synchronization-reset)."""
     code = str(error.context.get("code") or "").lower()
     return error.context.get("status") == 410 or "syncstate" in code or "resyncrequired" in code
 
@@ -411,29 +491,35 @@ def _event_body(desired: DesiredEvent) -> dict[str, Any]:
     }
 
 
-def _values(page: Any) -> list[dict[str, Any]]:
-    values = page.get("value") if isinstance(page, dict) else None
-    return [v for v in values if isinstance(v, dict)] if isinstance(values, list) else []
+def _object(answer: object) -> dict[str, Any]:
+    """A JSON answer that should be an object; {} when it is empty or something else."""
+    return answer if isinstance(answer, dict) else {}
 
 
-def _written(event: Any, fallback_id: str) -> WrittenEvent:
+def _page(answer: object) -> wire.Page:
+    """A collection page's links and `value` (`wire.items_of` reads the items in their shape)."""
+    return cast(wire.Page, _object(answer))
+
+
+def _written(event: wire.Event | None, fallback_id: str) -> WrittenEvent:
+    """The id and changeKey of an event Graph answered a write with (a 204 leaves the id we had)."""
     event = event if isinstance(event, dict) else {}
-    return WrittenEvent(str(event.get("id") or fallback_id), str(event.get("changeKey") or ""))
+    return WrittenEvent(wire.text(event.get("id")) or fallback_id, wire.text(event.get("changeKey")))
 
 
-def _property_value(event: dict[str, Any]) -> str:
+def _property_value(event: wire.Event) -> str:
     for prop in event.get("singleValueExtendedProperties") or []:
-        if str(prop.get("id") or "").lower() == ANNY_PROPERTY_ID.lower():
-            return str(prop.get("value") or "")
+        if isinstance(prop, dict) and wire.text(prop.get("id")).lower() == ANNY_PROPERTY_ID.lower():
+            return wire.text(prop.get("value"))
     return ""
 
 
-def parse_graph_time(value: Any) -> datetime | None:
+def parse_graph_time(value: wire.DateTimeTimeZone | None) -> datetime | None:
     """`{dateTime, timeZone}` in UTC (or a Windows/IANA zone when the Prefer header was ignored)."""
     if not isinstance(value, dict) or not value.get("dateTime"):
         return None
     naive = datetime.fromisoformat(str(value["dateTime"])[:26].rstrip("Z"))
-    zone_name = str(value.get("timeZone") or "UTC")
+    zone_name = wire.text(value.get("timeZone")) or "UTC"
     try:
         zone = ZoneInfo(WINDOWS_ZONES.get(zone_name, zone_name))
     except (ZoneInfoNotFoundError, ValueError):
@@ -442,22 +528,22 @@ def parse_graph_time(value: Any) -> datetime | None:
     return naive.replace(tzinfo=zone).astimezone(UTC)
 
 
-def parse_event(event: dict[str, Any]) -> OutlookEvent:
+def parse_event(event: wire.Event) -> OutlookEvent:
     """An event (or an `@removed` entry) of a Graph JSON answer."""
     if "@removed" in event:
-        return OutlookEvent(id=str(event.get("id") or ""), removed=True)
+        return OutlookEvent(id=wire.text(event.get("id")), removed=True)
     return OutlookEvent(
-        id=str(event.get("id") or ""),
-        change_key=str(event.get("changeKey") or ""),
-        subject=str(event.get("subject") or ""),
+        id=wire.text(event.get("id")),
+        change_key=wire.text(event.get("changeKey")),
+        subject=wire.text(event.get("subject")),
         start=parse_graph_time(event.get("start")),
         end=parse_graph_time(event.get("end")),
         is_all_day=bool(event.get("isAllDay")),
-        show_as=str(event.get("showAs") or "busy"),
-        sensitivity=str(event.get("sensitivity") or "normal"),
+        show_as=wire.text(event.get("showAs")) or "busy",
+        sensitivity=wire.text(event.get("sensitivity")) or "normal",
         is_cancelled=bool(event.get("isCancelled")),
         categories=tuple(str(c) for c in event.get("categories") or ()),
-        type=str(event.get("type") or "singleInstance"),
+        type=wire.text(event.get("type")) or "singleInstance",
         has_attendees=bool(event.get("attendees")),
         is_reminder_on=bool(event.get("isReminderOn")),
         created=_parse_instant(event.get("createdDateTime")),
@@ -465,13 +551,15 @@ def parse_event(event: dict[str, Any]) -> OutlookEvent:
 
 
 def _failure(response: httpx.Response) -> GraphFailure:
-    """A Graph error answer: `{"error": {"code", "message"}}`, or whatever a gateway sent instead."""
+    """A Graph error answer (https://learn.microsoft.com/graph/errors): `{"error": {"code",
+    "message"}}`, or whatever a gateway in front of Graph sent instead."""
     try:
-        error = json.loads(response.content).get("error") or {}
+        body: wire.ErrorBody = json.loads(response.content)
+        error = body.get("error") or {}
     except (ValueError, AttributeError):
         error = {}
     error = error if isinstance(error, dict) else {}
-    return GraphFailure(response.status_code, str(error.get("code") or ""), str(error.get("message") or ""),
+    return GraphFailure(response.status_code, wire.text(error.get("code")), wire.text(error.get("message")),
                         response.headers)
 
 

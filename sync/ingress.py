@@ -20,7 +20,7 @@ from typing import Any
 
 import azure.functions as func
 
-from sync import validation
+from sync import graph_wire, validation
 from sync.anny import seen_booking, webhook_snapshot
 from sync.decide import is_own_blocker_echo
 from sync.errors import InputError
@@ -164,8 +164,9 @@ def _validation(req: func.HttpRequest) -> Answer | None:
                                     headers=headers))
 
 
-def notification_items(payload: Any) -> list[dict[str, Any]]:
-    """The notifications of a Graph POST, each checked against what Graph sends."""
+def notification_items(payload: Any) -> list[graph_wire.ChangeNotification]:
+    """The notifications of a Graph POST (`graph_wire.NotificationCollection`), each checked against
+    what Graph sends."""
     items = payload.get("value") if isinstance(payload, dict) else None
     if not isinstance(items, list):
         raise InputError("value", 'expected {"value": [...]}, a list of notifications')
@@ -236,7 +237,7 @@ class SubscriptionCache:
 
 
 _subscriptions = SubscriptionCache()
-Verified = list[tuple[dict[str, Any], Subscription]]
+Verified = list[tuple[graph_wire.ChangeNotification, Subscription]]
 
 
 async def _verified_items(req: func.HttpRequest, settings: Settings, store: StateStore

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass
-from typing import Any
 
+from sync.anny_wire import BookingSnapshot
 from sync.errors import SyncError
 
 WORK_QUEUE = "sync-work"  # live changes: webhooks, notifications, lifecycle events
@@ -36,7 +36,7 @@ class BookingWork:
     booking_id: str
     anny_event_id: str = ""
     observed: str | None = None
-    seen: dict[str, Any] | None = None
+    seen: BookingSnapshot | None = None
 
 
 @dataclass(frozen=True)
