@@ -9,7 +9,7 @@ DEV_STAMP := $(VENV)/.dev-installed
 AZURITE := node_modules/.bin/azurite-table
 UV_INSTALL := $(UV) pip install --quiet --python $(PY)
 
-.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench bench-outbound bench-inbound bench-ingress bench-sweep bench-big-room bench-initial clean
+.PHONY: test test-deep test-e2e-py313 install install-run worker-env lint run bench bench-outbound bench-inbound bench-ingress bench-sweep bench-big-room bench-initial docs clean
 
 test: install
 	$(PY) -m ruff check .
@@ -88,6 +88,10 @@ bench-sweep: install
 
 bench-initial: install
 	$(PY) -m bench.initial
+
+# docs/settings.md and local.settings.example.json, from sync/settings.py.
+docs: install-run
+	$(PY) -m devhost.settings_docs
 
 clean:
 	rm -rf $(VENV) .venv-3.13 node_modules .pytest_cache .ruff_cache .mypy_cache .hypothesis .local-stack.json

@@ -73,7 +73,7 @@ def outbound(report: Report) -> None:
             ratio(rt, out["latency_ms_p95"]), "p95 ≤ 2× round trip", load),
         Row("outbound webhook → Graph write, idle (one per 3 s), p50 / p95",
             f"{out['idle_latency_ms_p50']:.0f} / {out['idle_latency_ms_p95']:.0f} ms", f"{rt:.0f} ms Graph round trip",
-            ratio(rt, out["idle_latency_ms_p95"]), "– (queue backoff, see README)", load),
+            ratio(rt, out["idle_latency_ms_p95"]), "– (queue backoff, see docs/development.md: the runner)", load),
         Row("Table operations per outbound change", f"{out['table_ops_per_change']:.1f}", "3",
             ratio(3, out["table_ops_per_change"]), "≤ 3", load),
         Row("CPU per outbound change (runner thread)", f"{out['cpu_ms_per_change']:.1f} ms", "–", None, "–", load),

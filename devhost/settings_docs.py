@@ -1,21 +1,31 @@
 """Render the settings documentation from `sync.settings` (the single source of truth).
 
-`python -m devhost.settings_docs` rewrites the README table and local.settings.example.json;
-a test fails when either is out of date.
+`make docs` (`python -m devhost.settings_docs`) rewrites docs/settings.md and
+local.settings.example.json; a test fails when either is out of date.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from sync.settings import STORAGE_SETTINGS, declared_settings
 
 ROOT = Path(__file__).resolve().parent.parent
-README = ROOT / "README.md"
+SETTINGS_DOC = ROOT / "docs" / "settings.md"
 EXAMPLE = ROOT / "local.settings.example.json"
-START, END = "<!-- settings-table:start -->", "<!-- settings-table:end -->"
+INTRO = """# Settings
+
+Every app setting the sync reads, with its meaning and default. In Azure the deployment writes
+all of them; the ones an admin chooses are deployment parameters (see
+[admin-guide.md](admin-guide.md), step 1), so set them there, not in the portal. Locally they go
+in `local.settings.json` (copy `local.settings.example.json`). Secrets are Key Vault references
+in Azure and are never logged.
+
+This page is generated from `sync/settings.py`, the single source of truth: after changing a
+setting there, run `make docs` (a test fails while this page or `local.settings.example.json` is
+out of date).
+"""
 PLACEHOLDERS = {
     "ANNY_API_TOKEN": "<anny API token>",
     "ANNY_ORGANIZATION_ID": "<anny organisation id>",
@@ -53,13 +63,12 @@ def render_example() -> str:
     return json.dumps(document, indent=2, ensure_ascii=False) + "\n"
 
 
-def readme_with_table(readme: str) -> str:
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.S)
-    return pattern.sub(lambda _: f"{START}\n{render_table()}\n{END}", readme)
+def render_settings_doc() -> str:
+    return f"{INTRO}\n{render_table()}\n"
 
 
 def main() -> None:
-    README.write_text(readme_with_table(README.read_text()))
+    SETTINGS_DOC.write_text(render_settings_doc())
     EXAMPLE.write_text(render_example())
 
 

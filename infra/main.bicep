@@ -6,7 +6,7 @@
 // One user-assigned managed identity does everything: host storage, the app's tables and
 // queues, Key Vault references, Application Insights (Entra auth) and Microsoft Graph.
 // Secrets arrive only as @secure() parameters, are stored in Key Vault and reach the app as
-// Key Vault references; no output carries a secret. The admin guide is in README.md.
+// Key Vault references; no output carries a secret. The admin guide is docs/admin-guide.md.
 //
 // Kept plain on purpose (no registry modules, no lambdas, no user-defined types) so that the
 // tests in tests/infra can parse it without a Bicep compiler.
@@ -125,14 +125,14 @@ param annyWebhookSigningKey string = ''
 // ---------------------------------------------------------------- parameters: Microsoft Graph
 
 @secure()
-@description('Value of the host function key "graph-notify" that rides on Graph notification URLs as ?code=. Chosen by the admin (e.g. openssl rand -hex 32); registered with the app after the code is deployed (README). Stored in Key Vault as graph-notification-key.')
+@description('Value of the host function key "graph-notify" that rides on Graph notification URLs as ?code=. Chosen by the admin (e.g. openssl rand -hex 32); registered with the app after the code is deployed (docs/admin-guide.md). Stored in Key Vault as graph-notification-key.')
 @minLength(32)
 param graphNotificationKey string
 
 @description('Grant the Microsoft Graph application roles to the managed identity in this deployment (the deployer needs Privileged Role Administrator). false: the tenant grants them by script.')
 param grantGraphAppRoles bool = true
 
-@description('With grantGraphAppRoles: also grant Calendars.ReadWrite and MailboxSettings.ReadWrite tenant-wide. false when Exchange RBAC for Applications scopes them to the room mailboxes (README); Place.Read.All is then still granted.')
+@description('With grantGraphAppRoles: also grant Calendars.ReadWrite and MailboxSettings.ReadWrite tenant-wide. false when Exchange RBAC for Applications scopes them to the room mailboxes (docs/admin-guide.md); Place.Read.All is then still granted.')
 param grantMailboxRolesTenantWide bool = true
 
 // ---------------------------------------------------------------- names and constants
@@ -478,7 +478,7 @@ resource graphAppRoleAssignments 'Microsoft.Graph/appRoleAssignedTo@v1.0' = [for
 
 output FUNCTION_APP_NAME string = functionApp.name
 output PUBLIC_BASE_URL string = baseUrl
-@description('anny webhook URL; append ?code=<function key> (README).')
+@description('anny webhook URL; append ?code=<function key> (docs/admin-guide.md).')
 output ANNY_WEBHOOK_URL string = '${baseUrl}/api/anny/webhook'
 output GRAPH_NOTIFICATION_URL string = '${baseUrl}/api/graph/notify'
 output GRAPH_LIFECYCLE_URL string = '${baseUrl}/api/graph/lifecycle'

@@ -33,7 +33,7 @@ param blockerTitleMode = readEnvironmentVariable('BLOCKER_TITLE_MODE', 'subject'
 param blockerNeutralTitle = readEnvironmentVariable('BLOCKER_NEUTRAL_TITLE', 'Busy in Outlook')
 param blockingShowAs = readEnvironmentVariable('BLOCKING_SHOW_AS', 'free,tentative,busy,oof,workingElsewhere,unknown')
 
-// false: Microsoft Graph roles are granted by script instead (README).
+// false: Microsoft Graph roles are granted by script instead (docs/admin-guide.md).
 param grantGraphAppRoles = true
-// false once Exchange RBAC for Applications scopes the mailbox roles to the rooms (README).
+// false once Exchange RBAC for Applications scopes the mailbox roles to the rooms (docs/admin-guide.md).
 param grantMailboxRolesTenantWide = true

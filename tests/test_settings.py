@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from devhost import settings_docs
@@ -91,9 +89,8 @@ def test_redacted_settings_hide_secrets() -> None:
     assert shown["ANNY_ORGANIZATION_ID"] == "org-1"
 
 
-def test_readme_table_and_example_settings_are_current() -> None:
-    readme = Path(settings_docs.README).read_text()
-    assert settings_docs.readme_with_table(readme) == readme, "run: python -m devhost.settings_docs"
+def test_settings_doc_and_example_settings_are_current() -> None:
+    assert settings_docs.SETTINGS_DOC.read_text() == settings_docs.render_settings_doc(), "run: make docs"
     assert settings_docs.EXAMPLE.read_text() == settings_docs.render_example()
 
 

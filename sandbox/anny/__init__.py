@@ -5,7 +5,7 @@
     emu.person_create_booking(room["id"], "2026-11-24T10:00", "2026-11-24T11:00", service="Meeting")
     server.stop()
 
-See sandbox/README.md (section "anny emulator").
+See docs/emulators.md (section "anny emulator").
 """
 
 from __future__ import annotations

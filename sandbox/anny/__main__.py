@@ -16,7 +16,7 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m sandbox.anny", description="anny Admin API emulator")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--host", default="127.0.0.1")
-    parser.add_argument("--seed", type=Path, help="JSON seed document (see sandbox/README.md)")
+    parser.add_argument("--seed", type=Path, help="JSON seed document (see docs/emulators.md)")
     parser.add_argument("--token", default=AnnyConfig.token, help="the accepted bearer token")
     parser.add_argument("--org", default=AnnyConfig.organization_id, help="the organization id (?o=)")
     args = parser.parse_args(argv)

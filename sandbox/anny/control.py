@@ -1,6 +1,6 @@
 """The control API (`/_control/...`, no auth): seed, reset, a person acting in anny, faults, inspection.
 
-Plain JSON in and out; each route is one `AnnyEmulator` method (documented in sandbox/README.md).
+Plain JSON in and out; each route is one `AnnyEmulator` method (documented in docs/emulators.md).
 """
 
 from __future__ import annotations

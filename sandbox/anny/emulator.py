@@ -109,7 +109,7 @@ class AnnyEmulator:
 
     @on_loop
     def seed(self, data: dict[str, Any]) -> dict[str, Any]:
-        """Add a seed document (format in sandbox/README.md); seeding sends no webhooks."""
+        """Add a seed document (format in docs/emulators.md); seeding sends no webhooks."""
         from .seed import apply_seed
 
         return apply_seed(self, data)

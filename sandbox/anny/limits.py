@@ -1,4 +1,4 @@
-"""anny's documented rate limits (shared/reference/anny.md, "Rate limits"), per organisation.
+"""anny's documented rate limits (anny developer guide, "Rate limits"), per organisation.
 
 Reads (GET) and writes (POST, PATCH, PUT, DELETE) each have a budget per window, rolling or
 fixed; over it, `429 Too Many Requests` with `Retry-After` = whole seconds until the window

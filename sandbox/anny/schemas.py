@@ -1,4 +1,4 @@
-"""Validate payloads against anny's JSON Schemas (shared/reference/anny-schemas, from anny's n8n node).
+"""Validate payloads against anny's JSON Schemas (published with anny's n8n node; not in this repository).
 
 The schemas `$ref` each other by relative file name (`./resource.json`), so all of them are
 loaded into one `referencing.Registry`. Needs the dev packages `jsonschema` and `referencing`.
@@ -12,6 +12,7 @@ names (booking.json for `bookings.*`), which is what the `oneOf` means.
 from __future__ import annotations
 
 import json
+import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,14 @@ SCHEMA_OF_EVENT = {"bookings": "booking.json", "customers": "customer.json", "or
                    "invoices": "invoice.json"}  # fmt: skip
 
 
+SCHEMA_DIR_VARIABLE = "ANNY_SCHEMA_DIR"
+
+
 def default_schema_dir() -> Path:
-    """`../shared/reference/anny-schemas` beside the repository (as in CI's fresh clone)."""
+    """Where anny's schemas are: `ANNY_SCHEMA_DIR` if set, else `../shared/reference/anny-schemas`
+    beside the repository, where CI's fresh clone finds them."""
+    if configured := os.environ.get(SCHEMA_DIR_VARIABLE):
+        return Path(configured)
     return Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "anny-schemas"
 
 

@@ -1,4 +1,4 @@
-"""The seed document: an organisation's starting state (see sandbox/README.md). Sends no webhooks."""
+"""The seed document: an organisation's starting state (see docs/emulators.md). Sends no webhooks."""
 
 from __future__ import annotations
 

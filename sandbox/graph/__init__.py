@@ -1,6 +1,6 @@
 """A Microsoft Graph emulator for the sync's tests, benchmarks and local runs.
 
-See sandbox/README.md ("Graph emulator") for the routes, the control API and the seed format.
+See docs/emulators.md ("Graph emulator") for the routes, the control API and the seed format.
 """
 
 from .emulator import GraphEmulator, running_graph_emulator, start_graph_emulator

@@ -234,7 +234,7 @@ class GraphEmulator:
 
     @on_loop
     def seed(self, data: dict) -> dict:
-        """Load `{"rooms": [...], "mailboxes": [...], "events": [...]}` (see sandbox/README.md)."""
+        """Load `{"rooms": [...], "mailboxes": [...], "events": [...]}` (see docs/emulators.md)."""
         for room in data.get("rooms") or []:
             room = dict(room)
             self.add_room(room.pop("email", None) or room.pop("emailAddress"), room.pop("displayName", None), **room)

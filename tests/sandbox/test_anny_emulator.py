@@ -24,7 +24,7 @@ import pytest
 from aiohttp import web
 
 from sandbox.anny import AnnyEmulator, AnnyError, start_anny_emulator
-from sandbox.anny.schemas import AnnySchemas, default_schema_dir
+from sandbox.anny.schemas import SCHEMA_DIR_VARIABLE, AnnySchemas, default_schema_dir
 from sandbox.serve import BackgroundServer, free_port
 
 TOKEN = "anny-token-for-tests"
@@ -951,7 +951,9 @@ def test_standalone_with_seed_file(tmp_path: Path) -> None:
 def anny_schemas() -> AnnySchemas:
     directory = default_schema_dir()
     if not directory.is_dir():
-        pytest.skip(f"anny JSON Schemas not found at {directory} (shared/ must sit beside the repository)")
+        pytest.skip(f"skipped: emulator payloads checked against anny's JSON Schemas. The schemas are not part "
+                    f"of this repository and were not found at {directory} (set {SCHEMA_DIR_VARIABLE}, or put "
+                    "shared/reference/anny-schemas beside the clone, as CI does)")
     return AnnySchemas(directory)
 
 
@@ -1017,7 +1019,7 @@ def test_schema_check_rejects_wrong_shapes(anny_schemas: AnnySchemas) -> None:
         anny_schemas.validate_envelope(envelope | {"data": wrapped["data"]})
 
 
-# ---- rate limits (shared/reference/anny.md, "Rate limits") --------------------------------------
+# ---- rate limits (anny developer guide, "Rate limits") --------------------------------------
 
 
 async def test_rate_limits_are_off_unless_switched_on(anny, anny_http, anny_org):
