@@ -16,9 +16,10 @@ import logging
 from datetime import UTC, datetime
 from typing import Any
 
+from sync.continuation import InlineSync
 from sync.errors import RuleError
 from sync.nightly import local_day
-from sync.reconcile import preview_rule, reconcile_rule
+from sync.reconcile import preview_rule
 from sync.runs import RunLog
 from sync.state import IntegrationStatus, Rule, StateStore
 from sync.worker import Worker
@@ -82,12 +83,15 @@ async def activate(worker: Worker, dry_run: bool = False) -> dict[str, Any]:
     worker.services.forget_status()
     run = RunLog("activate", drift=False)
     run.count("subscriptions renewed", await worker.subscriptions.renew_due())
-    resources = await worker.services.anny.list_resources()
-    reports = [{"mode": mode, **(await reconcile_rule(worker, rule, run, resources)).view()}
-               for rule, mode in planned]
+    inline = InlineSync(worker, run.kind)  # a 429 hands the rest to the backfill queue
+    reports = [{"mode": mode, **await inline.sync(rule, run)} for rule, mode in planned]
     await run.save(store)
     log.info("activated", extra={"rules": len(reports)})
-    return {"state": "active", "rules": reports, "note": UNSYNCED_NOTE}
+    return {"state": "active", "rules": reports, "note": _notes(UNSYNCED_NOTE, inline.note)}
+
+
+def _notes(*notes: str | None) -> str:
+    return "; ".join(note for note in notes if note)
 
 
 async def deactivate(worker: Worker) -> dict[str, Any]:
@@ -122,14 +126,12 @@ async def resync(worker: Worker, only: str = "", dry_run: bool = False,
         raise RuleError("held by the brake on mass deletion: check with `resync --rule R --dry-run`, then "
                         "release with `resync --rule R --confirm-deletions`", held=", ".join(held))
     run = RunLog("resync", drift=False)
-    resources = await worker.services.anny.list_resources()
+    inline = InlineSync(worker, run.kind, allow_deletions=confirm_deletions, baseline=True)
     reports = []
     for rule, _ in rules:
         if confirm_deletions:
             rule.held, rule.held_at = "", None
         await store.save_rule(rule)
-        report = await reconcile_rule(worker, rule, run, resources, allow_deletions=confirm_deletions,
-                                      baseline=True)
-        reports.append(report.view())
+        reports.append(await inline.sync(rule, run))
     await run.save(store)
-    return {"rules": reports}
+    return {"rules": reports, **({"note": inline.note} if inline.note else {})}

@@ -16,9 +16,9 @@ from typing import Any
 
 from sync.activation import activate, deactivate, resync
 from sync.budget import BACKFILL, priority
+from sync.continuation import InlineSync
 from sync.errors import ConfirmationNeeded, NotFoundError, RuleError, RuleNotAdded, SyncError
 from sync.inbound import blocker_note
-from sync.reconcile import reconcile_rule
 from sync.rules import add_rule
 from sync.runs import RunLog
 from sync.services import STATUS_TTL_S
@@ -52,10 +52,11 @@ async def add_and_sync_rule(worker: Worker, params: dict[str, str]) -> dict[str,
     if not await services.is_active():
         return rule_view(rule)
     run = RunLog("rule added", drift=False)
+    inline = InlineSync(worker, run.kind)  # a 429 does not fail the add: the rest continues in the background
     try:
         rule.activated_at = datetime.now(UTC)
         await services.store.save_rule(rule)
-        report = await reconcile_rule(worker, rule, run, await services.anny.list_resources())
+        report = await inline.sync(rule, run)
     except Exception as exc:  # whatever failed, the rule must not stay half-added
         cause = exc.message if isinstance(exc, SyncError) else f"{type(exc).__name__}: {exc}"
         context = exc.context if isinstance(exc, SyncError) else {}
@@ -70,7 +71,7 @@ async def add_and_sync_rule(worker: Worker, params: dict[str, str]) -> dict[str,
         raise RuleNotAdded(f"rule not added: its initial sync failed ({cause}); nothing was kept, "
                            "try again when the cause is fixed", **context) from exc
     await run.save(services.store)
-    return {**rule_view(rule), "initial_sync": report.view()}
+    return {**rule_view(rule), "initial_sync": report, **({"note": inline.note} if inline.note else {})}
 
 
 async def remove_rule(worker: Worker, anny_resource_id: str) -> dict[str, Any]:

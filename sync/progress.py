@@ -46,6 +46,25 @@ async def advance(store: StateStore, room: str, direction: str, done: int) -> No
     await store.update_progress(room, change)
 
 
+async def continues(store: StateStore, room: str, at: datetime, reason: str) -> None:
+    """The room's sync was throttled; the rest runs from the backfill queue at `at`."""
+    def change(progress: Progress) -> None:
+        progress.continues_at, progress.continues_reason = at, reason[:500]
+
+    await store.update_progress(room, change)
+
+
+async def resumed(store: StateStore, room: str) -> None:
+    """The throttled rest of the room's sync is running (or done): nothing is waiting any more."""
+    def change(progress: Progress) -> bool:
+        if progress.continues_at is None:
+            return False
+        progress.continues_at, progress.continues_reason = None, ""
+        return True
+
+    await store.update_progress(room, change)
+
+
 @dataclass(frozen=True)
 class DirectionView:
     done: int
@@ -84,9 +103,12 @@ def progress_view(progresses: list[Progress], limits: Limits, now: datetime | No
             totals[d][1] += view.total
             if view.eta_s:
                 etas.append(view.eta_s)
-        if any(v.done < v.total for v in views.values()):
+        waiting = progress.continues_at is not None
+        if waiting or any(v.done < v.total for v in views.values()):
             rooms.append({"room": progress.room, "started_at": progress.started_at.isoformat(),
-                          **{d: v.as_dict() for d, v in views.items()}})
+                          **{d: v.as_dict() for d, v in views.items()},
+                          "continues_at": progress.continues_at.isoformat() if waiting else None,
+                          "continues_reason": progress.continues_reason or None})
     in_progress = bool(rooms)
     return {
         "in_progress": in_progress,

@@ -209,10 +209,12 @@ async def _subscription(worker: Worker, room: str, run: RunLog) -> None:
 
 
 async def reconcile_rule(worker: Worker, rule: Rule, run: RunLog, resources: list[AnnyResource], *,
-                         allow_deletions: bool = False, baseline: bool = False) -> RuleReport:
+                         allow_deletions: bool = False, baseline: bool = False,
+                         report: RuleReport | None = None) -> RuleReport:
     """Subscribe the room, then compare the window both ways and repair; the brake applies unless
-    `allow_deletions` (the admin confirmed). A held rule is skipped and reported as held."""
-    report = RuleReport(rule)
+    `allow_deletions` (the admin confirmed). A held rule is skipped and reported as held.
+    `report`: filled as the run goes, so a caller still has what was done when the run fails."""
+    report = report or RuleReport(rule)
     if rule.held and not allow_deletions:
         report.held = rule.held
         return report

@@ -175,6 +175,8 @@ class Progress:
     to_anny_total: int = 0
     to_anny_done: int = 0
     updated_at: datetime = field(default_factory=utcnow)
+    continues_at: datetime | None = None  # throttled: the rest runs from the backfill queue then
+    continues_reason: str = ""
     etag: str | None = field(default=None, compare=False)
 
 

@@ -190,6 +190,9 @@ def _rule_report(rule: dict[str, Any]) -> list[str]:
         lines.append(f"  {direction:<16} {_counts(rule.get(direction) or {})}")
         for item in (rule.get("first_items") or {}).get(direction, []):
             lines.append("      " + "  ".join(f"{k}={v}" for k, v in item.items() if v))
+    if rule.get("continues"):
+        lines.append(f"  CONTINUES in the background from {_when(rule['continues']['at'])} "
+                     f"({rule['continues']['reason']}); `status` shows it")
     if rule.get("held"):
         lines.append(f"  HELD: {rule['held']}")
     if rule.get("would_hold"):
@@ -229,8 +232,10 @@ def _progress_lines(sync: dict[str, Any] | None) -> list[str]:
     lines = [f"initial sync   anny → Outlook {_done(sync['to_outlook'])}, Outlook → anny {_done(sync['to_anny'])}; "
              f"{left}"]
     for room in sync["rooms"]:
+        waiting = (f"; throttled, continues at {_when(room['continues_at'])} ({room['continues_reason']})"
+                   if room.get("continues_at") else "")
         lines.append(f"               {room['room']}: anny → Outlook {_done(room['to_outlook'])}, "
-                     f"Outlook → anny {_done(room['to_anny'])}")
+                     f"Outlook → anny {_done(room['to_anny'])}{waiting}")
     return lines
 
 

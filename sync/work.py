@@ -63,9 +63,20 @@ class EventsBackfill:
     event_ids: tuple[str, ...]
 
 
-Work = BookingWork | RoomWork | LifecycleWork | EventsBackfill
+@dataclass(frozen=True)
+class RuleSync:
+    """The rest of an admin command's inline sync of one rule, which anny or Graph throttled:
+    the whole comparison again (what was done is unchanged now and costs no write)."""
+
+    anny_resource: str
+    run: str  # the admin command's run: "activate", "resync" or "rule added"
+    allow_deletions: bool = False
+    baseline: bool = False
+
+
+Work = BookingWork | RoomWork | LifecycleWork | EventsBackfill | RuleSync
 _KINDS: dict[str, type[Work]] = {"booking": BookingWork, "room": RoomWork, "lifecycle": LifecycleWork,
-                           "events-backfill": EventsBackfill}
+                                 "events-backfill": EventsBackfill, "rule-sync": RuleSync}
 _NAMES = {cls: name for name, cls in _KINDS.items()}
 
 

@@ -24,6 +24,7 @@ from sync.work import (
     EventsBackfill,
     LifecycleWork,
     RoomWork,
+    RuleSync,
     Work,
     decode,
 )
@@ -99,6 +100,11 @@ class Worker:
                 return []
             case LifecycleWork():
                 return await self._lifecycle(work)
+            case RuleSync():
+                from sync.continuation import continue_rule_sync  # it builds on the flows this module serves
+
+                await continue_rule_sync(self, work)
+                return []
         return []
 
     async def _after_room_run(self, result: RoomRunResult) -> None:

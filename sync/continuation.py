@@ -1,0 +1,97 @@
+"""A throttled admin command goes on in the background (issue 10: nothing poisoned, nothing failed by a 429).
+
+Activation, resync and a new rule's initial sync run inline in the admin command. When anny
+or Graph answers 429 beyond what can be waited out in place (the SDK's retries, or anny's
+`Retry-After` longer than `sync.anny.RETRY_IN_PROCESS_S`), the command does not fail: the
+rule being synced and every rule after it are handed to the backfill queue as `RuleSync`
+items, invisible until `Retry-After` has passed. The answer reports what was done and what
+continues; `status` shows the waiting rooms until their rest has run.
+
+The rest is the whole comparison of the rule again: what the first run wrote is unchanged
+now and costs no write, and every write stays idempotent (links, transactionIds).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sync import progress
+from sync.anny import AnnyResource
+from sync.errors import RemoteThrottled
+from sync.reconcile import RuleReport, reconcile_rule
+from sync.runs import RunLog
+from sync.state import Rule
+from sync.work import BACKFILL_QUEUE, RuleSync
+from sync.worker import Worker
+
+log = logging.getLogger(__name__)
+DEFAULT_WAIT_S = 5.0  # a 429 whose wait is not known (each client already bounds Retry-After)
+CONTINUED = " (continued)"
+
+
+@dataclass
+class InlineSync:
+    """The rule syncs of one admin command (`kind`: activate, resync, rule added), one after another."""
+
+    worker: Worker
+    kind: str
+    allow_deletions: bool = False
+    baseline: bool = False
+    continues_at: datetime | None = None  # set by the first 429: every later rule waits for it too
+    reason: str = ""
+    _resources: list[AnnyResource] | None = field(default=None, repr=False)
+
+    async def sync(self, rule: Rule, run: RunLog) -> dict[str, Any]:
+        """Sync the rule now; after a 429 (now or earlier in this command) hand it to the backfill queue."""
+        report = RuleReport(rule)
+        if self.continues_at is None:
+            try:
+                if self._resources is None:
+                    self._resources = await self.worker.services.anny.list_resources()
+                await reconcile_rule(self.worker, rule, run, self._resources, allow_deletions=self.allow_deletions,
+                                     baseline=self.baseline, report=report)
+                return report.view()
+            except RemoteThrottled as exc:
+                wait = float(exc.context.get("retry_after_s") or DEFAULT_WAIT_S)
+                self.continues_at = datetime.now(UTC) + timedelta(seconds=wait)
+                self.reason = exc.message
+                log.warning("throttled during an inline sync; the rest continues from the backfill queue",
+                            extra={"run": self.kind, "room": rule.room, "anny_resource": rule.anny_resource_id,
+                                   "wait_s": round(wait, 1), "error": str(exc)[:300]})
+        await self._hand_over(rule)
+        return {**report.view(), "continues": {"at": self.continues_at.isoformat(), "reason": self.reason}}
+
+    async def _hand_over(self, rule: Rule) -> None:
+        assert self.continues_at is not None
+        services = self.worker.services
+        delay = max(0.0, (self.continues_at - datetime.now(UTC)).total_seconds())
+        work = RuleSync(rule.anny_resource_id, self.kind.removesuffix(CONTINUED), self.allow_deletions,
+                        self.baseline)
+        await progress.continues(services.store, rule.room, self.continues_at, self.reason)
+        await services.queues.send(work, delay_s=delay, queue=BACKFILL_QUEUE)
+
+    @property
+    def note(self) -> str | None:
+        """What the command's answer says when something continues in the background."""
+        if self.continues_at is None:
+            return None
+        return (f"throttled ({self.reason}); what is not done yet continues in the background from "
+                f"{self.continues_at.strftime('%H:%M:%S UTC')}: `status` shows it")
+
+
+async def continue_rule_sync(worker: Worker, work: RuleSync) -> None:
+    """The backfill queue's `RuleSync`: the rest of a throttled inline sync (throttled again: later again)."""
+    store = worker.services.store
+    rule = await store.get_rule(work.anny_resource)
+    if rule is None or rule.removing:
+        log.info("throttled sync dropped: its rule is gone", extra={"anny_resource": work.anny_resource})
+        return
+    await progress.resumed(store, rule.room)
+    run = RunLog(work.run + CONTINUED, drift=False)
+    inline = InlineSync(worker, run.kind, work.allow_deletions, work.baseline)
+    view = await inline.sync(rule, run)
+    await run.save(store, error=inline.note or "")
+    log.info("throttled sync continued", extra={"run": work.run, "room": rule.room, "done": "continues" not in view})
