@@ -25,6 +25,15 @@ so a live change gets its requests within seconds during a long initial sync.
 An anny 429 that arrives anyway (another client of the organisation) pauses every
 instance: `paused_until` is written to both logs. With the budget table unreachable, an
 instance falls back to a conservative local rate (a tenth of L) and says so in `status`.
+
+Every instance's fallback is shown, not only the answering one's. An instance in fallback
+cannot be relied on to reach the table, so it writes its spell (`budget`/`fallback`/<instance>)
+where and when it can: one try when it falls back and one at each retry of the table (every
+W/4), both in the background and best effort (they get through when only the budget entity
+failed, e.g. a timeout or a 503 on one request), and for certain once the table answers again,
+with when the spell ended. `status` on any instance lists the spells that are ongoing or ended
+within the last day. An instance cut off from storage altogether is seen by the others when it
+gets back (or by its own `status` meanwhile): nothing else in the app can reach it either.
 """
 
 from __future__ import annotations
@@ -32,19 +41,22 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import random
+import socket
 import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 from azure.core.exceptions import AzureError
 
 from sync.errors import ConcurrencyError, StateError
-from sync.state import BudgetRecord, StateStore
+from sync.state import BudgetRecord, FallbackRecord, StateStore
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,13 @@ LIVE: Priority = "live"
 BACKFILL: Priority = "backfill"
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 CLAIM_ATTEMPTS = 5
+FALLBACK_SHOWN_S = 24 * 3600  # how long `status` lists a spell on the fallback rate after it ended
+
+
+def instance_id() -> str:
+    """This instance's name: the platform's instance id where the host sets one, else host and process."""
+    return (os.environ.get("WEBSITE_INSTANCE_ID") or os.environ.get("CONTAINER_NAME")
+            or f"{socket.gethostname()}:{os.getpid()}")[:200]
 
 _priority: ContextVar[Priority] = ContextVar("anny_budget_priority", default=LIVE)
 
@@ -226,11 +245,13 @@ class BudgetUsage:
     window_s: float
     paused_for_s: float
     throttled: dict[str, int]
+    fallbacks: list[dict[str, Any]] = field(default_factory=list)  # every instance's recent fallback spells
 
     def as_dict(self) -> dict[str, Any]:
         return {"mode": self.mode, "window_s": self.window_s,
                 "reads": f"{self.reads_used}/{self.reads_limit}", "writes": f"{self.writes_used}/{self.writes_limit}",
-                "paused_for_s": round(self.paused_for_s, 1), "throttled_429": self.throttled}
+                "paused_for_s": round(self.paused_for_s, 1), "throttled_429": self.throttled,
+                "fallbacks": self.fallbacks}
 
 
 class OrgBudget:
@@ -240,14 +261,18 @@ class OrgBudget:
     """
 
     def __init__(self, store: StateStore, limits: Limits, *, clock: Callable[[], float] = time.time,
-                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep) -> None:
+                 sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, instance: str | None = None) -> None:
         self.store = store
         self.limits = limits
+        self.instance = instance or instance_id()
         self._clock = clock
         self._sleep = sleep
         self._buckets: dict[Kind, _Bucket] = {kind: _Bucket(kind) for kind in KINDS}
         self.fallback_since: float | None = None
+        self._fallback_error = ""
         self._table_retry_at = 0.0
+        self._unrecorded: FallbackRecord | None = None  # an ended spell not written to the table yet
+        self._telling: asyncio.Task[None] | None = None  # the best-effort write of an ongoing spell
 
     # -- spending ----------------------------------------------------------------------------------
 
@@ -287,7 +312,10 @@ class OrgBudget:
         if self.fallback_since is not None:
             log.warning("anny budget table reachable again; shared budget resumed",
                         extra={"fallback_s": round(now - self.fallback_since, 1)})
+            self._unrecorded = FallbackRecord(self.instance, self.fallback_since, now, now, self._fallback_error)
             self.fallback_since = None
+        if self._unrecorded is not None:
+            await self._record_ended_spell()
         return wait
 
     async def _claim_shared(self, bucket: _Bucket, level: Priority, now: float) -> float:
@@ -318,12 +346,43 @@ class OrgBudget:
     def _enter_fallback(self, exc: BaseException, now: float) -> None:
         if self.fallback_since is None:
             self.fallback_since = now
+            self._fallback_error = f"{type(exc).__name__}: {exc}"[:300]
             log.warning("anny budget table unreachable; this instance uses a conservative local rate",
                         extra={"error": str(exc)[:300], "reads_per_window": self.limits.fallback_limit("reads"),
                                "writes_per_window": self.limits.fallback_limit("writes")})
         self._table_retry_at = now + self.limits.window_s / 4
         for bucket in self._buckets.values():
             bucket.record = None
+        self._tell_others(FallbackRecord(self.instance, self.fallback_since, now, 0.0, self._fallback_error))
+
+    def _tell_others(self, spell: FallbackRecord) -> None:
+        """Best effort, in the background (the table may hang as well as fail): this instance is in fallback."""
+        if self._telling is not None and not self._telling.done():
+            return
+
+        async def tell() -> None:
+            try:
+                await self.store.save_fallback(spell)
+            except (StateError, AzureError, OSError) as exc:
+                log.info("could not record the fallback for other instances yet", extra={"error": str(exc)[:200]})
+
+        self._telling = asyncio.get_running_loop().create_task(tell())
+
+    async def _record_ended_spell(self) -> None:
+        """The table answers again: write the spell that ended (and forget spells of any instance
+        that ended more than a day ago). Failing, it is tried again with the next claim."""
+        spell = self._unrecorded
+        assert spell is not None
+        if self._telling is not None:
+            await asyncio.gather(self._telling, return_exceptions=True)  # never overtaken by "ongoing"
+        try:
+            await self.store.save_fallback(spell)
+            self._unrecorded = None
+            for old in await self.store.list_fallbacks():
+                if max(old.ended, old.last_seen) < spell.ended - FALLBACK_SHOWN_S:
+                    await self.store.delete_fallback(old.instance)
+        except (StateError, AzureError, OSError) as exc:
+            log.info("could not record the ended fallback yet", extra={"error": str(exc)[:200]})
 
     def _claim_locally(self, bucket: _Bucket, level: Priority, now: float) -> float:
         log_ = bucket.local_log
@@ -334,6 +393,13 @@ class OrgBudget:
         log_.append(now)
         bucket.pools[level] = _Pool(1, now + self.limits.lease_s)
         return 0.0
+
+    async def close(self, grace_s: float = 2.0) -> None:
+        """Give a background record of the fallback `grace_s` to reach the table, then stop it."""
+        if self._telling is not None and not self._telling.done():
+            await asyncio.wait([self._telling], timeout=grace_s)
+            self._telling.cancel()
+            await asyncio.gather(self._telling, return_exceptions=True)
 
     # -- a 429 that arrived anyway -------------------------------------------------------------------
 
@@ -372,6 +438,7 @@ class OrgBudget:
         paused = 0.0
         throttled: dict[str, int] = {}
         mode = "shared (Table Storage)"
+        spells: dict[str, FallbackRecord] = {}
         try:
             for kind in KINDS:
                 record = await self.store.get_budget(kind)
@@ -379,13 +446,32 @@ class OrgBudget:
                 used[kind] = sum(n for _, n in recent)
                 paused = max(paused, record.paused_until - now)
             throttled = await self.store.throttled_counts()
+            spells = {spell.instance: spell for spell in await self.store.list_fallbacks()}
         except (StateError, AzureError, OSError) as exc:
             mode = f"budget table unreachable: {str(exc)[:120]}"
         if self.fallback_since is not None:
             mode = (f"local fallback for {now - self.fallback_since:.0f} s "
                     f"(budget table unreachable; {limits.fallback_share:.0%} of the limits)")
+            spells[self.instance] = FallbackRecord(self.instance, self.fallback_since, now, 0.0, self._fallback_error)
+        elif self._unrecorded is not None:
+            spells[self.instance] = self._unrecorded
         if not used:
             used = {kind: sum(1 for at in self._buckets[kind].local_log if at > now - limits.window_s)
                     for kind in KINDS}
+        shown = [self._spell_view(spell, now) for spell in sorted(spells.values(), key=lambda s: -s.since)
+                 if not spell.ended or spell.ended > now - FALLBACK_SHOWN_S]
         return BudgetUsage(mode, used["reads"], limits.reads, used["writes"], limits.writes, limits.window_s,
-                           max(0.0, paused), throttled)
+                           max(0.0, paused), throttled, shown)
+
+    def _spell_view(self, spell: FallbackRecord, now: float) -> dict[str, Any]:
+        """One instance's spell for `status`. An ongoing one not heard of for two table retries may
+        have ended unseen (the instance scaled in) or still be cut off: it says when it was last heard of."""
+        def iso(epoch: float) -> str:
+            return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds")
+
+        ongoing = not spell.ended
+        quiet = ongoing and now - spell.last_seen > self.limits.window_s / 2 and spell.instance != self.instance
+        return {"instance": spell.instance, "this_instance": spell.instance == self.instance,
+                "since": iso(spell.since), "until": None if ongoing else iso(spell.ended),
+                "state": "not heard of since" if quiet else "ongoing" if ongoing else "ended",
+                "last_seen": iso(spell.last_seen), "error": spell.error or None}

@@ -53,6 +53,7 @@ class Services:
                    WorkQueues(settings.storage))
 
     async def close(self) -> None:
+        await self.budget.close()
         await self.store.close()
         await self.anny.close()
         await self.graph.close()

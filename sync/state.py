@@ -14,6 +14,7 @@ Tables (names prefixed with TABLE_PREFIX):
 | events         | `evt`                   | `<anny event id>`      | processed webhook event ids         |
 | budget         | `anny`                  | `reads` / `writes`     | the organisation's anny budget log  |
 |                | `throttled`             | `anny` / `graph`       | 429s received from each side        |
+|                | `fallback`              | `<instance>`           | an instance's spell on the local fallback rate |
 
 Every key part is escaped by `sync.keys.encode_key`. Writes that can race carry the ETag
 read before; a lost race raises `ConcurrencyError`. Filters use parameter substitution.
@@ -190,6 +191,18 @@ class BudgetRecord:
     kind: str
     grants: str = "[]"
     paused_until: float = 0.0  # epoch seconds: an anny 429 asked everyone to wait until then
+    etag: str | None = field(default=None, compare=False)
+
+
+@dataclass
+class FallbackRecord:
+    """One instance's spell on the local fallback rate (the budget table was unreachable for it), in epoch s."""
+
+    instance: str
+    since: float
+    last_seen: float  # when it last said it was still in fallback
+    ended: float = 0.0  # 0: still in fallback as far as anyone knows
+    error: str = ""
     etag: str | None = field(default=None, compare=False)
 
 
@@ -652,6 +665,16 @@ class StateStore:
         """ETag-guarded write (create-only when never saved); a lost race raises ConcurrencyError."""
         record.etag = await self._replace("budget", _to_entity(record, "anny", record.kind), record.etag)
         return record
+
+    async def save_fallback(self, record: FallbackRecord) -> None:
+        await self._upsert("budget", _to_entity(record, "fallback", encode_key(record.instance)))
+
+    async def list_fallbacks(self) -> list[FallbackRecord]:
+        return [_from_entity(FallbackRecord, e) async for e in self._query(
+            "budget", "PartitionKey eq @pk", pk="fallback")]
+
+    async def delete_fallback(self, instance: str) -> None:
+        await self._delete("budget", "fallback", encode_key(instance))
 
     async def count_throttled(self, source: str) -> None:
         """One more 429 received from `source` ("anny" or "graph") that reached the app."""

@@ -221,7 +221,21 @@ def _budget_lines(budget: dict[str, Any] | None) -> list[str]:
             f"{budget['mode']}; 429s received: anny {throttled.get('anny', 0)}, Graph {throttled.get('graph', 0)}")
     if budget.get("paused_for_s"):
         line += f"; paused for {budget['paused_for_s']:g} s (Retry-After)"
-    return [line]
+    return [line, *(_fallback_line(spell) for spell in budget.get("fallbacks") or [])]
+
+
+def _fallback_line(spell: dict[str, Any]) -> str:
+    """One instance's spell on the local fallback rate (the budget table was unreachable for it)."""
+    who = spell["instance"] + (" (this one)" if spell.get("this_instance") else "")
+    since = _when(spell["since"])
+    if spell["state"] == "ended":
+        when = f"from {since} to {_when(spell['until'])}"
+    elif spell["state"] == "ongoing":
+        when = f"since {since}, ongoing"
+    else:
+        when = f"since {since}, not heard of since {_when(spell['last_seen'])}"
+    error = f": {spell['error']}" if spell.get("error") else ""
+    return f"  fallback     instance {who} on the local rate {when}{error}"
 
 
 def _progress_lines(sync: dict[str, Any] | None) -> list[str]:

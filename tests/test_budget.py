@@ -7,6 +7,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from azure.core.exceptions import ServiceResponseError
 
 from sync.budget import BACKFILL, LIVE, Limits, OrgBudget, wait_for_room
 from sync.settings import StorageSettings
@@ -98,6 +99,109 @@ async def test_unreachable_budget_table_falls_back_to_a_local_rate_and_says_so(a
         assert usage.mode.startswith("local fallback") and "unreachable" in usage.mode
     finally:
         await store.close()
+
+
+class CuttableLink:
+    """A TCP relay in front of Azurite's table endpoint that the test can cut and restore: the
+    network fault an instance meets when it cannot reach the budget table (Storage itself is real)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.up = True
+        self._open: set[asyncio.StreamWriter] = set()
+        self._server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return self._server.sockets[0].getsockname()[1]
+
+    def cut(self) -> None:
+        self.up = False
+        for writer in list(self._open):
+            writer.close()
+
+    async def stop(self) -> None:
+        self.cut()
+        if self._server is not None:
+            self._server.close()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if not self.up:
+            writer.close()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self._open |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except (ConnectionError, OSError):
+                pass
+            finally:
+                sink.close()
+                self._open.discard(sink)
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+
+@pytest.fixture
+async def cuttable(azurite, table_prefix: str) -> AsyncIterator[tuple[CuttableLink, StateStore, StateStore]]:
+    """Two instances' stores: the first reaches the tables through a link the test can cut."""
+    link = CuttableLink(azurite.table_port)
+    port = await link.start()
+    relayed = StorageSettings(connection_string=azurite.connection_string.replace(
+        f":{azurite.table_port}", f":{port}"))
+    direct = StorageSettings(connection_string=azurite.connection_string)
+    try:
+        async with StateStore(direct, table_prefix) as second:
+            first = StateStore(relayed, table_prefix, retry_total=0)
+            await first.open(create_tables=False)
+            try:
+                yield link, first, second
+            finally:
+                await first.close()
+    finally:
+        await link.stop()
+
+
+async def test_another_instances_fallback_is_shown_once_it_reaches_the_table_again(cuttable):
+    link, first_store, second_store = cuttable
+    limits = Limits(reads=40, writes=20, window_s=1.0)
+    cut_off = OrgBudget(first_store, limits, instance="instance-a")
+    answering = OrgBudget(second_store, limits, instance="instance-b")
+    link.cut()
+    await cut_off.acquire("writes")
+    mine = (await cut_off.usage()).fallbacks
+    assert [(f["instance"], f["state"], f["this_instance"]) for f in mine] == [("instance-a", "ongoing", True)]
+    assert (await answering.usage()).fallbacks == []  # nothing of instance-a can reach the table yet
+    link.up = True
+    await asyncio.sleep(limits.window_s / 4)  # when a fallen-back instance tries the table again
+    await cut_off.acquire("writes")
+    assert cut_off.fallback_since is None
+    seen = (await answering.usage()).fallbacks
+    assert [(f["instance"], f["state"], f["this_instance"]) for f in seen] == [("instance-a", "ended", False)]
+    assert seen[0]["since"] <= seen[0]["until"] and "Error" in seen[0]["error"]
+    await cut_off.close()
+
+
+async def test_an_instance_in_fallback_is_shown_by_the_others_while_it_lasts(two_instances, monkeypatch):
+    first_store, second_store = two_instances
+    limits = Limits(reads=40, writes=20, window_s=60.0)
+    in_fallback = OrgBudget(first_store, limits, instance="instance-a")
+    answering = OrgBudget(second_store, limits, instance="instance-b")
+
+    async def timed_out(kind: str) -> None:  # fault injection: only the budget entity fails (a
+        raise ServiceResponseError("read timed out")  # TCP cut would take the whole account away)
+
+    monkeypatch.setattr(first_store, "get_budget", timed_out)
+    await in_fallback.acquire("reads")
+    await in_fallback.close()  # lets its background record reach the table
+    seen = (await answering.usage()).fallbacks
+    assert [(f["instance"], f["state"], f["until"]) for f in seen] == [("instance-a", "ongoing", None)]
+    assert "read timed out" in seen[0]["error"]
+    assert (await answering.usage()).mode == "shared (Table Storage)"  # the answering instance is fine
 
 
 def test_wait_for_room_frees_the_oldest_slices_first():
