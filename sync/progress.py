@@ -103,11 +103,11 @@ def progress_view(progresses: list[Progress], limits: Limits, now: datetime | No
             totals[d][1] += view.total
             if view.eta_s:
                 etas.append(view.eta_s)
-        waiting = progress.continues_at is not None
-        if waiting or any(v.done < v.total for v in views.values()):
+        waiting = progress.continues_at
+        if waiting is not None or any(v.done < v.total for v in views.values()):
             rooms.append({"room": progress.room, "started_at": progress.started_at.isoformat(),
                           **{d: v.as_dict() for d, v in views.items()},
-                          "continues_at": progress.continues_at.isoformat() if waiting else None,
+                          "continues_at": waiting.isoformat() if waiting is not None else None,
                           "continues_reason": progress.continues_reason or None})
     in_progress = bool(rooms)
     return {
