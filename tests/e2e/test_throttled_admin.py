@@ -6,13 +6,9 @@ The command answers with what it did; what is left continues from the backfill q
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
-
 import pytest
 
-from devhost.azurite import Azurite
-from devhost.stack import Emulators, start_stack
-from sync.settings import StorageSettings
+from devhost.stack import LocalStack
 from sync.state import StateStore
 from tests.e2e.conftest import ROOM, World, run_admin
 from tests.e2e.test_limits import queue_depth
@@ -23,23 +19,17 @@ BETA = "room.beta@contoso.example"
 
 
 @pytest.fixture
-async def mapped(azurite: Azurite, emulators: Emulators, table_prefix: str) -> AsyncIterator[World]:
+async def mapped(stack: LocalStack, state: StateStore) -> World:
     """A mapped room, not activated yet, with three bookings waiting for their initial sync."""
-    emulators.reset()
-    stack = start_stack(azurite, emulators, table_prefix)
-    try:
-        async with StateStore(StorageSettings(connection_string=azurite.connection_string), table_prefix) as state:
-            parent = stack.anny.add_resource("Room Alpha", timezone="Europe/Berlin")
-            stack.anny.add_service("Meeting")
-            stack.graph.add_room(ROOM, "Room Alpha")
-            world = World(stack, state, parent["id"], parent["id"])
-            for day in (2, 3, 4):
-                stack.anny.person_create_booking(parent["id"], world.at(day, 9), world.at(day, 10))
-            await run_admin(stack, "rules.add", anny_resource=parent["id"], room=ROOM)
-            stack.subscribe_anny_webhooks()
-            yield world
-    finally:
-        stack.stop()
+    resource = stack.anny.add_resource("Room Alpha", timezone="Europe/Berlin")["id"]
+    stack.anny.add_service("Meeting")
+    stack.graph.add_room(ROOM, "Room Alpha")
+    world = World(stack, state, resource, resource)
+    for day in (2, 3, 4):
+        stack.anny.person_create_booking(resource, world.at(day, 9), world.at(day, 10))
+    await run_admin(stack, "rules.add", anny_resource=resource, room=ROOM)
+    stack.subscribe_anny_webhooks()
+    return world
 
 
 def mirrors(world: World, room: str = ROOM) -> list[dict]:
