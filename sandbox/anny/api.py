@@ -5,11 +5,13 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from aiohttp import web
 
+from .config import AnnyConfig
 from .errors import AnnyError, bad_parameter, invalid
+from .faults import ApiFaults
 from .jsonapi import (
     MEDIA_TYPE,
     Query,
@@ -20,12 +22,12 @@ from .jsonapi import (
     sort_items,
     write_data,
 )
-from .model import Booking, BookingDraft
-from .render import JsonObject
+from .limits import RateLimiter
+from .model import Booking, BookingDraft, Change
+from .render import JsonObject, Renderer
+from .state import AnnyState
 from .timefmt import parse_bound, parse_instant
-
-if TYPE_CHECKING:
-    from .emulator import AnnyEmulator
+from .webhooks import WebhookHub
 
 T = TypeVar("T")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -52,7 +54,21 @@ def respond(document: JsonObject | None, status: int = 200, **headers: str) -> w
     return web.json_response(document, status=status, content_type=MEDIA_TYPE, headers=headers)
 
 
-def api_middleware(emu: AnnyEmulator) -> Any:
+class ApiHost(Protocol):
+    """The parts of the emulator the API serves from (the emulator imports this module, not the
+    other way round); read on every request, since `configure` replaces the config."""
+
+    config: AnnyConfig
+    state: AnnyState
+    render: Renderer
+    hub: WebhookHub
+    api_faults: ApiFaults
+    rate_limiter: RateLimiter
+
+    async def announce(self, changes: list[Change]) -> None: ...
+
+
+def api_middleware(emu: ApiHost) -> Any:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         if not request.path.startswith("/api/"):
@@ -68,7 +84,7 @@ def api_middleware(emu: AnnyEmulator) -> Any:
     return middleware
 
 
-async def _preflight(emu: AnnyEmulator, request: web.Request) -> None:
+async def _preflight(emu: ApiHost, request: web.Request) -> None:
     """Counters, injected faults, then what anny checks: token, organisation, media types."""
     faults, config = emu.api_faults, emu.config
     route = route_key(request)
@@ -132,7 +148,7 @@ def _related_id(data: JsonObject, relationship: str) -> str:
 class AnnyApi:
     """Request handlers; they read and change the emulator's state on the server loop."""
 
-    def __init__(self, emu: AnnyEmulator) -> None:
+    def __init__(self, emu: ApiHost) -> None:
         self.emu = emu
         self.state = emu.state
 
@@ -282,7 +298,7 @@ class AnnyApi:
         return respond(None, 204)
 
 
-def api_routes(emu: AnnyEmulator) -> list[web.RouteDef]:
+def api_routes(emu: ApiHost) -> list[web.RouteDef]:
     api = AnnyApi(emu)
     table: dict[str, dict[str, Handler]] = {
         "/resources": {"GET": api.list_resources},

@@ -16,12 +16,15 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from aiohttp import web
 
+from .api import api_middleware, api_routes
 from .config import BOOKING_EVENTS, AnnyConfig
+from .control import Body, ControlRoute, control_routes
 from .errors import invalid
 from .faults import ApiFaults
 from .limits import RateLimiter
 from .model import BookingDraft, Change
 from .render import JsonObject, Renderer, flatten
+from .seed import apply_seed
 from .state import AnnyState, CustomerSpec
 from .timefmt import Instant, parse_instant
 from .webhooks import WebhookFaults, WebhookHub
@@ -56,12 +59,9 @@ class AnnyEmulator:
     # ---- serving ---------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        from .api import api_middleware, api_routes
-        from .control import control_routes
-
         app = web.Application(middlewares=[api_middleware(self)], client_max_size=1024**2)
         app.add_routes(api_routes(self))
-        app.add_routes(control_routes(self))
+        app.add_routes(control_routes(self.control_table()))
         app.on_startup.append(self._on_startup)
         app.on_cleanup.append(self._on_cleanup)
         return app
@@ -89,6 +89,50 @@ class AnnyEmulator:
         loop.call_soon_threadsafe(run)
         return future.result(timeout=30)
 
+    def control_table(self) -> list[ControlRoute]:
+        """The control API (`/_control/...`): each route is one method of this class, with the JSON
+        body (`b`) as keyword arguments and the path parameters (`p`)."""
+        return [
+            ("GET", "/health", lambda b, p: {"ok": True}),
+            ("POST", "/reset", lambda b, p: self.reset()),
+            ("GET", "/config", lambda b, p: self.config.as_dict()),
+            ("PATCH", "/config", lambda b, p: self.configure(**b).as_dict()),
+            ("POST", "/seed", lambda b, p: self.seed(b)),
+            ("GET", "/resources", lambda b, p: self.resources()),
+            ("POST", "/resources", lambda b, p: self.add_resource(**b)),
+            ("POST", "/services", lambda b, p: self.add_service(**b)),
+            ("POST", "/customers", lambda b, p: self.add_customer(**b)),
+            ("GET", "/bookings", lambda b, p: self.bookings()),
+            ("GET", "/bookings/{id}", lambda b, p: self.booking(p["id"])),
+            ("POST", "/person/bookings", lambda b, p: self.person_create_booking(**b)),
+            ("PATCH", "/person/bookings/{id}", lambda b, p: self.person_update_booking(p["id"], **b)),
+            ("POST", "/person/bookings/{id}/cancel", lambda b, p: self.person_cancel_booking(p["id"])),
+            ("DELETE", "/person/bookings/{id}", lambda b, p: self.person_delete_booking(p["id"])),
+            ("POST", "/person/series", lambda b, p: self.person_create_series(**b)),
+            ("POST", "/person/blockers", lambda b, p: self.person_create_blocker(**b)),
+            ("GET", "/faults", lambda b, p: self.faults()),
+            ("DELETE", "/faults", lambda b, p: self.clear_faults()),
+            ("PUT", "/faults/api", lambda b, p: self._set_api_faults(b)),
+            ("POST", "/faults/api/fail-next", lambda b, p: self.fail_next(**b)),
+            ("POST", "/faults/webhooks", lambda b, p: self.set_webhook_faults(**b)),
+            ("GET", "/counters", lambda b, p: self.counters()),
+            ("GET", "/rate-limits", lambda b, p: self.rate_limits()),
+            ("PUT", "/rate-limits", lambda b, p: self.set_rate_limits(**b)),
+            ("DELETE", "/counters", lambda b, p: self.reset_counters()),
+            ("GET", "/webhooks/subscriptions", lambda b, p: self.webhook_subscriptions()),
+            ("POST", "/webhooks/subscriptions", lambda b, p: self.create_webhook_subscription(**b)),
+            ("GET", "/webhooks/deliveries", lambda b, p: self.deliveries()),
+            ("POST", "/webhooks/release", lambda b, p: {"groups": self.release_held_webhooks()}),
+        ]
+
+    def _set_api_faults(self, body: Body) -> Any:
+        """`{"latency_ms": 50, "forced_status": 401}`: either key may be left out."""
+        if "latency_ms" in body:
+            self.set_latency(int(body["latency_ms"]))
+        if "forced_status" in body:
+            self.force_status(body["forced_status"])
+        return self.faults()
+
     # ---- organisation ----------------------------------------------------------------------
 
     @on_loop
@@ -110,8 +154,6 @@ class AnnyEmulator:
     @on_loop
     def seed(self, data: dict[str, Any]) -> dict[str, Any]:
         """Add a seed document (format in docs/emulators.md); seeding sends no webhooks."""
-        from .seed import apply_seed
-
         return apply_seed(self, data)
 
     @on_loop

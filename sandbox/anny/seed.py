@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-if TYPE_CHECKING:
-    from .emulator import AnnyEmulator
+from .model import BookingDraft
+from .render import JsonObject
+from .state import AnnyState
+
+
+class Seedable(Protocol):
+    """What seeding needs of the emulator (which imports this module, not the other way round)."""
+
+    state: AnnyState
+
+    def draft(self, resource: str, start: Any, end: Any, **options: Any) -> BookingDraft: ...
+
+    def create_webhook_subscription(self, url: str, events: Iterable[str] = ..., **options: Any) -> JsonObject: ...
 
 RESOURCE_OPTIONS = ("id", "slug", "timezone", "description", "hidden", "archived")
 SERVICE_OPTIONS = ("id", "slug", "price", "currency", "padding_before", "padding_after")
@@ -17,7 +29,7 @@ def _pick(spec: dict[str, Any], names: tuple[str, ...]) -> dict[str, Any]:
     return {name: spec[name] for name in names if name in spec}
 
 
-def _add_resources(emu: AnnyEmulator, specs: list[dict[str, Any]], parent: str | None = None) -> dict[str, str]:
+def _add_resources(emu: Seedable, specs: list[dict[str, Any]], parent: str | None = None) -> dict[str, str]:
     ids: dict[str, str] = {}
     for spec in specs:
         resource = emu.state.add_resource(spec["name"], parent=parent, **_pick(spec, RESOURCE_OPTIONS))
@@ -35,7 +47,7 @@ def _booking_args(spec: dict[str, Any]) -> tuple[list[Any], dict[str, Any]]:
     return [spec["resource"], spec["start"], spec["end"]], options
 
 
-def apply_seed(emu: AnnyEmulator, data: dict[str, Any]) -> dict[str, Any]:
+def apply_seed(emu: Seedable, data: dict[str, Any]) -> dict[str, Any]:
     """Add everything in `data`; returns the ids made (resources by slug, services by name, …)."""
     state = emu.state
     result: dict[str, Any] = {"resources": _add_resources(emu, data.get("resources", []))}

@@ -58,7 +58,7 @@ async def create(ctx: Context) -> GraphResponse:
     )
     _refuse_duplicate(ctx, sub)
     for address in filter(None, (sub.notification_url, sub.lifecycle_url)):
-        await handshake(ctx.emulator.notifier, address, ctx.config.validation_timeout)
+        await handshake(ctx.notifier, address, ctx.config.validation_timeout)
     _refuse_duplicate(ctx, sub)  # one may have been created while we validated
     ctx.state.subscriptions.items[sub.id] = sub
     return GraphResponse(201, _entity(ctx, sub))
@@ -87,7 +87,7 @@ async def update(ctx: Context) -> GraphResponse:
         new_expiry = expiration(body["expirationDateTime"], ctx.now, ctx.config.max_subscription_minutes)
     if body.get("notificationUrl") and body["notificationUrl"] != sub.notification_url:
         address = url(body["notificationUrl"], "notificationUrl")
-        await handshake(ctx.emulator.notifier, address, ctx.config.validation_timeout)
+        await handshake(ctx.notifier, address, ctx.config.validation_timeout)
         sub.notification_url = address
     sub.expiration = new_expiry
     return GraphResponse(200, _entity(ctx, sub))

@@ -1,40 +1,34 @@
-"""What a Graph handler gets: the request, its path parameters, the emulator and its mailbox."""
+"""What a Graph handler gets: the request, its path parameters, the emulator's parts it serves from
+(state, configuration, clock, notifier) and its mailbox. Handlers never see the emulator itself."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from .calendar import Change
+from .clock import Clock
 from .errors import GraphError
 from .model import Mailbox
+from .notify import Notifier
 from .request import GraphRequest
 from .state import GraphConfig, State
-
-if TYPE_CHECKING:
-    from .emulator import GraphEmulator
 
 
 @dataclass
 class Context:
     request: GraphRequest
     params: dict[str, str]
-    emulator: GraphEmulator
+    state: State
+    config: GraphConfig
+    clock: Clock
+    notifier: Notifier
     mailbox_or_none: Mailbox | None = None
     changes: list[Change] = field(default_factory=list)
 
     @property
-    def state(self) -> State:
-        return self.emulator.state
-
-    @property
-    def config(self) -> GraphConfig:
-        return self.emulator.config
-
-    @property
     def now(self) -> datetime:
-        return self.emulator.clock.now()
+        return self.clock.now()
 
     @property
     def mailbox(self) -> Mailbox:

@@ -1,22 +1,29 @@
 """The control API under `/_control/...` (no auth): the in-process methods over HTTP.
 
-Each route calls one `GraphEmulator` method with the path parameters, the query string
-and the JSON body (camelCase or snake_case keys) as keyword arguments.
+Each route calls one method of the emulator, by name, with the path parameters, the query string
+and the JSON body (camelCase or snake_case keys) as keyword arguments. This module knows the
+emulator only as `Controlled`: the emulator imports it, not the other way round.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from aiohttp import web
 
 from .errors import GraphError
+from .notify import Notifier
 from .person import snake_keys
 
-if TYPE_CHECKING:
-    from .emulator import GraphEmulator
+
+class Controlled(Protocol):
+    """What the control API needs besides the methods `ROUTES` names."""
+
+    notifier: Notifier
+
+    async def wait_deliveries(self, timeout: float = 5.0) -> None: ...
 
 EVENT = "/_control/mailboxes/{mailbox}/events/{event_id}"
 OCCURRENCE = "/_control/mailboxes/{mailbox}/events/{series_id}/occurrences/{occurrence}"
@@ -60,7 +67,7 @@ ROUTES: list[tuple[str, str, str, str | None]] = [
 ]
 
 
-def register(app: web.Application, emulator: GraphEmulator) -> None:
+def register(app: web.Application, emulator: Controlled) -> None:
     for method, path, name, body_as in ROUTES:
         app.router.add_route(method, path, _endpoint(getattr(emulator, name), body_as))
     app.router.add_route("POST", "/_control/notifications/drain", _drain(emulator))
@@ -85,7 +92,7 @@ def _endpoint(call: Callable[..., Any], body_as: str | None) -> Callable[[web.Re
     return handler
 
 
-def _drain(emulator: GraphEmulator) -> Callable[[web.Request], Any]:
+def _drain(emulator: Controlled) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
         await emulator.wait_deliveries(float(request.query.get("timeout", "5")))
         return web.json_response({"deliveries": len(emulator.notifier.deliveries)})

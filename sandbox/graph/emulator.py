@@ -138,7 +138,7 @@ class GraphEmulator:
             auth = self._auth_error(request)
             if auth is not None:
                 raise auth
-            ctx = Context(request, params, self)
+            ctx = Context(request, params, self.state, self.config, self.clock, self.notifier)
             if route.scoped:
                 ctx.mailbox_or_none = self.state.mailbox(params["mailbox"])
             return await self._serve(route, ctx)
