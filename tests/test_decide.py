@@ -19,7 +19,6 @@ from sync.decide import (
     DeleteUnrecordedEvent,
     ForgetLink,
     InboundContext,
-    OutboundContext,
     RestoreMirror,
     Skip,
     SuppressBlocker,
@@ -33,26 +32,10 @@ from sync.decide import (
 )
 from sync.model import BLOCKER_MARKER, AnnyBooking, OutlookEvent, SyncWindow
 from sync.state import Link
+from tests.fixtures import BERLIN, OUT, ROOM, T0, WINDOW, booking, event
 
-BERLIN = ZoneInfo("Europe/Berlin")
-WINDOW = SyncWindow.starting(date(2026, 11, 24), 6, BERLIN)
-OUT = OutboundContext(WINDOW, "{service} · anny #{number}", "Blocked in anny")
 IN = InboundContext(WINDOW, frozenset({"busy", "tentative", "oof", "workingElsewhere", "unknown", "free"}),
                     False, "Busy in Outlook", BERLIN)
-ROOM = "room@contoso.example"
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
-
-
-def booking(**changes: object) -> AnnyBooking:
-    base = AnnyBooking(id="b1", start=T0, end=T0 + timedelta(hours=1), resource_id="res-1", number="1001",
-                       service_name="Meeting room")
-    return replace(base, **changes)
-
-
-def event(**changes: object) -> OutlookEvent:
-    base = OutlookEvent(id="AAMk/+=", change_key="ck1", subject="Team sync", start=T0,
-                        end=T0 + timedelta(hours=1))
-    return replace(base, **changes)
 
 
 def mirror_link(**changes: object) -> Link:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from datetime import UTC, date, datetime, timedelta
-from zoneinfo import ZoneInfo
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -13,7 +12,6 @@ from sync.decide import (
     CreateEvent,
     DeleteEvent,
     ForgetLink,
-    OutboundContext,
     Skip,
     UpdateEvent,
     decide_booking,
@@ -21,22 +19,18 @@ from sync.decide import (
     is_own_blocker_echo,
     payload_suffices,
 )
-from sync.model import BLOCKER_MARKER, AnnyBooking, SyncWindow, booking_version, is_newer
+from sync.model import BLOCKER_MARKER, AnnyBooking, booking_version, is_newer
 from sync.state import Link
+from tests import fixtures
+from tests.fixtures import OUT, ROOM, T0
 
-BERLIN = ZoneInfo("Europe/Berlin")
-WINDOW = SyncWindow.starting(date(2026, 11, 24), 6, BERLIN)
-OUT = OutboundContext(WINDOW, "{service} · anny #{number}", "Blocked in anny")
-ROOM = "room@contoso.example"
-T0 = datetime(2026, 12, 1, 9, 0, tzinfo=UTC)
 U1, U2, U3 = (datetime(2026, 11, day, 10, 0, 0, 1, tzinfo=UTC) for day in (24, 25, 26))
 V1, V2, V3 = (booking_version(u) for u in (U1, U2, U3))
 
 
 def booking(**changes: object) -> AnnyBooking:
-    base = AnnyBooking(id="b1", start=T0, end=T0 + timedelta(hours=1), resource_id="res-1", number="1001",
-                       service_name="Meeting room", updated_at=U2)
-    return replace(base, **changes)
+    """The shared booking, as anny last updated it at U2."""
+    return fixtures.booking(**{"updated_at": U2, **changes})
 
 
 def link(version: str, **changes: object) -> Link:

@@ -23,13 +23,10 @@ from sync.settings import Settings
 from sync.worker import Worker
 from tests.e2e.conftest import World
 from tests.e2e.test_inbound import blockers, meeting, span
+from tests.fixtures import graph_utc as utc
 
 UTC = ZoneInfo("UTC")
 BETA = "room.beta@contoso.example"
-
-
-def utc(value: str) -> datetime:
-    return datetime.fromisoformat(value.rstrip("Z")[:19]).replace(tzinfo=UTC)
 
 
 def mirrors(world: World, room: str | None = None) -> list[dict]:

@@ -7,20 +7,14 @@ from __future__ import annotations
 
 import copy
 import uuid
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import pytest
 
 from tests.e2e.conftest import World
 from tests.e2e.test_outbound import post_webhook, single
+from tests.fixtures import graph_utc as utc
 
-UTC = ZoneInfo("UTC")
 READ_ONE = "GET /api/v1/bookings/{id}"
-
-
-def utc(value: str) -> datetime:
-    return datetime.fromisoformat(value.rstrip("Z")[:19]).replace(tzinfo=UTC)
 
 
 def reads(world: World) -> int:

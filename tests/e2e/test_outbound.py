@@ -12,12 +12,9 @@ import pytest
 from devhost.stack import WEBHOOK_SECRET, WEBHOOK_SECRET_HEADER
 from sync.graph import ANNY_PROPERTY_ID
 from tests.e2e.conftest import World, crash_once
+from tests.fixtures import graph_utc as utc
 
 UTC = ZoneInfo("UTC")
-
-
-def utc(value: str) -> datetime:
-    return datetime.fromisoformat(value.rstrip("Z")[:19]).replace(tzinfo=UTC)
 
 
 def single(world: World) -> dict:
