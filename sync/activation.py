@@ -1,4 +1,5 @@
-"""Activation, deactivation, reactivation and resync (DESIGN §3.4), each with a `--dry-run` preview.
+"""Activation, deactivation, reactivation and resync, each with a `--dry-run` preview
+(behaviour: rules, activation and removal).
 
 * The first activation of a rule transfers everything in the window, both ways.
 * `deactivate` stops syncing and removes nothing; the time it happened is kept.

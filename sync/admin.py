@@ -1,4 +1,4 @@
-"""The admin surface (DESIGN §3.4): rules, activation, deactivation, deletion, status.
+"""The admin surface (behaviour: rules, activation and removal): rules, activation, deactivation, deletion, status.
 
 The same commands serve the CLI (`python -m sync …`, run locally) and the admin HTTP API
 (`/api/manage/…`, run inside the function app as its managed identity); `run_command` is

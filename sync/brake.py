@@ -1,5 +1,5 @@
-"""The brake on mass deletion (DESIGN §4, issue 13): a run that would delete too many of a rule's
-mirrors at once stops before deleting and holds the rule until an admin confirms.
+"""The brake on mass deletion (behaviour: rules, activation and removal; issue 13): a run that
+would delete too many of a rule's mirrors at once stops before deleting and holds the rule until an admin confirms.
 
 Replicating an empty side (a failed read, a wrong token, a wiped calendar) is the classic
 disaster of two-way sync; a hold costs a delay, a wrong mass deletion costs every booking.

@@ -1,4 +1,4 @@
-"""The organisation's anny budget (DESIGN §4 "Budgets"), shared by every instance of the app.
+"""The organisation's anny budget (architecture: anny's rate limits), shared by every instance of the app.
 
 anny allows an organisation L requests per window W: by default 400 reads (GET) and 100
 writes (POST, PATCH, PUT, DELETE) per 60 s, for everything that uses its token. anny does

@@ -296,7 +296,7 @@ def _stop_blocking(link: Link) -> list[Action]:
 
 
 def _blocks(event: OutlookEvent, ctx: InboundContext) -> bool:
-    """A series master never blocks: its occurrences do, one blocker each (DESIGN §3.2). A master
+    """A series master never blocks: its occurrences do, one blocker each (behaviour: Outlook → anny). A master
     is seen when a linked single meeting was made recurring (its id now names the series)."""
     return (not event.removed and not event.is_cancelled and not event.is_series_master
             and event.start is not None and event.end is not None and event.show_as in ctx.blocking_show_as)

@@ -1,4 +1,4 @@
-"""Outlook → anny (DESIGN §3.2): read a room's changes by delta, decide per event, write blockers.
+"""Outlook → anny (behaviour: Outlook → anny): read a room's changes by delta, decide per event, write blockers.
 
 Runs for one room never overlap: a run holds a lease on the room's state entity (an
 ETag-guarded marker). A signal that finds the room busy sets `rerun_requested`, and the
@@ -341,7 +341,7 @@ class InboundFlow:
 
     async def _follow_beyond_window(self, room: str, rule: Rule, query: SyncWindow, seen: set[str],
                                     result: RoomRunResult, ctx: InboundContext) -> None:
-        """Linked events beyond the window's end keep syncing (DESIGN §3.3), but the room's delta
+        """Linked events beyond the window's end keep syncing (behaviour: the sync window), but the room's delta
         covers only its query window: each beyond that is looked up by id (a GET per such link and
         run; people seldom move meetings that far, and the window catches up with them month by
         month). Links that ended before the window are retired: nobody books the past."""
@@ -431,7 +431,7 @@ class InboundFlow:
             updated = None
         if updated is None or updated.is_cancelled:
             # Cancelled (or deleted) in anny and its webhook lost: the meeting changed since, so
-            # Outlook's version is written again as a new blocker (DESIGN §3.2).
+            # Outlook's version is written again as a new blocker (behaviour: Outlook → anny).
             log.info("mirror blocker was cancelled in anny; blocking again",
                      extra={"room": room, "event_id": event.id, "booking_id": anny_id})
             return await self._create_blocker(room, rule, event, desired, link)
@@ -455,7 +455,7 @@ class InboundFlow:
             raise
         if not await self.store.room_is_mapped(link.room):
             # The rule was removed during this run: its removal may have scanned the links before
-            # this one was recorded, so what we wrote is ours to remove (DESIGN §3.4).
+            # this one was recorded, so what we wrote is ours to remove (behaviour: rules, activation and removal).
             log.info("rule removed during the run; removing the blocker",
                      extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
             await self.anny.delete_booking(anny_id)

@@ -1,4 +1,4 @@
-"""HTTP ingress (DESIGN §4, §4.4): authenticate, validate, turn into work items, answer fast.
+"""HTTP ingress (architecture: security): authenticate, validate, turn into work items, answer fast.
 
 Nothing here writes to anny or Graph; the worker does all writing. Each handler returns
 the HTTP answer and the work items for the queue output binding.

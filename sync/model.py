@@ -119,8 +119,8 @@ class OutlookEvent:
         return self.type == "seriesMaster"
 
     def mirror_fingerprint(self) -> str:
-        """Comparable with `DesiredEvent.fingerprint` of what we wrote: everything DESIGN §3.1 says a
-        mirror event is, so an Outlook edit of any of it is seen and undone."""
+        """Comparable with `DesiredEvent.fingerprint` of what we wrote: everything a mirror event is
+        (behaviour: anny → Outlook), so an Outlook edit of any of it is seen and undone."""
         return event_fingerprint(self.subject, self.start, self.end, self.is_cancelled, MirrorLook(
             self.show_as, ANNY_CATEGORY in self.categories, self.has_attendees, self.is_reminder_on))
 
@@ -155,7 +155,7 @@ class DesiredBlocker:
 
 @dataclass(frozen=True)
 class MirrorLook:
-    """How a mirror event shows in Outlook besides its title and time (DESIGN §3.1)."""
+    """How a mirror event shows in Outlook besides its title and time (behaviour: anny → Outlook)."""
 
     show_as: str = "busy"
     categorised: bool = True  # carries the "anny" category

@@ -1,4 +1,5 @@
-"""The nightly run (DESIGN §3.3, §4): renew subscriptions, roll the window, reconcile both ways.
+"""The nightly run (behaviour: the sync window; architecture): renew subscriptions, roll the
+window, reconcile both ways.
 
 Its timer fires every hour; the run acts once per local day (SYNC_TIME_ZONE), at the first
 tick after local midnight. NCRONTAB schedules are UTC on Flex Consumption, and a schedule

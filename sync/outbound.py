@@ -1,4 +1,4 @@
-"""anny → Outlook (DESIGN §3.1): read the booking, decide, write through the Graph gateway, record.
+"""anny → Outlook (behaviour: anny → Outlook): read the booking, decide, write through the Graph gateway, record.
 
 The link is recorded as *pending* (with the deterministic transactionId) before the Graph
 create and completed after it, so a crash between the two never yields a second event.
@@ -70,7 +70,7 @@ class OutboundFlow:
 
         `listed`: the booking as a list read earlier showed it (the nightly run). It saves the read
         when nothing is to be written; anything else is decided again on a fresh read, since the
-        booking may have changed since the list was read (DESIGN §3.1: read before writing).
+        booking may have changed since the list was read (behaviour: anny → Outlook: read before writing).
         `seen`: the booking as a webhook's payload showed it; it also stands for a write when it
         is newer than what the link saw (`payload_suffices`), so a change costs no anny read.
         """
@@ -182,7 +182,7 @@ class OutboundFlow:
             if not _owns(winner, room, written.event_id, link.transaction_id):
                 # Another worker changed the link while our create was in flight (gave the booking
                 # up, or moved it to another room): nobody would ever find this event again, so
-                # undo it before the retry (DESIGN §4.1: no twins).
+                # undo it before the retry (architecture: echoes and races: no twins).
                 log.info("lost a link race; removing the event it created",
                          extra={"booking_id": desired.anny_id, "room": room, "event_id": written.event_id})
                 await self.graph.delete_event(room, written.event_id)
@@ -214,7 +214,7 @@ class OutboundFlow:
         saved = await self.store.save_link(link, previous_index=previous_index)
         if not await self.store.room_is_mapped(room):
             # The rule was removed while we wrote: its removal may have scanned the links before
-            # this one was recorded, so what we wrote is ours to remove (DESIGN §3.4).
+            # this one was recorded, so what we wrote is ours to remove (behaviour: rules, activation and removal).
             log.info("rule removed during the write; removing the event",
                      extra={"booking_id": link.anny_id, "room": room, "event_id": written.event_id})
             await self.graph.delete_event(room, written.event_id)

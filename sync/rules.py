@@ -1,4 +1,5 @@
-"""Mapping rules (DESIGN §3.4): what may be mapped, checked against anny and Graph before anything is stored.
+"""Mapping rules (behaviour: rules, activation and removal): what may be mapped, checked against
+anny and Graph before anything is stored.
 
 A rule maps one anny **parent** resource to one room mailbox listed by Graph Places, 1:1
 both ways. Every check runs before the rule is written, so a refused add stores nothing.

@@ -1,4 +1,4 @@
-"""The app's state in Azure Table Storage (DESIGN §4.2), async on `azure.data.tables.aio`.
+"""The app's state in Azure Table Storage (architecture: state), async on `azure.data.tables.aio`.
 
 Tables (names prefixed with TABLE_PREFIX):
 

@@ -1,4 +1,4 @@
-"""The catch-up sweep (DESIGN §4 "Self-healing"): what a lost notification or webhook missed is
+"""The catch-up sweep (architecture: from each trigger to each write): what a lost notification or webhook missed is
 repaired within one sweep, not by the next nightly run.
 
 Every SWEEP_INTERVAL_MINUTES (the timer looks every 5 minutes): anny's bookings changed since

@@ -34,3 +34,23 @@ def test_readme_links_every_docs_page() -> None:
     readme = (ROOT / "README.md").read_text()
     missing = [page.name for page in PAGES[1:] if f"docs/{page.name}" not in readme]
     assert not missing, f"README does not link: {missing}"
+
+
+def _section_names(page: Path) -> list[str]:
+    """A page's headings, lower-cased and cut at a colon ("Echoes and races: how …" → "echoes and races")."""
+    text = re.sub(r"```.*?```", "", page.read_text(), flags=re.S)
+    return [heading.split(":")[0].strip().lower() for heading in re.findall(r"^#+ (.+)$", text, re.M)]
+
+
+def test_code_cites_sections_that_exist_in_the_docs() -> None:
+    """Code and tests cite the docs as "behaviour: <section>" and "architecture: <section>"."""
+    sections = {name: _section_names(ROOT / "docs" / f"{name}.md") for name in ("behaviour", "architecture")}
+    cited, unknown = 0, []
+    for path in sorted(ROOT.glob("*.py")) + sorted(ROOT.glob("[!.]*/**/*.py")):
+        if ".venv" in path.parts or "node_modules" in path.parts or path == Path(__file__).resolve():
+            continue
+        for page, cite in re.findall(r"\b(behaviour|architecture): ([^)\n;\"]+)", path.read_text()):
+            cited += 1
+            if not any(cite.lower().startswith(section) for section in sections[page]):
+                unknown.append(f"{path.relative_to(ROOT)}: {page}: {cite}")
+    assert cited >= 20 and not unknown, unknown

@@ -1,4 +1,5 @@
-"""Admin surface end to end (DESIGN §3.4): the admin HTTP API, the CLI against it, deactivate, delete."""
+"""Admin surface end to end (behaviour: rules, activation and removal): the admin HTTP API, the CLI
+against it, deactivate, delete."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Outlook → anny end to end (DESIGN §3.2): notifications, delta, blockers; echoes and races."""
+"""Outlook → anny end to end (behaviour: Outlook → anny): notifications, delta, blockers; echoes and races."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The admin's lifecycle end to end (DESIGN §3.4, §4; issue 13): reactivation transfers only what is new,
+"""The admin's lifecycle end to end (behaviour: rules, activation and removal; issue 13):
+reactivation transfers only what is new,
 previews write nothing, the brake on mass deletion holds a rule, the catch-up sweep and the nightly run
 repair what was missed and say so in `status`. Through the runner, Azurite and both emulators."""
 

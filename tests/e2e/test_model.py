@@ -1,11 +1,12 @@
-"""Model-based test of the whole sync (DESIGN §3, §4): the real flows against the emulators and Azurite.
+"""Model-based test of the whole sync (docs/behaviour.md, docs/architecture.md): the real flows
+against the emulators and Azurite.
 
 People on both sides create, move, cancel and delete bookings, blockers and meetings; anny
 admins edit and delete mirror blockers, Outlook users edit and delete mirror events;
 deliveries are duplicated, reordered or lost; Graph and anny answer 429/503; a worker dies
 after any write; two workers race on one booking or room; rules are removed and added again;
 the window rolls a day. After "settle" (queues drained, one nightly run, queues drained) both
-calendars must equal what the oracle below computes from DESIGN §3 alone — not from the
+calendars must equal what the oracle below computes from docs/behaviour.md alone — not from the
 app's links — with no twins, no orphans, and nothing a person made touched.
 
 The only thing replaced is the clock of the sync window (`SyncWindow.now`), so that the window
@@ -45,7 +46,7 @@ from devhost.stack import Emulators, LocalStack, start_stack
 from sandbox.graph.person import recurrence
 
 BERLIN = ZoneInfo("Europe/Berlin")
-MARKER = "[m365-sync:"  # DESIGN §4.1: our blockers carry a marker in their note
+MARKER = "[m365-sync:"  # architecture: echoes and races: our blockers carry a marker in their note
 PROPERTY = "String {8e1d1c7a-3b9f-4a52-9d6e-5a1f2b7c4e90} Name AnnyBookingId"
 EXAMPLES = int(os.environ.get("MODEL_EXAMPLES", "8"))
 STEPS = int(os.environ.get("MODEL_STEPS", "18"))
@@ -60,7 +61,7 @@ STATS: dict[str, float] = {"examples": 0, "steps": 0, "settles": 0}
 REPORT: list[str] = []  # printed in the run's summary (tests/conftest.py), so CI logs show it
 
 
-# --- the window, from DESIGN §2/§3.3 ----------------------------------------------------------------
+# --- the window (behaviour: words, the sync window) ------------------------------------------------
 
 
 def add_months(day: date, months: int) -> date:
@@ -136,7 +137,7 @@ class Meeting:
         return found
 
     def blocker_span(self, start: datetime, end: datetime) -> tuple[datetime, datetime]:
-        if self.all_day:  # DESIGN §3.2: whole days in the resource's zone
+        if self.all_day:  # behaviour: Outlook → anny: whole days in the resource's zone
             first = start.astimezone(UTC).date()
             return (datetime.combine(first, datetime.min.time(), BERLIN),
                     datetime.combine(first + timedelta(days=1), datetime.min.time(), BERLIN))
@@ -664,7 +665,7 @@ class SyncModel(RuleBasedStateMachine):
         return m.linked or any(self._overlaps_window(s, e) for s, e in m.instances())
 
     def observe_links(self) -> None:
-        """DESIGN §3.3: what is synced now keeps syncing wherever it moves, until it goes away."""
+        """behaviour: the sync window: what is synced now keeps syncing wherever it moves, until it goes away."""
         for booking in self.bookings.values():
             booking.linked = self._booking_wanted(booking)
         for meeting in self.meetings.values():
@@ -706,7 +707,7 @@ class SyncModel(RuleBasedStateMachine):
                 if self._ended_before_window(end) and event.get("type") != "seriesMaster":
                     continue
                 actual[(room, self._anny_id(event), start, end, event["subject"])] += 1
-                # DESIGN §3.1: everything a mirror event is, restored after any Outlook edit
+                # behaviour: anny → Outlook: everything a mirror event is, restored after any Outlook edit
                 assert event["showAs"] == "busy", event
                 assert event["categories"] == ["anny"], event
                 assert not event.get("attendees"), event

@@ -1,4 +1,4 @@
-"""anny → Outlook end to end (DESIGN §3.1): webhooks through the runner, Azurite, both emulators."""
+"""anny → Outlook end to end (behaviour: anny → Outlook): webhooks through the runner, Azurite, both emulators."""
 
 from __future__ import annotations
 

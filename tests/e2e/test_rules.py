@@ -1,5 +1,5 @@
-"""Rules (DESIGN §3.4, issue 13): what may be mapped, refused clearly and storing nothing; the same
-answers from the admin API, the local CLI and the CLI through the admin API."""
+"""Rules (behaviour: rules, activation and removal; issue 13): what may be mapped, refused clearly
+and storing nothing; the same answers from the admin API, the local CLI and the CLI through the admin API."""
 
 from __future__ import annotations
 
