@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
-from typing import Any, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 from urllib.parse import quote, urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -27,6 +27,7 @@ import httpx
 from kiota_abstractions.authentication import (
     AccessTokenProvider,
     AllowedHostsValidator,
+    AuthenticationProvider,
     BaseBearerTokenAuthenticationProvider,
 )
 from kiota_abstractions.method import Method
@@ -53,6 +54,9 @@ from sync.settings import Settings, environment_proxy
 from sync.state import StateStore
 from sync.throttling import retry_after_s
 from sync.validation import path_segment
+
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -109,7 +113,7 @@ class _StaticToken(AccessTokenProvider):
         return AllowedHostsValidator([])
 
 
-def _auth_provider(settings: Settings) -> Any:
+def _auth_provider(settings: Settings) -> AuthenticationProvider:
     mode = settings.graph_auth_mode
     if mode == "static_token":
         return BaseBearerTokenAuthenticationProvider(_StaticToken(settings.graph_static_token))
@@ -119,8 +123,8 @@ def _auth_provider(settings: Settings) -> Any:
     )
 
     if mode == "client_secret":
-        credential: Any = ClientSecretCredential(settings.graph_tenant_id, settings.graph_client_id,
-                                                 settings.graph_client_secret)
+        credential: AsyncTokenCredential = ClientSecretCredential(
+            settings.graph_tenant_id, settings.graph_client_id, settings.graph_client_secret)
     elif mode == "certificate":
         credential = CertificateCredential(settings.graph_tenant_id, settings.graph_client_id,
                                            certificate_path=settings.graph_certificate_path)
