@@ -56,6 +56,7 @@ from typing import Any, Literal
 from azure.core.exceptions import AzureError
 
 from sync.errors import ConcurrencyError, StateError
+from sync.settings import Settings
 from sync.state import BudgetRecord, FallbackRecord, StateStore
 
 log = logging.getLogger(__name__)
@@ -106,6 +107,13 @@ class Limits:
     window_s: float = 60.0
     live_reserve: float = 0.05  # share of each limit that backfill work leaves to live changes
     fallback_share: float = 0.1  # share one instance uses on its own while the budget table is unreachable
+
+    @classmethod
+    def configured(cls, settings: Settings) -> Limits:
+        """The limits the app settings give (ANNY_READ_LIMIT, ANNY_WRITE_LIMIT, …)."""
+        return cls(reads=settings.anny_read_limit, writes=settings.anny_write_limit,
+                   window_s=float(settings.anny_limit_window_s),
+                   live_reserve=settings.anny_live_reserve_percent / 100)
 
     @property
     def lease_s(self) -> float:

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from sync.anny import AnnyClient
-from sync.budget import OrgBudget
+from sync.budget import Limits, OrgBudget
 from sync.graph import GraphGateway
 from sync.queues import WorkQueues
 from sync.settings import Settings
@@ -46,7 +46,7 @@ class Services:
     async def open(cls, settings: Settings) -> Services:
         store = StateStore(settings.storage, settings.table_prefix)
         await store.open()
-        budget = OrgBudget(store, settings.anny_limits)
+        budget = OrgBudget(store, Limits.configured(settings))
         anny = AnnyClient(settings.anny_base_url, settings.anny_api_token, settings.anny_organization_id,
                           budget=budget)
         return cls(settings, store, anny, GraphGateway.from_settings(settings, store=store), budget,

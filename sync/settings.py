@@ -13,14 +13,11 @@ import ipaddress
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from sync.errors import SettingsError
-
-if TYPE_CHECKING:
-    from sync.budget import Limits
 
 SHOW_AS_VALUES = ("free", "tentative", "busy", "oof", "workingElsewhere", "unknown")
 GRAPH_AUTH_MODES = ("managed_identity", "client_secret", "certificate", "static_token")
@@ -266,13 +263,6 @@ class Settings:
     table_prefix: str = setting(
         "TABLE_PREFIX", "Prefix of the app's table names.", _table_prefix, "annysync")
     storage: StorageSettings = field(default_factory=StorageSettings, metadata={"env": None})
-
-    @property
-    def anny_limits(self) -> Limits:
-        from sync.budget import Limits  # local: budget imports state, which imports settings
-
-        return Limits(reads=self.anny_read_limit, writes=self.anny_write_limit,
-                      window_s=float(self.anny_limit_window_s), live_reserve=self.anny_live_reserve_percent / 100)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None) -> Settings:

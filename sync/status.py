@@ -11,7 +11,7 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.budget import OrgBudget
+from sync.budget import Limits, OrgBudget
 from sync.model import SyncWindow
 from sync.progress import progress_view
 from sync.queues import queue_client
@@ -105,8 +105,8 @@ async def status_view(store: StateStore, settings: Settings, drift: bool = False
         "poison_queue": poison,
         "poison_queue_advice": POISON_ADVICE if poison else None,
         "rules": await _rule_rows(store),
-        "anny_budget": (await (budget or OrgBudget(store, settings.anny_limits)).usage()).as_dict(),
-        "initial_sync": progress_view(await store.list_progress(), settings.anny_limits),
+        "anny_budget": (await (budget or OrgBudget(store, Limits.configured(settings))).usage()).as_dict(),
+        "initial_sync": progress_view(await store.list_progress(), Limits.configured(settings)),
         "last_sweep": run_view(latest["sweep"]) if latest["sweep"] else None,
         "last_nightly": run_view(latest["nightly"]) if latest["nightly"] else None,
         "runs": [run_view(r, with_items=drift) for r in runs[:10]],

@@ -1,12 +1,19 @@
-"""No module of `sandbox/` imports itself in a circle, through any import: at module level, under
-`TYPE_CHECKING` or inside a function (each is a dependency a reader has to hold in mind)."""
+"""No module of the project's packages imports itself in a circle, through any import: at module
+level, under `TYPE_CHECKING` or inside a function (each is a dependency a reader has to hold in mind)."""
 
 from __future__ import annotations
 
 import ast
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGES = ("sync", "sandbox", "devhost", "bench")
+# Known and left to the owners of these modules: the worker hands `RuleSync` items to
+# sync.continuation (a local import), which reconciles through the `Worker`. Any other cycle
+# fails, and so does this entry once the circle is broken.
+KNOWN = {"sync": [["sync.continuation", "sync.reconcile", "sync.worker"]]}
 
 
 def module_name(path: Path) -> str:
@@ -84,6 +91,8 @@ def test_the_import_graph_is_read_from_the_source() -> None:
     assert "sandbox.serve" in graph["sandbox.anny"]
 
 
-def test_sandbox_has_no_import_cycles() -> None:
-    found = cycles(import_graph("sandbox"))
-    assert not found, "modules that import each other in a circle: " + "; ".join(" ↔ ".join(c) for c in found)
+@pytest.mark.parametrize("folder", PACKAGES)
+def test_no_import_cycles(folder: str) -> None:
+    found = cycles(import_graph(folder))
+    assert found == KNOWN.get(folder, []), "modules that import each other in a circle: " + "; ".join(
+        " ↔ ".join(c) for c in found)
