@@ -11,6 +11,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from bench.emulators import RemoteEmulators
 from devhost.azurite import start_azurite
 from devhost.host import QueueOptions
 from devhost.stack import Emulators, LocalStack, start_stack
@@ -25,13 +26,16 @@ ROOM = "bench.room@contoso.example"
 
 
 @contextmanager
-def running_stack(graph_latency_ms: float = 0, anny_latency_ms: int = 0, **settings: str) -> Iterator[LocalStack]:
+def running_stack(graph_latency_ms: float = 0, anny_latency_ms: int = 0, *, emulators_apart: bool = False,
+                  **settings: str) -> Iterator[LocalStack]:
+    """Azurite, both emulators and the app under the runner. `emulators_apart`: each emulator in a
+    process of its own (bench.emulators), so that their CPU is not taken from the app's process."""
     azurite = start_azurite()
-    emulators = Emulators.start()
+    emulators: Emulators | RemoteEmulators = RemoteEmulators.start() if emulators_apart else Emulators.start()
     emulators.graph.set_latency(graph_latency_ms)
     emulators.anny.set_latency(anny_latency_ms)
     # The runner polls the queues as the Functions host does (host.json values, no test shortcuts).
-    stack = start_stack(azurite, emulators, "bench", poll_queues=True,
+    stack = start_stack(azurite, emulators, "bench", poll_queues=True,  # type: ignore[arg-type]  # same shape
                         queues=QueueOptions.from_host_json(), **settings)
     try:
         yield stack

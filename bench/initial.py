@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 
 from bench.common import emit, graph_time, percentile, running_stack
+from devhost.logs import configure_logging
 from devhost.stack import LocalStack
 from sync.admin_api import ROUTE_PREFIX, ROUTES
 from sync.graph import ANNY_PROPERTY_ID
@@ -145,21 +146,62 @@ async def admin_api(stack: LocalStack, command: str, **params: str) -> Any:
     return answer.json()
 
 
-def graph_bound_s(stack: LocalStack, scale: Scale) -> float:
-    per_mailbox = stack.graph.call_counts()
-    busiest = max((v for k, v in per_mailbox.items() if "{mailbox}" in k), default=0)  # summed over mailboxes
-    return busiest / scale.rooms * scale.latency_ms / 1000 / 4
+BLOCKER_POST = "POST /api/v1/bookings"
+EVENT_POST = "POST /users/{mailbox}/events"
+
+
+def writes_seen(stack: LocalStack) -> tuple[int, int]:
+    """Blockers POSTed to anny and events POSTed to Graph so far: two cheap counter reads, so that
+    watching the run does not cost the emulators a listing of thousands of items twice a second."""
+    return stack.anny.counters().get(BLOCKER_POST, 0), stack.graph.call_counts().get(EVENT_POST, 0)
+
+
+def complete(stack: LocalStack, scale: Scale) -> bool:
+    want = scale.rooms * scale.per_room + scale.live
+    return len(blockers(stack)) >= want and len(mirror_events(stack, scale)) >= want
+
+
+async def until_complete(stack: LocalStack, scale: Scale, timeout: float, poll_s: float) -> float:
+    """When every blocker and mirror event exists: watched on the counters, then checked on the listings."""
+    want = scale.rooms * scale.per_room + scale.live
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        blockers_posted, events_posted = writes_seen(stack)
+        if blockers_posted >= want and events_posted >= want:
+            seen = time.monotonic()
+            if complete(stack, scale):
+                return seen
+        await asyncio.sleep(poll_s)
+    raise TimeoutError("benchmark: timed out waiting for every item")
+
+
+def bound(scale: Scale, writes_needed: int, reads: int, graph_calls_per_room: float) -> dict[str, float]:
+    """The least time anny's and Graph's limits allow, per resource; the bound is the largest.
+
+    * anny writes: the blockers that must be written, at most L in any W seconds (a rolling
+      window: the first L may go at once, then L more every W): (N − L) / L · W.
+    * anny reads: the reads made, the same way (a read before each write is the design's
+      choice, DESIGN §3.1, so they are counted as needed).
+    * Graph: per mailbox at most 4 requests at once, each taking the emulated latency: the
+      requests made on the busiest mailbox × latency / 4 (rooms run side by side).
+    """
+    writes_s = max(0.0, (writes_needed - scale.writes) / scale.writes) * scale.window_s
+    reads_s = max(0.0, (reads - scale.reads) / scale.reads) * scale.window_s
+    graph_s = graph_calls_per_room * scale.latency_ms / 1000 / 4
+    return {"bound_s": max(writes_s, reads_s, graph_s), "bound_anny_writes_s": writes_s,
+            "bound_anny_reads_s": reads_s, "bound_graph_s": graph_s}
 
 
 async def run(scale: Scale) -> dict[str, Any]:
-    with running_stack(graph_latency_ms=scale.latency_ms, anny_latency_ms=scale.latency_ms, **scale.settings) as stack:
-        return await run_on(stack, scale)
+    with running_stack(graph_latency_ms=scale.latency_ms, anny_latency_ms=scale.latency_ms, emulators_apart=True,
+                       **scale.settings) as stack:
+        return await run_on(stack, scale, poll_s=0.2)
 
 
-async def run_on(stack: LocalStack, scale: Scale) -> dict[str, Any]:
+async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[str, Any]:
     """The benchmark on a running stack whose queues are polled and whose settings are `scale.settings`."""
     stack.anny.set_rate_limits(reads_per_window=scale.reads, writes_per_window=scale.writes,
-                               rate_window_s=scale.window_s)
+                               rate_window_s=scale.window_s, rate_window="rolling")
     resources = seed(stack, scale)
     for n, resource in enumerate(resources):
         await admin_api(stack, "rules.add", anny_resource=resource, room=room_address(n))
@@ -171,14 +213,11 @@ async def run_on(stack: LocalStack, scale: Scale) -> dict[str, Any]:
     started = time.monotonic()
     activation = asyncio.create_task(admin_api(stack, "activate"))  # returns once the inline part is done
     half = scale.rooms * scale.per_room // 2
-    await until(lambda: len(blockers(stack)) >= half or activation.done(), 900, "half of the blockers")
+    await until(lambda: writes_seen(stack)[0] >= half or activation.done(), 900, "half of the blockers", poll_s)
     live_bookings, live_meetings = await inject_live(stack, resources, scale)
     await activation
-    want_blockers = scale.rooms * scale.per_room + scale.live
-    want_events = scale.rooms * scale.per_room + scale.live
-    await until(lambda: len(blockers(stack)) >= want_blockers and len(mirror_events(stack, scale)) >= want_events,
-                900, "every item")
-    wall = time.monotonic() - started
+    finished = await until_complete(stack, scale, 900, poll_s)
+    wall = finished - started
     await asyncio.sleep(2)  # late echoes: anything still in flight must not add duplicates
     return measure(stack, scale, wall, items, live_bookings, live_meetings,
                    await stack.poison_messages())
@@ -209,13 +248,13 @@ def measure(stack: LocalStack, scale: Scale, wall: float, items: int, live_booki
     counts = stack.anny.counters()
     anny_reads = sum(v for k, v in counts.items() if k.startswith("GET "))
     anny_writes = sum(v for k, v in counts.items() if not k.startswith("GET "))
-    writes_bound = max(0.0, (anny_writes - scale.writes) / scale.writes) * scale.window_s
-    reads_bound = max(0.0, (anny_reads - scale.reads) / scale.reads) * scale.window_s
-    bound = max(writes_bound, reads_bound, graph_bound_s(stack, scale))
+    graph_calls = stack.graph.call_counts()
+    per_room = sum(v for k, v in graph_calls.items() if "{mailbox}" in k) / scale.rooms  # rooms alike
+    limits = bound(scale, scale.rooms * scale.per_room + scale.live, anny_reads, per_room)
     return {
         "rooms": scale.rooms, "items": items + 2 * scale.live,
         "anny_limits": f"{scale.reads} reads, {scale.writes} writes per {scale.window_s} s",
-        "wall_s": wall, "bound_s": bound, "bound_over_wall": bound / wall,
+        "wall_s": wall, **limits, "bound_over_wall": limits["bound_s"] / wall,
         "anny_429": stack.anny.throttled_count(),
         "graph_429": sum(stack.graph.throttled_counts().values()),
         "anny_reads": anny_reads, "anny_writes": anny_writes,
@@ -224,6 +263,7 @@ def measure(stack: LocalStack, scale: Scale, wall: float, items: int, live_booki
         "live_booking_ms_p95": percentile(booking_ms, 95), "live_meeting_ms_p95": percentile(meeting_ms, 95),
         "live_measured": len(booking_ms) + len(meeting_ms),
         "poisoned": len(poisoned),
+        "loadavg": list(os.getloadavg()),
     }
 
 
@@ -232,7 +272,10 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=int(os.environ.get("BENCH_ROOMS", Scale.rooms)))
     parser.add_argument("--per-room", type=int, default=int(os.environ.get("BENCH_PER_ROOM", Scale.per_room)))
     parser.add_argument("--window-s", type=int, default=Scale.window_s)
+    parser.add_argument("--log", action="store_true", help="the app's log lines on stderr")
     args = parser.parse_args()
+    if args.log:
+        configure_logging(verbose=False)
     emit(asyncio.run(run(Scale(rooms=args.rooms, per_room=args.per_room, window_s=args.window_s))))
 
 

@@ -85,7 +85,8 @@ async def activate(worker: Worker, dry_run: bool = False) -> dict[str, Any]:
     run = RunLog("activate", drift=False)
     run.count("subscriptions renewed", await worker.subscriptions.renew_due())
     inline = InlineSync(worker, run.kind)  # a 429 hands the rest to the backfill queue
-    reports = [{"mode": mode, **await inline.sync(rule, run)} for rule, mode in planned]
+    done = await inline.sync_all([rule for rule, _ in planned], run)
+    reports = [{"mode": mode, **view} for (_, mode), view in zip(planned, done, strict=True)]
     await run.save(store)
     log.info("activated", extra={"rules": len(reports)})
     return {"state": "active", "rules": reports, "note": _notes(UNSYNCED_NOTE, inline.note)}
@@ -128,11 +129,10 @@ async def resync(worker: Worker, only: str = "", dry_run: bool = False,
                         "release with `resync --rule R --confirm-deletions`", held=", ".join(held))
     run = RunLog("resync", drift=False)
     inline = InlineSync(worker, run.kind, allow_deletions=confirm_deletions, baseline=True)
-    reports = []
     for rule, _ in rules:
         if confirm_deletions:
             rule.held, rule.held_at = "", None
         await store.save_rule(rule)
-        reports.append(await inline.sync(rule, run))
+    reports = await inline.sync_all([rule for rule, _ in rules], run)
     await run.save(store)
     return {"rules": reports, **({"note": inline.note} if inline.note else {})}

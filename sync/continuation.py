@@ -21,7 +21,7 @@ from typing import Any
 from sync import progress
 from sync.anny import AnnyResource
 from sync.errors import RemoteThrottled
-from sync.reconcile import RuleReport, reconcile_rule
+from sync.reconcile import RuleReport, reconcile_rule, side_by_side
 from sync.runs import RunLog
 from sync.state import Rule
 from sync.work import BACKFILL_QUEUE, RuleSync
@@ -34,7 +34,7 @@ CONTINUED = " (continued)"
 
 @dataclass
 class InlineSync:
-    """The rule syncs of one admin command (`kind`: activate, resync, rule added), one after another."""
+    """The rule syncs of one admin command (`kind`: activate, resync, rule added)."""
 
     worker: Worker
     kind: str
@@ -43,6 +43,13 @@ class InlineSync:
     continues_at: datetime | None = None  # set by the first 429: every later rule waits for it too
     reason: str = ""
     _resources: list[AnnyResource] | None = field(default=None, repr=False)
+
+    async def sync_all(self, rules: list[Rule], run: RunLog) -> list[dict[str, Any]]:
+        """`sync` for every rule, rooms side by side (`reconcile.side_by_side`): after a 429 in one
+        room, the rooms not started yet go to the backfill queue, those under way carry on."""
+        if rules and self._resources is None:
+            self._resources = await self.worker.services.anny.list_resources()
+        return await side_by_side(rules, lambda rule: self.sync(rule, run))
 
     async def sync(self, rule: Rule, run: RunLog) -> dict[str, Any]:
         """Sync the rule now; after a 429 (now or earlier in this command) hand it to the backfill queue."""
@@ -56,7 +63,8 @@ class InlineSync:
                 return report.view()
             except RemoteThrottled as exc:
                 wait = float(exc.context.get("retry_after_s") or DEFAULT_WAIT_S)
-                self.continues_at = datetime.now(UTC) + timedelta(seconds=wait)
+                self.continues_at = max(self.continues_at or datetime.now(UTC),
+                                        datetime.now(UTC) + timedelta(seconds=wait))
                 self.reason = exc.message
                 log.warning("throttled during an inline sync; the rest continues from the backfill queue",
                             extra={"run": self.kind, "room": rule.room, "anny_resource": rule.anny_resource_id,

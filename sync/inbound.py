@@ -48,8 +48,7 @@ T = TypeVar("T")
 LEASE = timedelta(minutes=15)  # longer than functionTimeout (10 min): a lease this old belongs to a dead run
 MAX_RUNS_PER_SIGNAL = 10
 COALESCE_S = 0.25  # a burst's notifications arrive over a second or so; one read covers many
-EVENTS_IN_PARALLEL = 8
-_resource_zones: dict[str, str] = {}  # anny writes in flight per room run (Graph reads are capped per mailbox anyway)
+_resource_zones: dict[str, str] = {}
 
 
 def blocker_note(room: str, event_id: str) -> str:
@@ -314,7 +313,10 @@ class InboundFlow:
 
     async def _each(self, room: str, items: list[T], key: Callable[[T], str],
                     sync_one: Callable[[T], Awaitable[list[Action]]], result: RoomRunResult) -> None:
-        limit = asyncio.Semaphore(EVENTS_IN_PARALLEL)
+        """A burst is written as fast as the budgets allow: anny's organisation budget paces the
+        writes (sync.budget) and the Graph gateway the mailbox's reads. In flight at most one
+        window's worth of anny writes: more could only wait for the next window."""
+        limit = asyncio.Semaphore(self.settings.anny_limits.writes)
 
         async def one(item: T) -> list[Action]:
             async with limit:

@@ -13,7 +13,7 @@ import logging
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from sync.reconcile import reconcile_rule
+from sync.reconcile import reconcile_rules
 from sync.runs import RunLog, claim, recorded
 from sync.state import IntegrationStatus, RunRecord
 from sync.worker import Worker
@@ -49,9 +49,8 @@ async def run_nightly(worker: Worker, now: datetime | None = None) -> RunRecord 
         run.count("subscriptions renewed", await worker.subscriptions.renew_due())
         run.count("webhook ids forgotten", await services.store.purge_processed())
         resources = await services.anny.list_resources()
-        for rule in await services.store.list_rules():
-            if not rule.removing:
-                await reconcile_rule(worker, rule, run, resources)
+        rules = [rule for rule in await services.store.list_rules() if not rule.removing]
+        await reconcile_rules(worker, rules, run, resources)
     await mark_nightly_done(worker, local_day(now, zone))
     return run.record
 

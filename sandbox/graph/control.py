@@ -63,6 +63,7 @@ ROUTES: list[tuple[str, str, str, str | None]] = [
     ("DELETE", "/_control/deliveries", "clear_deliveries", None),
     ("GET", "/_control/counters", "call_counts", None),
     ("DELETE", "/_control/counters", "reset_counters", None),
+    ("GET", "/_control/throttled", "throttled_counts", None),
     ("POST", "/_control/clock/advance", "advance_clock", None),
 ]
 
