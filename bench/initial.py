@@ -26,7 +26,7 @@ from typing import Any
 
 import httpx
 
-from bench.common import emit, graph_time, percentile, running_stack
+from bench.common import app_table_operations, emit, graph_time, percentile, running_stack
 from devhost.logs import configure_logging
 from devhost.stack import LocalStack
 from sync.admin_api import ROUTE_PREFIX, ROUTES
@@ -210,7 +210,7 @@ async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[s
     stack.graph.reset_counters()
     items = 2 * scale.rooms * scale.per_room
 
-    started = time.monotonic()
+    started, cpu_started, table_started = time.monotonic(), time.process_time(), app_table_operations(stack)
     activation = asyncio.create_task(admin_api(stack, "activate"))  # returns once the inline part is done
     half = scale.rooms * scale.per_room // 2
     await until(lambda: writes_seen(stack)[0] >= half or activation.done(), 900, "half of the blockers", poll_s)
@@ -218,9 +218,12 @@ async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[s
     await activation
     finished = await until_complete(stack, scale, 900, poll_s)
     wall = finished - started
+    # The app and the runner share this process; with the emulators apart, its CPU is theirs.
+    app_cost = {"process_cpu_ms_per_item": (time.process_time() - cpu_started) * 1000 / items,
+                "table_ops_per_item": (app_table_operations(stack) - table_started) / items}
     await asyncio.sleep(2)  # late echoes: anything still in flight must not add duplicates
     return measure(stack, scale, wall, items, live_bookings, live_meetings,
-                   await stack.poison_messages())
+                   await stack.poison_messages()) | app_cost
 
 
 def measure(stack: LocalStack, scale: Scale, wall: float, items: int, live_bookings: list[dict],

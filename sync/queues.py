@@ -7,6 +7,7 @@ and the poison queue. Messages are base64, as host.json's `messageEncoding` says
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -40,6 +41,7 @@ class WorkQueues:
     def __init__(self, storage: StorageSettings) -> None:
         self._storage = storage
         self._clients: dict[str, tuple[QueueClient, Any]] = {}
+        self._creating = asyncio.Lock()  # rooms synced side by side must not each open a client
 
     async def send(self, work: Work, delay_s: float = 0, queue: str = WORK_QUEUE) -> None:
         client = await self._client(queue)
@@ -48,12 +50,14 @@ class WorkQueues:
 
     async def _client(self, name: str) -> QueueClient:
         if name not in self._clients:
-            client, credential = queue_client(self._storage, name)
-            try:
-                await client.create_queue()
-            except ResourceExistsError:
-                pass
-            self._clients[name] = (client, credential)
+            async with self._creating:
+                if name not in self._clients:
+                    client, credential = queue_client(self._storage, name)
+                    try:
+                        await client.create_queue()
+                    except ResourceExistsError:
+                        pass
+                    self._clients[name] = (client, credential)
         return self._clients[name][0]
 
     async def close(self) -> None:
