@@ -181,7 +181,7 @@ def bound(scale: Scale, writes_needed: int, reads: int, graph_calls_per_room: fl
     * anny writes: the blockers that must be written, at most L in any W seconds (a rolling
       window: the first L may go at once, then L more every W): (N − L) / L · W.
     * anny reads: the reads made, the same way (a read before each write is the design's
-      choice, DESIGN §3.1, so they are counted as needed).
+      choice, behaviour: anny → Outlook, so they are counted as needed).
     * Graph: per mailbox at most 4 requests at once, each taking the emulated latency: the
       requests made on the busiest mailbox × latency / 4 (rooms run side by side).
     """
