@@ -316,7 +316,7 @@ class InboundFlow:
         """A burst is written as fast as the budgets allow: anny's organisation budget paces the
         writes (sync.budget) and the Graph gateway the mailbox's reads. In flight at most one
         window's worth of anny writes: more could only wait for the next window."""
-        limit = asyncio.Semaphore(self.settings.anny_limits.writes)
+        limit = asyncio.Semaphore(self.settings.anny_write_limit)
 
         async def one(item: T) -> list[Action]:
             async with limit:
