@@ -336,7 +336,7 @@ class GraphGateway:
         410 Gone or a sync-state error code (`syncStateNotFound`, also after a server-side
         restart, microsoft-graph-docs issue #2350): SyncStateExpired, and the caller re-baselines;
         deleted events, and events that only left the window, come as `{"id", "@removed"}`
-        entries; the same event may come twice in one round; `$select`/`$expand` are refused."""
+        entries; the same event may come twice in one round; `$select`/`$expand` are not supported."""
         url = link or self.url("users", room, "calendarView", "delta", query={
             "startDateTime": _graph_time(window.start), "endDateTime": _graph_time(window.end)})
         prefer = (f"odata.maxpagesize={page_size}", UTC_TIMES)
