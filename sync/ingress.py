@@ -20,7 +20,7 @@ from typing import Any
 
 import azure.functions as func
 
-from sync import graph_wire, validation
+from sync import graph_wire, processed, validation
 from sync.anny import seen_booking, webhook_snapshot
 from sync.decide import is_own_blocker_echo
 from sync.errors import InputError
@@ -142,7 +142,7 @@ async def anny_webhook(req: func.HttpRequest, settings: Settings, store: StateSt
         return _json_answer(202, status="ignored", reason="a blocker this app made", booking_id=booking_id)
     event_id = payload.get("event_id")
     event_id = validation.anny_event_id(event_id, "event_id") if event_id not in (None, "") else ""
-    if event_id and await store.is_processed(event_id):
+    if event_id and await processed.is_processed(store, event_id, has_snapshot=snapshot is not None):
         return _json_answer(202, status="duplicate", event_id=event_id)
     answer = _json_answer(202, status="queued", booking_id=booking_id)
     answer.work.append(BookingWork(booking_id=booking_id, anny_event_id=event_id, seen=snapshot))

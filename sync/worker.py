@@ -6,7 +6,7 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
-from sync import progress
+from sync import processed, progress
 from sync.anny import seen_booking
 from sync.budget import BACKFILL, LIVE, priority
 from sync.errors import RemoteAuthError, RemoteThrottled, SyncError
@@ -84,7 +84,7 @@ class Worker:
                                                  seen=seen_booking(seen) if seen else None)
                 if event_id:
                     keep = timedelta(hours=self.services.settings.processed_event_hours)
-                    await self.services.store.mark_processed(event_id, keep)
+                    await processed.mark_processed(self.services.store, event_id, seen is not None, keep)
                 return []
             case RoomWork(room=room):
                 try:

@@ -264,6 +264,37 @@ async def test_already_processed_event_id_is_dropped(world: World) -> None:
     assert answer.json()["status"] == "duplicate" and await queued(world) == []
 
 
+async def test_a_delivery_with_its_booking_needs_no_record_and_its_redelivery_elsewhere_costs_no_read(
+        world: World) -> None:
+    from sync import processed
+
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    [delivery] = world.stack.anny.deliveries()
+    assert not await world.state.is_processed(delivery["event_id"])  # the payload's fingerprint suffices
+    processed._remembered.clear()  # as if the redelivery reached another instance
+    world.stack.anny.reset_counters()
+    before = single(world)
+    answer = await post_webhook(world, delivery["payload"])
+    assert answer.json()["status"] == "queued"
+    await world.settle()
+    assert world.stack.anny.counters() == {} and single(world) == before
+
+
+async def test_a_delivery_without_its_booking_is_recorded_as_processed(world: World) -> None:
+    from sync import processed
+
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    answer = await post_webhook(world, envelope(booking["id"], event="bookings.updated", event_id="evt-bare"))
+    assert answer.json()["status"] == "queued"
+    await world.settle()
+    assert await world.state.is_processed("evt-bare")  # its redelivery would read anny again
+    processed._remembered.clear()
+    answer = await post_webhook(world, envelope(booking["id"], event="bookings.updated", event_id="evt-bare"))
+    assert answer.json()["status"] == "duplicate" and await queued(world) == []
+
+
 @pytest.mark.parametrize("stack", [{"ANNY_WEBHOOK_SIGNING_KEY": "k" * 64}], indirect=True)
 async def test_hmac_signature_is_checked_when_a_signing_key_is_set(world: World) -> None:
     import hashlib
