@@ -17,7 +17,7 @@ from typing import Any
 from sync.activation import activate, deactivate, resync
 from sync.budget import BACKFILL, priority
 from sync.continuation import InlineSync
-from sync.errors import ConfirmationNeeded, NotFoundError, RuleError, RuleNotAdded, SyncError
+from sync.errors import ConcurrencyError, ConfirmationNeeded, NotFoundError, RuleError, RuleNotAdded, SyncError
 from sync.inbound import blocker_note
 from sync.rules import add_rule
 from sync.runs import RunLog
@@ -82,6 +82,9 @@ async def remove_rule(worker: Worker, anny_resource_id: str) -> dict[str, Any]:
         raise RuleError("no rule for this anny resource", anny_resource=anny_resource_id)
     rule.removing = True  # from now on the worker treats the resource and room as unmapped
     await store.save_rule(rule)
+    # Then no guarded link write of the room succeeds any more: what the scan below does not see
+    # is undone by its writer (DESIGN §3.4; StateStore.save_link).
+    await store.mark_room_unmapped(rule.room)
     removal = Removal()
     removal.subscriptions += await worker.subscriptions.remove(rule.room)
     for link in await store.all_links_of_room(rule.room):
@@ -117,7 +120,14 @@ async def _remove_link(worker: Worker, link: Link, rule: Rule | None, removal: R
         if anny_id:
             await services.anny.delete_booking(anny_id)
             removal.blockers += 1
-    await services.store.delete_link(link)
+    try:
+        await services.store.delete_link(link)
+    except ConcurrencyError:
+        # A worker wrote the link after the scan (an update: its writes of a new link would have
+        # failed): remove it as it is now, unless it went to another room meanwhile.
+        current = await services.store.owner_link(link)
+        if current is not None and current.room == link.room:
+            await _remove_link(worker, current, rule, Removal())
 
 
 DELETE_CONFIRMATION = "delete"

@@ -418,6 +418,7 @@ def webhook_snapshot(payload: Mapping[str, Any]) -> wire.BookingSnapshot | None:
     if isinstance(service, dict):
         snapshot["service"] = {"id": str(service.get("id") or ""), "name": str(_attributes(service).get("name") or "")}
     snapshot["deleted"] = str(payload.get("event") or "") == "bookings.deleted"  # deleted or cancelled
+    snapshot["created"] = str(payload.get("event") or "") == "bookings.created"
     return cast(wire.BookingSnapshot, snapshot)  # the fields checked above, the rest as anny sent them
 
 
@@ -431,7 +432,8 @@ def _states_parent(resource: Mapping[str, Any]) -> bool:
 def seen_booking(snapshot: wire.BookingSnapshot) -> SeenBooking:
     """The booking a `webhook_snapshot` shows."""
     booking = parse_booking(snapshot)
-    return SeenBooking(None if snapshot.get("deleted") else booking, booking.version)
+    return SeenBooking(None if snapshot.get("deleted") else booking, booking.version,
+                       created=bool(snapshot.get("created")))
 
 
 def _blocker_document(blocker: DesiredBlocker, note: str) -> dict[str, Any]:

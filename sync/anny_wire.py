@@ -147,6 +147,8 @@ class WebhookDelivery(TypedDict, total=False):
 
 class BookingSnapshot(BookingFields, total=False):
     """A booking webhook's `data` as the work item carries it (`sync.anny.webhook_snapshot`): the
-    fields the worker needs, the resource with its parent stated, and whether it was deleted."""
+    fields the worker needs, the resource with its parent stated, and whether it was deleted or
+    just created."""
 
     deleted: bool
+    created: bool

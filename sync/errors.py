@@ -35,6 +35,10 @@ class NotFoundError(StateError):
     """The entity does not exist."""
 
 
+class RoomNotMapped(StateError):
+    """A link write of a room that no rule maps (any more): the rule was removed meanwhile."""
+
+
 class EntityTooLargeError(StateError):
     """An entity or a string property exceeds Azure Table Storage's limits."""
 

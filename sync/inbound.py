@@ -35,9 +35,16 @@ from sync.decide import (
     decide_event,
     decide_removed_event,
 )
-from sync.errors import ConcurrencyError, RemoteBadRequest, RemoteConflict, RemoteGone, SyncStateExpired
+from sync.errors import (
+    ConcurrencyError,
+    RemoteBadRequest,
+    RemoteConflict,
+    RemoteGone,
+    RoomNotMapped,
+    SyncStateExpired,
+)
 from sync.graph import GraphGateway
-from sync.keys import fingerprint
+from sync.keys import fingerprint, normalise_mailbox
 from sync.model import BLOCKER_MARKER, DesiredBlocker, OutlookEvent, SyncWindow, delta_query_window
 from sync.outbound import OutboundFlow
 from sync.settings import Settings
@@ -45,6 +52,24 @@ from sync.state import Link, RoomState, Rule, StateStore
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+
+
+@dataclass
+class RunningHere:
+    """A room run of this process: signals of this process for the room only set `signalled`."""
+
+    run_id: str
+    signalled: bool = False
+
+
+_running_here: dict[str, RunningHere] = {}  # room → the run of this process that holds its lease
+
+
+class Unread:
+    """A link not read yet (None means: read, and there is none)."""
+
+
+UNREAD = Unread()
 LEASE = timedelta(minutes=15)  # longer than functionTimeout (10 min): a lease this old belongs to a dead run
 MAX_RUNS_PER_SIGNAL = 10
 COALESCE_S = 0.25  # a burst's notifications arrive over a second or so; one read covers many
@@ -97,16 +122,28 @@ class InboundFlow:
         """
         result = RoomRunResult(room)
         run_id = run_id or uuid.uuid4().hex
-        state = await self._acquire(room, run_id)
+        key = normalise_mailbox(room)
+        here = _running_here.get(key)
+        if here is not None and here.run_id != run_id:
+            here.signalled = True  # a run of this process holds the room: it runs once more, no Table request
+            result.skipped_busy = True
+            return result
+        here = _running_here[key] = RunningHere(run_id)  # signals meanwhile wait for this acquisition
+        state: RoomState | None = None
+        try:
+            state = await self._acquire(room, run_id)
+        finally:
+            if state is None and _running_here.get(key) is here:
+                del _running_here[key]  # busy elsewhere: the rerun asked for there covers them too
         if state is None:
             result.skipped_busy = True
             return result
         try:
             while True:
-                state = await self._absorb_signals(state, run_id)
+                state = await self._absorb_signals(state, run_id, here)
                 state = await self._run_once(state, result, allow_deletions)
                 last = result.runs >= MAX_RUNS_PER_SIGNAL
-                state, again = await self._finish_or_continue(state, run_id, release=last)
+                state, again = await self._finish_or_continue(state, run_id, here, release=last)
                 if again and last:
                     result.rerun_later = True  # the lease is released; the worker queues one more signal
                 if not again or last:
@@ -114,6 +151,9 @@ class InboundFlow:
         except BaseException:
             await self._release_after_failure(room, run_id)
             raise
+        finally:
+            if _running_here.get(state.room) is here:
+                del _running_here[state.room]
 
     async def _acquire(self, room: str, run_id: str) -> RoomState | None:
         while True:
@@ -133,12 +173,13 @@ class InboundFlow:
                 continue
             return None if busy else state
 
-    async def _absorb_signals(self, state: RoomState, run_id: str) -> RoomState:
+    async def _absorb_signals(self, state: RoomState, run_id: str, here: RunningHere) -> RoomState:
         """Let a burst of notifications gather, then read: signals until now are covered by this read.
 
         Also renews the lease for the run that follows.
         """
         await asyncio.sleep(COALESCE_S)
+        _running_here[state.room], here.signalled = here, False
         while True:
             fresh = await self.store.get_room_state(state.room)
             if fresh.run_id != run_id:
@@ -149,22 +190,31 @@ class InboundFlow:
             except ConcurrencyError:
                 continue
 
-    async def _finish_or_continue(self, state: RoomState, run_id: str, release: bool) -> tuple[RoomState, bool]:
-        """Release the lease, unless a signal asked for one more run (then keep it, unless `release`)."""
+    async def _finish_or_continue(self, state: RoomState, run_id: str, here: RunningHere,
+                                  release: bool) -> tuple[RoomState, bool]:
+        """Release the lease, unless a signal asked for one more run (then keep it, unless `release`).
+
+        A signal of this process counts as one of the table; once the release is decided, later
+        signals go through the table (and make the release's ETag-guarded write fail: read again).
+        """
         while True:
             if state.run_id != run_id:
                 raise ConcurrencyError("room lease was taken over", room=state.room)
-            again = state.rerun_requested
+            again = state.rerun_requested or here.signalled
             state.rerun_requested = False
             if release or not again:
+                if _running_here.get(state.room) is here:
+                    del _running_here[state.room]
                 state.running_since, state.run_id = None, ""
+            else:
+                _running_here[state.room] = here
             try:
                 return await self.store.save_room_state(state), again
             except ConcurrencyError:
                 fresh = await self.store.get_room_state(state.room)
                 fresh.delta_link, fresh.window_start, fresh.window_end, fresh.covered_end = (
                     state.delta_link, state.window_start, state.window_end, state.covered_end)
-                fresh.last_run_at = state.last_run_at
+                fresh.last_run_at, fresh.time_keys = state.last_run_at, state.time_keys
                 state = fresh
 
     async def _release_after_failure(self, room: str, run_id: str) -> None:
@@ -180,7 +230,7 @@ class InboundFlow:
 
     async def _run_once(self, state: RoomState, result: RoomRunResult, allow_deletions: bool) -> RoomState:
         result.runs += 1
-        rule = await self.store.get_rule_for_room(state.room)
+        rule = await self.store.get_rule_for_room(state.room, cached=True)
         if rule is None or rule.removing or rule.held:
             log.info("room has no rule, or its rule is held; nothing to do",
                      extra={"room": state.room, "held": bool(rule and rule.held)})
@@ -201,6 +251,9 @@ class InboundFlow:
                 with priority(BACKFILL):
                     delta_link, events = await self._read_changes(state.room, query, link)
             seen = {e.id for e in events}
+            if not state.time_keys:  # rows written before the keys existed get theirs, once
+                await self.store.add_time_keys(state.room)
+                state.time_keys = True
             unseen = [] if link else await self._unseen(state.room, ctx, seen)
             entered = await self._entered_window(state, ctx, seen) if link else []
             if not allow_deletions and await self._brake(rule, ctx, [*events, *unseen]):
@@ -271,16 +324,20 @@ class InboundFlow:
         (`result.deferred`): the run, and its lease on the room, end in seconds, so live changes
         to the room are not held up by an initial sync spending anny's budget for minutes.
         """
+        links = await self.store.links_by_events(room, [e.id for e in events]) if events else {}
+
         async def one(event: OutlookEvent) -> list[Action]:
-            if baseline and await self._needs_backfill(room, ctx, event):
+            link = links.get(event.id)
+            if baseline and self._needs_backfill(ctx, event, link):
                 result.deferred.append(event.id)
                 return []
-            return await self.sync_event(room, rule, ctx, event)
+            return await self.sync_event(room, rule, ctx, event, link)
 
         await self._each(room, events, lambda e: e.id, one, result)
 
-    async def _needs_backfill(self, room: str, ctx: InboundContext, event: OutlookEvent) -> bool:
-        if event.removed or await self.store.link_by_event(room, event.id) is not None:
+    @staticmethod
+    def _needs_backfill(ctx: InboundContext, event: OutlookEvent, link: Link | None) -> bool:
+        if event.removed or link is not None:
             return False
         if event.looks_like_ours:
             return True  # is it? a lookup of our property, done by the backfill
@@ -290,19 +347,21 @@ class InboundFlow:
         """Write the blockers a baseline left to backfill. Each event is read again (it may have
         changed or gone since), and one that a live run linked meanwhile is left alone."""
         result = RoomRunResult(room)
-        rule = await self.store.get_rule_for_room(room)
+        rule = await self.store.get_rule_for_room(room, cached=True)
         if rule is None or rule.removing:
             return result
         ctx = inbound_context(self.settings, rule.time_zone or await self.resource_zone(rule), rule=rule)
 
+        linked = await self.store.links_by_events(room, event_ids) if event_ids else {}
+
         async def one(event_id: str) -> list[Action]:
-            if await self.store.link_by_event(room, event_id) is not None:
+            if event_id in linked:
                 return []
             found = await self.graph.anny_id_of_event(room, event_id)
             if found is None or found[1]:
                 return []  # deleted since the baseline, or one of our mirror events
             try:
-                return await self.sync_event(room, rule, ctx, found[0])
+                return await self.sync_event(room, rule, ctx, found[0], None)
             except ConcurrencyError:
                 if await self.store.link_by_event(room, event_id) is not None:
                     return []  # a live run wrote it at the same moment
@@ -346,15 +405,20 @@ class InboundFlow:
         """Linked events beyond the window's end keep syncing (behaviour: the sync window), but the room's delta
         covers only its query window: each beyond that is looked up by id (a GET per such link and
         run; people seldom move meetings that far, and the window catches up with them month by
-        month). Links that ended before the window are retired: nobody books the past."""
-        beyond = [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
+        month). Links that ended before the window are retired: nobody books the past. A filtered
+        query finds them (their rows' sortable start keys), not a scan of all the room's links."""
+        beyond = [OutlookEvent(id=link.event_id, removed=True)
+                  for link in await self.store.links_of_room(room, starting_from=query.end)
                   if link.event_id and link.event_id not in seen and link.starts_after(query.end)]
         await self._sync_events(room, rule, ctx, beyond, result)
 
     # -- one event -------------------------------------------------------------------------------------
 
-    async def sync_event(self, room: str, rule: Rule, ctx: InboundContext, event: OutlookEvent) -> list[Action]:
-        link = await self.store.link_by_event(room, event.id)
+    async def sync_event(self, room: str, rule: Rule, ctx: InboundContext, event: OutlookEvent,
+                         link: Link | Unread | None = UNREAD) -> list[Action]:
+        """Decide and carry out one event. `link`: its link, when the caller has just read it."""
+        if isinstance(link, Unread):
+            link = await self.store.link_by_event(room, event.id)
         is_ours = False
         if link is None and event.looks_like_ours and not event.removed:
             found = await self.graph.anny_id_of_event(room, event.id)
@@ -404,7 +468,7 @@ class InboundFlow:
         return link
 
     async def _create_blocker(self, room: str, rule: Rule, event: OutlookEvent, desired: DesiredBlocker,
-                              link: Link | None) -> Link:
+                              link: Link | None) -> Link | None:
         note = blocker_note(room, event.id)
         adopted = None
         if link is not None and link.state == "pending":
@@ -413,7 +477,11 @@ class InboundFlow:
         if link is None or link.state != "pending":
             link = link or Link(room=room, origin="outlook", event_id=event.id)
             link.state, link.anny_id, link.suppressed = "pending", "", False
-            link = await self.store.save_link(link, previous_index=previous_index)
+            try:
+                link = await self.store.save_link(link, previous_index=previous_index, guarded=True)
+            except RoomNotMapped:
+                log.info("rule removed during the run; no blocker written", extra={"room": room, "event_id": event.id})
+                return None
             previous_index = None
         if adopted is not None:
             await self.anny.update_blocker(adopted, desired, note)
@@ -424,7 +492,7 @@ class InboundFlow:
         return await self._record(link, event, desired, anny_id, previous_index, version)
 
     async def _update_blocker(self, room: str, rule: Rule, event: OutlookEvent, anny_id: str,
-                              desired: DesiredBlocker, link: Link) -> Link:
+                              desired: DesiredBlocker, link: Link) -> Link | None:
         try:
             updated = await self.anny.update_blocker(anny_id, desired, blocker_note(room, event.id))
             if updated is None:  # 204: no document to tell whether the blocker still blocks
@@ -447,7 +515,7 @@ class InboundFlow:
         link.event_change_key, link.fingerprint = event.change_key, desired.fingerprint
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
         try:
-            saved = await self.store.save_link(link, previous_index=previous_index)
+            return await self.store.save_link(link, previous_index=previous_index, guarded=True)
         except ConcurrencyError:
             winner = await self.store.link_by_event(link.room, event.id)
             if winner is None or winner.anny_id != anny_id:  # nobody else will ever find this blocker
@@ -455,14 +523,14 @@ class InboundFlow:
                          extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
                 await self.anny.delete_booking(anny_id)
             raise
-        if not await self.store.room_is_mapped(link.room):
+        except RoomNotMapped:
             # The rule was removed during this run: its removal may have scanned the links before
             # this one was recorded, so what we wrote is ours to remove (behaviour: rules, activation and removal).
             log.info("rule removed during the run; removing the blocker",
                      extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
             await self.anny.delete_booking(anny_id)
-            await self.store.delete_link(saved)
-        return saved
+            await self.store.delete_link(link)
+            return link
 
     async def find_our_blocker(self, rule: Rule, note: str, desired: DesiredBlocker | None = None) -> str | None:
         """Our blocker with this note, after a crash between its POST and the link write."""

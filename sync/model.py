@@ -88,6 +88,7 @@ class SeenBooking:
 
     booking: AnnyBooking | None
     version: str
+    created: bool = False  # delivered as `bookings.created`: almost surely without a link yet
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ create and completed after it, so a crash between the two never yields a second 
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +27,7 @@ from sync.decide import (
     decide_booking,
     payload_suffices,
 )
-from sync.errors import ConcurrencyError, RemoteGone
+from sync.errors import ConcurrencyError, RemoteGone, RoomNotMapped
 from sync.graph import GraphGateway, WrittenEvent
 from sync.keys import new_create_token, transaction_id
 from sync.model import AnnyBooking, DesiredEvent, SeenBooking, SyncWindow, is_newer
@@ -74,6 +75,14 @@ class OutboundFlow:
         `seen`: the booking as a webhook's payload showed it; it also stands for a write when it
         is newer than what the link saw (`payload_suffices`), so a change costs no anny read.
         """
+        link: Link | None = None
+        read_link, read_booking = True, booking is None
+        if booking is None and seen is not None and seen.created and observed is None:
+            created, read, booking = await self._create_unlinked(booking_id, seen)
+            if created is not None:
+                return created
+            if read:  # decided below on the booking just read
+                listed, seen, read_booking = None, None, False
         if booking is None and (listed is not None or seen is not None):
             # A listing may be older than a change whose webhook was lost (what a nightly run is
             # for): it never stands in for a read before a write.
@@ -88,9 +97,15 @@ class OutboundFlow:
             if seen is not None and payload_suffices(as_shown, link, seen.version) \
                     and not await self._held(rule, link):
                 return await self._carry_out_all(booking_id, seen.booking, rule, as_shown, link, seen.version)
-        if booking is None:
-            booking = await self.anny.get_booking(booking_id)
-        link = await self.store.link_by_anny_id(booking_id)
+            read_link = False  # the link just read will do: every write of it is ETag-guarded
+        if read_booking:
+            if read_link:  # the link is read while anny answers
+                booking, link = await asyncio.gather(self.anny.get_booking(booking_id),
+                                                     self.store.link_by_anny_id(booking_id))
+            else:
+                booking = await self.anny.get_booking(booking_id)
+        elif read_link:
+            link = await self.store.link_by_anny_id(booking_id)
         rule = await self._rule_of(booking) if booking is not None else None
         if await self._held(rule, link):
             log.info("booking not synced: its rule is held", extra={"booking_id": booking_id})
@@ -99,6 +114,39 @@ class OutboundFlow:
         actions = decide_booking(booking, room, link, outbound_context(self.settings, rule=rule), observed)
         return await self._carry_out_all(booking_id, booking, rule, actions, link,
                                          booking.version if booking is not None else "", observed)
+
+    async def _create_unlinked(self, booking_id: str, seen: SeenBooking
+                               ) -> tuple[OutboundResult | None, bool, AnnyBooking | None]:
+        """A booking that webhooked `bookings.created` has no link yet (unless this is a redelivery).
+        Its pending link is written create-only before anything is read: that write finds out
+        whether a link exists (then nothing was read: decided with the link, a redelivery costs
+        no anny read). Then the booking is read (without a link a payload never suffices) and,
+        still to be created in that room, created without a further Table read.
+
+        Returns the result, or None with whether the booking was read and as what.
+        """
+        rule = await self._rule_of(seen.booking) if seen.booking is not None else None
+        if rule is None or rule.held:
+            return None, False, None
+        ctx = outbound_context(self.settings, rule=rule)
+        if not _only_creates(decide_booking(seen.booking, rule.room, None, ctx)):
+            return None, False, None
+        try:
+            pending = await self.store.save_link(self._pending(None, rule.room, booking_id, 0))
+        except ConcurrencyError:
+            return None, False, None
+        booking = await self.anny.get_booking(booking_id)
+        current = await self._rule_of(booking) if booking is not None else None
+        actions = decide_booking(booking, current.room, None, outbound_context(self.settings, rule=current)) \
+            if current is not None and current.room == rule.room and not current.held else []
+        if booking is None or not _only_creates(actions):
+            await self.store.delete_link(pending)  # withdrawn: nothing was written to Graph
+            return None, True, booking
+        [action] = actions
+        assert isinstance(action, CreateEvent)
+        await self._create(action, pending, booking.version, claimed=True)
+        changes_log.booking_synced(booking_id, booking, rule.room, actions, ZoneInfo(self.settings.time_zone))
+        return OutboundResult(booking_id, actions), True, booking
 
     async def _carry_out_all(self, booking_id: str, booking: AnnyBooking | None, rule: Rule | None,
                              actions: list[Action], link: Link | None, version: str,
@@ -116,11 +164,11 @@ class OutboundFlow:
         (`observed`): its link may be in the middle of a write by the anny side."""
         if observed is None and link is not None and link.etag is not None and is_newer(version, link.anny_version):
             link.anny_version = version
-            await self.store.save_link(link)
+            await self.store.save_link(link, index=False)  # no reader of index copies looks at the version
 
     async def _rule_of(self, booking: AnnyBooking) -> Rule | None:
         for resource_id in booking.resource_ids:
-            rule = await self.store.get_rule(resource_id)
+            rule = await self.store.get_rule(resource_id, cached=True)
             if rule is not None and not rule.removing:
                 return rule
         return None
@@ -130,7 +178,7 @@ class OutboundFlow:
         if rule is not None:
             return bool(rule.held)
         if link is not None and link.origin == "anny":
-            linked = await self.store.get_rule_for_room(link.room)
+            linked = await self.store.get_rule_for_room(link.room, cached=True)
             return linked is not None and bool(linked.held)
         return False
 
@@ -159,13 +207,14 @@ class OutboundFlow:
                 return await self.store.save_link(link)
         return link
 
-    async def _create(self, action: CreateEvent, link: Link | None, version: str) -> Link:
+    async def _create(self, action: CreateEvent, link: Link | None, version: str, claimed: bool = False) -> Link:
+        """`claimed`: `link` is the pending link this worker has just written for this create."""
         desired, room = action.desired, action.room
         await self._ensure_category(room)
         previous_index = self.store.index_key_of(link) if link is not None else None
-        recovering = link is not None and link.state == "pending" and link.room == room \
+        recovering = not claimed and link is not None and link.state == "pending" and link.room == room \
             and link.generation == action.generation
-        if not recovering:
+        if not recovering and not claimed:
             link = await self.store.save_link(self._pending(link, room, desired.anny_id, action.generation),
                                               previous_index=previous_index)
             previous_index = None
@@ -211,15 +260,16 @@ class OutboundFlow:
         link.event_change_key, link.fingerprint = written.change_key, desired.fingerprint
         link.anny_version = version
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
-        saved = await self.store.save_link(link, previous_index=previous_index)
-        if not await self.store.room_is_mapped(room):
+        try:
+            return await self.store.save_link(link, previous_index=previous_index, guarded=True)
+        except RoomNotMapped:
             # The rule was removed while we wrote: its removal may have scanned the links before
             # this one was recorded, so what we wrote is ours to remove (behaviour: rules, activation and removal).
             log.info("rule removed during the write; removing the event",
                      extra={"booking_id": link.anny_id, "room": room, "event_id": written.event_id})
             await self.graph.delete_event(room, written.event_id)
-            await self.store.delete_link(saved)
-        return saved
+            await self.store.delete_link(link)
+            return link
 
     async def _ensure_category(self, room: str) -> None:
         """The "anny" master category, created once per room and remembered."""
@@ -233,6 +283,10 @@ class OutboundFlow:
             except ConcurrencyError:
                 pass  # the room's lease keeps the entity busy; the flag only saves a Graph call next time
         self.categories_ensured.add(room)
+
+
+def _only_creates(actions: list[Action]) -> bool:
+    return len(actions) == 1 and isinstance(actions[0], CreateEvent)
 
 
 def _owns(winner: Link | None, room: str, event_id: str, transaction_id: str) -> bool:

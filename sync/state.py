@@ -22,9 +22,13 @@ read before; a lost race raises `ConcurrencyError`. Filters use parameter substi
 
 from __future__ import annotations
 
+import asyncio
+import copy
 import dataclasses
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+import time
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
@@ -40,7 +44,7 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.data.tables import TableTransactionError, UpdateMode
 from azure.data.tables.aio import TableClient, TableServiceClient
 
-from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError, StateError
+from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError, RoomNotMapped, StateError
 from sync.keys import encode_key, normalise_mailbox
 from sync.settings import StorageSettings, environment_proxy
 
@@ -48,6 +52,12 @@ T = TypeVar("T")
 MAX_ENTITY_BYTES = 1024 * 1024
 MAX_STRING_BYTES = 64 * 1024
 TABLES = ("rules", "links", "subscriptions", "rooms", "status", "events", "budget")
+RULE_TTL_S = 10.0  # as the "active" status (sync.services): a rule change reaches other instances within this
+# Rules as this process last read them, per storage account and prefix (`get_rule(cached=True)`).
+_rule_cache: dict[str, dict[str, tuple[float, Rule]]] = {}
+FILTER_KEYS = 14  # RowKeys per query: Azure Table filters allow at most 15 comparisons
+SCAN_ABOVE = 10 * FILTER_KEYS  # more events than this: their links are found by a scan of the room
+MAPPED_ROW = "~mapped"  # the marker row of a room's link partition (`~` + lower case: no encoded key)
 
 
 def utcnow() -> datetime:
@@ -103,6 +113,23 @@ class Link:
         return bool(self.start) and datetime.fromisoformat(self.start) >= moment
 
 
+def time_key(moment: datetime | str) -> str:
+    """A moment as a sortable, comparable Table property: UTC, fixed width (`start_key`, `end_key`
+    of link rows; `start`/`end` keep the offset they were written with, which does not compare)."""
+    if isinstance(moment, str):
+        moment = datetime.fromisoformat(moment)
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _link_entity(link: Link, pk: str, rk: str) -> dict[str, Any]:
+    entity = _to_entity(link, pk, rk)
+    if link.start:
+        entity["start_key"] = time_key(link.start)
+    if link.end:
+        entity["end_key"] = time_key(link.end)
+    return entity
+
+
 @dataclass
 class Subscription:
     subscription_id: str
@@ -123,6 +150,7 @@ class RoomState:
     run_id: str = ""
     rerun_requested: bool = False
     category_ensured: bool = False
+    time_keys: bool = False  # its link rows all carry sortable time keys (StateStore.add_time_keys)
     last_run_at: datetime | None = None  # last successful Outlook → anny run
     last_outbound_at: datetime | None = None  # last successful anny → Outlook reconciliation
     last_error: str = ""
@@ -271,10 +299,12 @@ class StateStore:
         self._client_options: dict[str, Any] = {} if retry_total is None else {"retry_total": retry_total}
         self._storage = storage
         self._prefix = prefix
+        self._cache_scope = f"{storage.connection_string or storage.table_service_uri}|{prefix}"
         self._service: TableServiceClient | None = None
         self._tables: dict[str, TableClient] = {}
         self._credential: Any = None
         self.operations = 0  # Table requests made, for benchmarks and status
+        self.operations_by: Counter[str] = Counter()  # the same, by "<operation> <table>"
 
     async def __aenter__(self) -> StateStore:
         await self.open()
@@ -317,8 +347,12 @@ class StateStore:
 
     # -- primitive operations, each counted and with errors mapped ----------------------------
 
-    async def _get(self, table: str, pk: str, rk: str) -> Any | None:
+    def _count(self, operation: str, table: str) -> None:
         self.operations += 1
+        self.operations_by[f"{operation} {table}"] += 1
+
+    async def _get(self, table: str, pk: str, rk: str) -> Any | None:
+        self._count("get", table)
         try:
             return await self._tables[table].get_entity(pk, rk)
         except ResourceNotFoundError:
@@ -328,7 +362,7 @@ class StateStore:
 
     async def _create(self, table: str, entity: dict[str, Any]) -> str | None:
         check_entity_size(entity, table=table)
-        self.operations += 1
+        self._count("create", table)
         try:
             meta = await self._tables[table].create_entity(entity)
         except ResourceExistsError as exc:
@@ -340,7 +374,7 @@ class StateStore:
         if etag is None:
             return await self._create(table, entity)
         check_entity_size(entity, table=table)
-        self.operations += 1
+        self._count("replace", table)
         try:
             meta = await self._tables[table].update_entity(
                 entity, mode=UpdateMode.REPLACE, etag=etag, match_condition=MatchConditions.IfNotModified)
@@ -351,12 +385,12 @@ class StateStore:
 
     async def _upsert(self, table: str, entity: dict[str, Any]) -> str | None:
         check_entity_size(entity, table=table)
-        self.operations += 1
+        self._count("upsert", table)
         meta = await self._tables[table].upsert_entity(entity, mode=UpdateMode.REPLACE)
         return meta.get("etag")
 
     async def _delete(self, table: str, pk: str, rk: str, etag: str | None = None) -> None:
-        self.operations += 1
+        self._count("delete", table)
         kwargs: dict[str, Any] = {}
         if etag is not None:
             kwargs = {"etag": etag, "match_condition": MatchConditions.IfNotModified}
@@ -368,38 +402,56 @@ class StateStore:
             pass
 
     async def _query(self, table: str, query: str, **parameters: Any) -> AsyncIterator[Any]:
-        self.operations += 1
+        self._count("query", table)
         async for entity in self._tables[table].query_entities(query, parameters=parameters):
             yield entity
 
     # -- rules ------------------------------------------------------------------------------------
 
     async def add_rule(self, rule: Rule) -> Rule:
-        """Store a rule; both the resource and the room must be unmapped (atomic on both sides)."""
+        """Store a rule; both the resource and the room must be unmapped (atomic on both sides).
+        Then the room's marker row is set (see `save_link(..., guarded=True)`)."""
         rule.room = normalise_mailbox(rule.room)
         entity = _to_entity(rule, "rule", "res~" + encode_key(rule.anny_resource_id))
         guard = {"PartitionKey": "rule", "RowKey": "room~" + encode_key(rule.room),
                  "anny_resource_id": rule.anny_resource_id}
-        self.operations += 1
+        self._forget_rules()
+        self._count("transaction", "rules")
         try:
             await self._tables["rules"].submit_transaction([("create", entity), ("create", guard)])
         except (TableTransactionError, ResourceExistsError) as exc:
             raise ConcurrencyError("resource or room is mapped already", anny_resource=rule.anny_resource_id,
                                    room=rule.room) from exc
+        await self.mark_room_mapped(rule.room)
         return rule
 
-    async def get_rule(self, anny_resource_id: str) -> Rule | None:
-        entity = await self._get("rules", "rule", "res~" + encode_key(anny_resource_id))
-        return _from_entity(Rule, entity) if entity else None
+    async def get_rule(self, anny_resource_id: str, *, cached: bool = False) -> Rule | None:
+        """The rule of an anny resource. `cached`: a rule this process read less than RULE_TTL_S ago
+        will do (hot paths; a missing rule is always read, so a new rule is never missed)."""
+        return await self._rule_at("res~" + encode_key(anny_resource_id), cached)
 
-    async def get_rule_for_room(self, room: str) -> Rule | None:
-        guard = await self._get("rules", "rule", "room~" + encode_key(normalise_mailbox(room)))
-        return await self.get_rule(guard["anny_resource_id"]) if guard else None
+    async def get_rule_for_room(self, room: str, *, cached: bool = False) -> Rule | None:
+        """The rule that maps the room (`cached`: as `get_rule`)."""
+        return await self._rule_at("room~" + encode_key(normalise_mailbox(room)), cached)
 
-    async def room_is_mapped(self, room: str) -> bool:
-        """Whether a rule maps the room and is not being removed."""
-        rule = await self.get_rule_for_room(room)
-        return rule is not None and not rule.removing
+    async def _rule_at(self, row: str, cached: bool) -> Rule | None:
+        scope = _rule_cache.setdefault(self._cache_scope, {})
+        seen = scope.get(row)
+        if cached and seen is not None and time.monotonic() - seen[0] < RULE_TTL_S:
+            return copy.deepcopy(seen[1])
+        entity = await self._get("rules", "rule", row)
+        if entity is not None and row.startswith("room~"):
+            entity = await self._get("rules", "rule", "res~" + encode_key(entity["anny_resource_id"]))
+        if entity is None:
+            scope.pop(row, None)
+            return None
+        rule: Rule = _from_entity(Rule, entity)
+        scope[row] = (time.monotonic(), copy.deepcopy(rule))
+        return rule
+
+    def _forget_rules(self) -> None:
+        """A rule written through this process: every cached rule is read again."""
+        _rule_cache.pop(self._cache_scope, None)
 
     async def list_rules(self) -> list[Rule]:
         rules = [_from_entity(Rule, e) async for e in self._query(
@@ -408,13 +460,15 @@ class StateStore:
         return sorted(rules, key=lambda r: r.anny_resource_id)
 
     async def save_rule(self, rule: Rule) -> None:
+        self._forget_rules()
         await self._upsert("rules", _to_entity(rule, "rule", "res~" + encode_key(rule.anny_resource_id)))
 
     async def remove_rule(self, anny_resource_id: str) -> Rule:
         rule = await self.get_rule(anny_resource_id)
         if rule is None:
             raise NotFoundError("no rule for this anny resource", anny_resource=anny_resource_id)
-        self.operations += 1
+        self._forget_rules()
+        self._count("transaction", "rules")
         await self._tables["rules"].submit_transaction([
             ("delete", {"PartitionKey": "rule", "RowKey": "res~" + encode_key(anny_resource_id)}),
             ("delete", {"PartitionKey": "rule", "RowKey": "room~" + encode_key(rule.room)}),
@@ -442,6 +496,18 @@ class StateStore:
             return self._event_key(link.room, link.event_id) if link.event_id else None
         return self._anny_key(link.anny_id) if link.anny_id else None
 
+    @staticmethod
+    def _room_partition(room: str) -> str:
+        return "r~" + encode_key(normalise_mailbox(room))
+
+    async def mark_room_mapped(self, room: str) -> None:
+        """Set the room's marker row: guarded link writes (`save_link(..., guarded=True)`) succeed
+        only while it exists. A rule's addition sets it, its removal deletes it before scanning."""
+        await self._upsert("links", {"PartitionKey": self._room_partition(room), "RowKey": MAPPED_ROW})
+
+    async def mark_room_unmapped(self, room: str) -> None:
+        await self._delete("links", self._room_partition(room), MAPPED_ROW)
+
     async def link_by_anny_id(self, anny_id: str) -> Link | None:
         return await self._link_at(self._anny_key(anny_id))
 
@@ -453,8 +519,9 @@ class StateStore:
         ETag), and an index whose owner no longer names this key (left over by a crash) is ignored.
         """
         entity = await self._get("links", *key)
-        if entity is None:
-            return None
+        return None if entity is None else await self._link_from(key, entity)
+
+    async def _link_from(self, key: tuple[str, str], entity: Any) -> Link | None:
         link: Link = _from_entity(Link, entity)
         if self._owner_key(link) == key:
             return link
@@ -463,32 +530,102 @@ class StateStore:
             return None
         return owner
 
+    async def links_by_events(self, room: str, event_ids: Sequence[str]) -> dict[str, Link]:
+        """The links of many events of one room, in a few queries instead of a read each: Azure
+        allows at most 15 comparisons per filter, so RowKeys go in chunks of 14. Index copies are
+        resolved to their owners as `link_by_event` does."""
+        pk, found = self._room_partition(room), {}
+        wanted = sorted(set(event_ids))
+        if len(wanted) > SCAN_ABOVE:  # a baseline: one scan of the partition costs fewer requests
+            keys = {encode_key(event_id) for event_id in wanted}
+            async for entity in self._query("links", "PartitionKey eq @pk", pk=pk):
+                if entity["RowKey"] in keys:
+                    found[(entity["PartitionKey"], entity["RowKey"])] = entity
+            wanted = []
+        for first in range(0, len(wanted), FILTER_KEYS):
+            chunk = {f"k{i}": encode_key(event_id) for i, event_id in enumerate(wanted[first:first + FILTER_KEYS])}
+            rows = " or ".join(f"RowKey eq @{name}" for name in chunk)
+            async for entity in self._query("links", f"PartitionKey eq @pk and ( {rows} )", pk=pk, **chunk):
+                found[(entity["PartitionKey"], entity["RowKey"])] = entity
+        links = await asyncio.gather(*(self._link_from(key, entity) for key, entity in found.items()))
+        return {link.event_id: link for link in links if link is not None}
+
     async def owner_link(self, link: Link) -> Link | None:
         """Re-read the authoritative copy of a link (with its ETag)."""
         entity = await self._get("links", *self._owner_key(link))
         return _from_entity(Link, entity) if entity else None
 
-    async def save_link(self, link: Link, previous_index: tuple[str, str] | None = None) -> Link:
+    async def save_link(self, link: Link, previous_index: tuple[str, str] | None = None, *,
+                        guarded: bool = False, index: bool = True) -> Link:
         """Write the link's index entity, then its owner (ETag-guarded; create-only without an ETag).
 
         The owner is written last, so a crash in between leaves the owner as it was and the
         retried work item redoes the step. Reads through an index always check the owner
         (`_link_at`), so an index that ran ahead or stayed behind is never believed. A lost
         race raises ConcurrencyError.
+
+        `guarded`: every row written into the room's partition is written in one transaction
+        with the room's marker row, so it is written only while a rule maps the room; otherwise
+        RoomNotMapped is raised and nothing of that row is written (the rule-removal race of
+        DESIGN §3.4, settled without a read). `index=False` leaves the index copy as it is, for a
+        change that no reader of index copies looks at (the anny version the link saw).
         """
         link.room = normalise_mailbox(link.room)
         link.updated_at = utcnow()
         context = {"room": link.room, "anny_id": link.anny_id or None, "event_id": link.event_id or None}
-        index = self._index_key(link)
-        if index is not None:
-            await self._upsert("links", _to_entity(link, *index))
+        index_key = self._index_key(link)
+        if index and index_key is not None:
+            await self._write_link(link, ("upsert", _link_entity(link, *index_key)), guarded)
+        owner = _link_entity(link, *self._owner_key(link))
+        write: tuple[Any, ...] = ("create", owner) if link.etag is None else (
+            "update", owner, {"mode": UpdateMode.REPLACE, "etag": link.etag,
+                              "match_condition": MatchConditions.IfNotModified})
         try:
-            link.etag = await self._replace("links", _to_entity(link, *self._owner_key(link)), link.etag)
+            link.etag = await self._write_link(link, write, guarded)
         except ConcurrencyError as exc:
             raise ConcurrencyError("link was written by someone else", **context) from exc
-        if previous_index and previous_index != index:
+        if previous_index and previous_index != index_key:
             await self._delete("links", *previous_index)
         return link
+
+    async def _write_link(self, link: Link, operation: tuple[Any, ...], guarded: bool) -> str | None:
+        """One link row written; a guarded row of the room's partition together with its marker."""
+        kind, entity = operation[0], operation[1]
+        if not (guarded and entity["PartitionKey"] == self._room_partition(link.room)):
+            if kind == "upsert":
+                return await self._upsert("links", entity)
+            return await self._replace("links", entity, link.etag if kind == "update" else None)
+        check_entity_size(entity, table="links")
+        marker = {"PartitionKey": entity["PartitionKey"], "RowKey": MAPPED_ROW}
+        for attempt in range(2):
+            self._count("transaction", "links")
+            try:
+                done = await self._tables["links"].submit_transaction(
+                    [operation, ("update", marker, {"mode": UpdateMode.MERGE})])
+                return done[0].get("etag")
+            except TableTransactionError as exc:
+                if exc.index != 1:  # the link row itself: changed since read, or exists already
+                    raise ConcurrencyError("entity changed since it was read", table="links",
+                                           key=entity["RowKey"]) from exc
+                if attempt == 0 and await self._repair_marker(link.room):
+                    continue
+                raise RoomNotMapped("no rule maps the room (any more)", room=link.room,
+                                    anny_id=link.anny_id or None, event_id=link.event_id or None) from exc
+        raise AssertionError("unreachable")
+
+    async def _repair_marker(self, room: str) -> bool:
+        """A room mapped before marker rows existed gets its marker (once). The rule is read again
+        after the marker is written: a removal sets `removing` before it deletes the marker, so
+        either that read sees the removal or the removal deletes this marker before its scan."""
+        rule = await self.get_rule_for_room(room)
+        if rule is None or rule.removing:
+            return False
+        await self.mark_room_mapped(room)
+        rule = await self.get_rule_for_room(room)
+        if rule is None or rule.removing:
+            await self.mark_room_unmapped(room)
+            return False
+        return True
 
     def index_key_of(self, link: Link) -> tuple[str, str] | None:
         return self._index_key(link)
@@ -500,9 +637,39 @@ class StateStore:
         if index is not None:
             await self._delete("links", *index)
 
-    async def links_of_room(self, room: str) -> list[Link]:
-        pk = "r~" + encode_key(normalise_mailbox(room))
-        return [_from_entity(Link, e) async for e in self._query("links", "PartitionKey eq @pk", pk=pk)]
+    async def links_of_room(self, room: str, *, starting_from: datetime | None = None,
+                            ending_after: datetime | None = None) -> list[Link]:
+        """The link rows of the room's partition (owners of Outlook-side links, index copies of
+        anny-side ones), optionally only those starting at or after `starting_from` or ending after
+        `ending_after`: a filtered query on the rows' sortable UTC keys, not a scan of the room.
+        Rows written before the keys existed have none; `add_time_keys` gives them theirs."""
+        query, parameters = "PartitionKey eq @pk", {"pk": self._room_partition(room)}
+        if starting_from is not None:
+            query, parameters["start"] = query + " and start_key ge @start", time_key(starting_from)
+        if ending_after is not None:
+            query, parameters["end"] = query + " and end_key gt @end", time_key(ending_after)
+        return [_from_entity(Link, e) async for e in self._query("links", query, **parameters)
+                if e["RowKey"] != MAPPED_ROW]
+
+    async def add_time_keys(self, room: str) -> int:
+        """Give the room's link rows written before sortable time keys existed theirs (once per
+        room); a row changed meanwhile was written with keys. Returns how many were updated."""
+        updated = 0
+        async for entity in self._query("links", "PartitionKey eq @pk", pk=self._room_partition(room)):
+            keys = {name: time_key(entity[field]) for name, field in (("start_key", "start"), ("end_key", "end"))
+                    if entity.get(field) and name not in entity}
+            if not keys:
+                continue
+            self._count("merge", "links")
+            try:
+                await self._tables["links"].update_entity(
+                    {"PartitionKey": entity["PartitionKey"], "RowKey": entity["RowKey"], **keys},
+                    mode=UpdateMode.MERGE, etag=entity.metadata["etag"],
+                    match_condition=MatchConditions.IfNotModified)
+                updated += 1
+            except (ResourceModifiedError, ResourceNotFoundError):
+                pass
+        return updated
 
     async def all_links_of_room(self, room: str) -> list[Link]:
         """Every link of a room, pending ones included (a scan: for deletion and maintenance only)."""
@@ -526,6 +693,8 @@ class StateStore:
         """Every link (their owners), for deleting the whole integration."""
         owners = []
         async for entity in self._query("links", "PartitionKey ge @low", low=""):
+            if entity["RowKey"] == MAPPED_ROW:
+                continue
             link: Link = _from_entity(Link, entity)
             if self._owner_key(link) == (entity["PartitionKey"], entity["RowKey"]):
                 owners.append(link)
@@ -533,6 +702,7 @@ class StateStore:
 
     async def clear_all(self) -> int:
         """Delete every entity of the app's tables (the tables stay: their names are reused at once)."""
+        self._forget_rules()
         removed = 0
         for name in TABLES:
             async for entity in self._query(name, "PartitionKey ge @low", low=""):

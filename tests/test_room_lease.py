@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -94,3 +95,32 @@ def test_items_that_ended_before_the_window_are_left_alone_by_the_nightly_baseli
     assert past.ended_before(window.start) and not current.ended_before(window.start)
     far = Link(room=ROOM, origin="outlook", start=datetime(2027, 6, 1, tzinfo=UTC).isoformat())
     assert far.starts_after(window.end) and not current.starts_after(window.end)
+
+
+async def test_signals_of_this_process_during_a_run_cost_no_table_request_and_one_more_run(
+        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+        result.runs += 1
+        if result.runs == 1:
+            before = store.operations
+            signals = await asyncio.gather(*(flow(store).sync_room(ROOM, run_id=f"signal-{i}") for i in range(10)))
+            assert all(signal.skipped_busy for signal in signals) and store.operations == before
+        return state
+
+    monkeypatch.setattr(InboundFlow, "_run_once", run_once)
+    result = await flow(store).sync_room(ROOM, run_id="first")
+    assert result.runs == 2 and not result.rerun_later
+    state = await store.get_room_state(ROOM)
+    assert state.running_since is None and not state.rerun_requested
+
+
+async def test_a_batch_of_signals_for_an_idle_room_starts_one_run(store: StateStore,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+        result.runs += 1
+        return state
+
+    monkeypatch.setattr(InboundFlow, "_run_once", run_once)
+    results = await asyncio.gather(*(flow(store).sync_room(ROOM, run_id=f"message-{i}") for i in range(16)))
+    assert sum(not r.skipped_busy for r in results) == 1 and sum(r.runs for r in results) == 1
+    assert (await store.get_room_state(ROOM)).running_since is None

@@ -6,8 +6,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from azure.data.tables import UpdateMode
 
-from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError
+from devhost.azurite import Azurite
+from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError, RoomNotMapped
+from sync.keys import encode_key
 from sync.state import IntegrationStatus, Link, RoomState, Rule, StateStore, Subscription
 from tests.test_keys import GRAPH_ID
 
@@ -177,3 +180,91 @@ async def test_a_stale_index_in_one_room_never_pulls_in_another_rooms_link(store
     await store.save_link(link)  # moved rooms; as if the crash came before the old index was removed
     assert await store.all_links_of_room(ROOM) == []
     assert [x.anny_id for x in await store.all_links_of_room("other@contoso.example")] == ["b-1"]
+
+
+# --- issue 16: fewer Table round trips, with the same guarantees -------------------------------------
+
+
+async def test_a_guarded_link_write_fails_once_the_rule_is_being_removed(store: StateStore) -> None:
+    await store.add_rule(Rule("res-1", ROOM))
+    link = await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-1", state="pending"), guarded=True)
+    rule = await store.get_rule("res-1")
+    rule.removing = True  # what the rule's removal does before it scans the links
+    await store.save_rule(rule)
+    await store.mark_room_unmapped(ROOM)
+    link.state, link.anny_id = "synced", "blk-1"
+    with pytest.raises(RoomNotMapped):
+        await store.save_link(link, guarded=True)
+    with pytest.raises(RoomNotMapped):
+        await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-2", state="pending"), guarded=True)
+    assert (await store.link_by_event(ROOM, "e-1")).state == "pending"  # nothing of the refused writes
+    assert await store.link_by_event(ROOM, "e-2") is None
+
+
+async def test_a_room_mapped_before_marker_rows_gets_its_marker_on_the_first_guarded_write(
+        store: StateStore) -> None:
+    await store.add_rule(Rule("res-1", ROOM))
+    await store.mark_room_unmapped(ROOM)  # as a rule stored by an older version has no marker
+    await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-1", state="pending"), guarded=True)
+    assert (await store.link_by_event(ROOM, "e-1")) is not None
+    rule = await store.get_rule("res-1")
+    rule.removing = True
+    await store.save_rule(rule)
+    await store.mark_room_unmapped(ROOM)
+    with pytest.raises(RoomNotMapped):  # a rule being removed is never given its marker back
+        await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-2", state="pending"), guarded=True)
+
+
+async def test_cached_rules_are_read_again_after_a_change_in_this_process(store: StateStore) -> None:
+    await store.add_rule(Rule("res-1", ROOM))
+    assert not (await store.get_rule("res-1", cached=True)).held
+    before = store.operations
+    assert (await store.get_rule_for_room(ROOM, cached=True)).anny_resource_id == "res-1"
+    await store.get_rule_for_room(ROOM, cached=True)
+    assert store.operations == before + 2  # the guard row and the rule, once
+    rule = await store.get_rule("res-1")
+    rule.held = "too many deletions"
+    await store.save_rule(rule)
+    assert (await store.get_rule("res-1", cached=True)).held == "too many deletions"
+    await store.remove_rule("res-1")
+    assert await store.get_rule_for_room(ROOM, cached=True) is None
+
+
+async def test_links_starting_after_a_moment_are_found_by_a_filtered_query(store: StateStore) -> None:
+    berlin = "+01:00"
+    for event_id, start in (("early", f"2026-12-01T09:00:00{berlin}"), ("late", "2027-03-01T08:30:00+00:00"),
+                            ("late-offset", f"2027-03-01T09:00:00{berlin}")):
+        await store.save_link(Link(room=ROOM, origin="outlook", event_id=event_id, anny_id=f"b-{event_id}",
+                                   start=start, end=start))
+    moment = datetime(2027, 3, 1, 8, 0, tzinfo=UTC)
+    found = await store.links_of_room(ROOM, starting_from=moment)
+    assert sorted(link.event_id for link in found) == ["late", "late-offset"]  # 09:00+01:00 is 08:00 UTC
+
+
+async def test_link_rows_written_before_time_keys_existed_get_them(store: StateStore, azurite: Azurite,
+                                                                   table_prefix: str) -> None:
+    from azure.data.tables.aio import TableClient
+
+    await store.save_link(Link(room=ROOM, origin="outlook", event_id="old", anny_id="b-old",
+                               start="2027-05-01T10:00:00+02:00", end="2027-05-01T11:00:00+02:00"))
+    async with TableClient.from_connection_string(azurite.connection_string, f"{table_prefix}links") as table:
+        row = await table.get_entity("r~" + encode_key(ROOM.lower()), "old")
+        legacy = {k: v for k, v in row.items() if k not in ("start_key", "end_key")}
+        await table.upsert_entity(legacy, mode=UpdateMode.REPLACE)
+    moment = datetime(2027, 4, 1, tzinfo=UTC)
+    assert await store.links_of_room(ROOM, starting_from=moment) == []
+    assert await store.add_time_keys(ROOM) == 1
+    assert [link.event_id for link in await store.links_of_room(ROOM, starting_from=moment)] == ["old"]
+
+
+async def test_links_of_many_events_are_found_as_one_by_one(store: StateStore) -> None:
+    await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id=GRAPH_ID))
+    for i in range(30):
+        await store.save_link(Link(room=ROOM, origin="outlook", event_id=f"ev-{i}", anny_id=f"blk-{i}"))
+    wanted = [GRAPH_ID, "unknown", *(f"ev-{i}" for i in range(30))]
+    before = store.operations
+    found = await store.links_by_events(ROOM, wanted)
+    assert store.operations - before <= 4  # 3 queries of 14 keys, and the owner of the index copy
+    assert found == {event_id: link for event_id in wanted
+                     if (link := await store.link_by_event(ROOM, event_id)) is not None}
+    assert len(found) == 31 and found[GRAPH_ID].origin == "anny"

@@ -218,6 +218,45 @@ async def test_rule_removed_while_a_room_run_writes_leaves_no_blocker_or_link(
     assert await world.state.all_links() == []
 
 
+async def test_rule_removed_while_an_outbound_create_is_in_flight_leaves_no_event_or_link(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    original = GraphGateway.create_event
+    removed = {"report": None}
+
+    async def rule_removed_meanwhile(self, room, desired, transaction_id):  # type: ignore[no-untyped-def]
+        if removed["report"] is None:
+            removed["report"] = await remove_rule(Worker(await get_services()), world.resource)
+        return await original(self, room, desired, transaction_id)
+
+    monkeypatch.setattr(GraphGateway, "create_event", rule_removed_meanwhile)
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    assert removed["report"] is not None
+    assert mirrors(world) == []
+    assert await world.state.all_links() == []
+
+
+async def test_rule_removed_while_a_mirror_is_moved_leaves_no_event_or_link(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    original = GraphGateway.update_event
+    removed = {"report": None}
+
+    async def rule_removed_meanwhile(self, room, event_id, desired):  # type: ignore[no-untyped-def]
+        written = await original(self, room, event_id, desired)
+        if removed["report"] is None:  # after the update, before its link is recorded
+            removed["report"] = await remove_rule(Worker(await get_services()), world.resource)
+        return written
+
+    monkeypatch.setattr(GraphGateway, "update_event", rule_removed_meanwhile)
+    world.stack.anny.person_move_booking(booking["id"], world.at(2, 11), world.at(2, 12))
+    await world.settle()
+    assert removed["report"] is not None
+    assert mirrors(world) == []
+    assert await world.state.all_links() == []
+
+
 # --- 7. two workers, one booking whose room changes (§4.1) ------------------------------------------------------------
 
 
