@@ -83,7 +83,7 @@ async def remove_rule(worker: Worker, anny_resource_id: str) -> dict[str, Any]:
     rule.removing = True  # from now on the worker treats the resource and room as unmapped
     await store.save_rule(rule)
     # Then no guarded link write of the room succeeds any more: what the scan below does not see
-    # is undone by its writer (DESIGN §3.4; StateStore.save_link).
+    # is undone by its writer (behaviour: rules, activation and removal; StateStore.save_link).
     await store.mark_room_unmapped(rule.room)
     removal = Removal()
     removal.subscriptions += await worker.subscriptions.remove(rule.room)

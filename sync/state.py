@@ -567,8 +567,9 @@ class StateStore:
         `guarded`: every row written into the room's partition is written in one transaction
         with the room's marker row, so it is written only while a rule maps the room; otherwise
         RoomNotMapped is raised and nothing of that row is written (the rule-removal race of
-        DESIGN §3.4, settled without a read). `index=False` leaves the index copy as it is, for a
-        change that no reader of index copies looks at (the anny version the link saw).
+        behaviour: rules, activation and removal; settled without a read). `index=False` leaves
+        the index copy as it is, for a change that no reader of index copies looks at (the anny
+        version the link saw).
         """
         link.room = normalise_mailbox(link.room)
         link.updated_at = utcnow()
