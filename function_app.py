@@ -10,7 +10,6 @@ from sync.budget import BACKFILL, priority
 from sync.nightly import run_nightly
 from sync.services import get_services
 from sync.settings import Settings
-from sync.state import StateStore
 from sync.sweep import run_sweep
 from sync.work import BACKFILL_QUEUE, NIGHTLY_SCHEDULE, SWEEP_SCHEDULE, WORK_QUEUE, encode
 from sync.worker import Worker
@@ -20,12 +19,12 @@ STORAGE = "AzureWebJobsStorage"
 # The Functions worker accepts only `typing` generics inside `func.Out[...]`: `list[str]` makes it
 # refuse the function ("invalid non-type annotation"; Azure/azure-functions-python-worker#1034).
 WorkOut = func.Out[typing.List[str]]  # noqa: UP006
-Handler = Callable[[func.HttpRequest, Settings, StateStore], Awaitable[ingress.Answer]]
+Handler = Callable[[func.HttpRequest, Settings, ingress.IngressTables], Awaitable[ingress.Answer]]
 
 
 async def _ingress(handler: Handler, req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
     services = await get_services()
-    answer = await handler(req, services.settings, services.store)
+    answer = await handler(req, services.settings, ingress.IngressTables(services.processed, services.subscriptions))
     work.set(answer.messages)
     return answer.response
 

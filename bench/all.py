@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.inbound import COALESCE_S
+from sync.room_runs import COALESCE_S
 
 # What the JSON line must hold (issue: `make bench`), whatever else it carries.
 HEADLINE_KEYS = ("initial_bound_over_wall", "outbound_ms_p95", "graph_round_trip_ms", "first_graph_call_s",

@@ -18,7 +18,7 @@ from devhost.stack import Emulators, LocalStack, start_stack
 from sync.admin import activate, run_command
 from sync.services import Services, _by_loop
 from sync.settings import Settings, StorageSettings
-from sync.state import StateStore
+from sync.state import StatusTable, Tables
 from sync.worker import Worker
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -66,7 +66,8 @@ async def map_room(stack: LocalStack, subscribe_graph: bool) -> str:
     else:
         # Active, but without Graph subscriptions: the anny → Outlook path measured on its own
         # (what the echoes of our writes cost is the inbound benchmark's and the e2e tests' part).
-        async with StateStore(storage, stack.env["TABLE_PREFIX"]) as store:
+        async with Tables(storage, stack.env["TABLE_PREFIX"]) as tables:
+            store = StatusTable(tables)
             status = await store.get_status()
             status.state = "active"
             await store.save_status(status)
@@ -81,7 +82,7 @@ def local_time(days: int, minutes: int) -> str:
 def app_table_operations(stack: LocalStack) -> int:
     """Table requests made so far by the app inside the runner."""
     services = _by_loop.get(stack.host.server.loop)
-    return services.store.operations if services else 0
+    return services.tables.operations if services else 0
 
 
 async def quiesce(stack: LocalStack, seconds: float = 60) -> None:

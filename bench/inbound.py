@@ -75,11 +75,11 @@ async def notify_answer_times(stack: LocalStack) -> dict[str, float]:
 
 async def _client_state(stack: LocalStack, subscription_id: str) -> str:
     from sync.settings import StorageSettings
-    from sync.state import StateStore
+    from sync.state import SubscriptionsTable, Tables
 
     storage = StorageSettings(connection_string=stack.azurite.connection_string)
-    async with StateStore(storage, stack.env["TABLE_PREFIX"]) as store:
-        sub = await store.get_subscription(subscription_id)
+    async with Tables(storage, stack.env["TABLE_PREFIX"]) as tables:
+        sub = await SubscriptionsTable(tables).get_subscription(subscription_id)
     assert sub is not None
     return sub.client_state
 

@@ -17,7 +17,7 @@ import httpx
 from bench.common import ROOM, emit, map_room, percentile, running_stack
 from devhost.stack import LocalStack
 from sync.settings import Settings, StorageSettings
-from sync.state import StateStore, Subscription
+from sync.state import Subscription, SubscriptionsTable, Tables
 
 SAMPLES = 20
 
@@ -66,8 +66,8 @@ async def main() -> None:
     with running_stack() as stack:
         await map_room(stack, subscribe_graph=True)
         storage = StorageSettings(connection_string=stack.azurite.connection_string)
-        async with StateStore(storage, stack.env["TABLE_PREFIX"]) as store:
-            [sub] = await store.list_subscriptions()
+        async with Tables(storage, stack.env["TABLE_PREFIX"]) as tables:
+            [sub] = await SubscriptionsTable(tables).list_subscriptions()
         limit = Settings.from_env(stack.env).notification_max_body_bytes
         result: dict[str, Any] = {"benchmark": "ingress", "max_body_bytes": limit}
         for name, body in (("unknown_ids", _filled(_unknown, limit)), ("realistic", _filled(_realistic(sub), limit))):

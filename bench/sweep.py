@@ -18,7 +18,7 @@ from devhost.stack import LocalStack
 from sync.admin import activate, run_command
 from sync.services import Services
 from sync.settings import Settings, StorageSettings
-from sync.state import IntegrationStatus, StateStore
+from sync.state import IntegrationStatus, StatusTable, Tables
 from sync.worker import Worker
 
 ROOMS = 10
@@ -58,8 +58,8 @@ async def due_again(stack: LocalStack) -> None:
         status.last_sweep_at, status.nightly_day, status.nightly_claimed_at = None, "", None
 
     storage = StorageSettings(connection_string=stack.azurite.connection_string)
-    async with StateStore(storage, stack.env["TABLE_PREFIX"]) as store:
-        await store.update_status(reset)
+    async with Tables(storage, stack.env["TABLE_PREFIX"]) as tables:
+        await StatusTable(tables).update_status(reset)
 
 
 async def measured(stack: LocalStack, timer: str, label: str) -> dict[str, float]:
@@ -71,8 +71,8 @@ async def measured(stack: LocalStack, timer: str, label: str) -> dict[str, float
     elapsed = time.perf_counter() - began
     anny = stack.anny.counters()
     storage = StorageSettings(connection_string=stack.azurite.connection_string)
-    async with StateStore(storage, stack.env["TABLE_PREFIX"]) as store:
-        repaired = sum((await store.list_runs())[0].repaired.values())
+    async with Tables(storage, stack.env["TABLE_PREFIX"]) as tables:
+        repaired = sum((await StatusTable(tables).list_runs())[0].repaired.values())
     return {f"{label}_repaired": repaired,
             f"{label}_anny_reads": sum(v for k, v in anny.items() if k.startswith("GET")),
             f"{label}_anny_writes": sum(v for k, v in anny.items() if k.split()[0] in ("POST", "PATCH", "DELETE")),

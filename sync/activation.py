@@ -22,7 +22,7 @@ from sync.errors import RuleError
 from sync.nightly import local_day
 from sync.reconcile import preview_rule
 from sync.runs import RunLog
-from sync.state import IntegrationStatus, Rule, StateStore
+from sync.state import IntegrationStatus, Rule, RulesTable
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -46,13 +46,13 @@ def _prepared(rule: Rule, mode: str, status: IntegrationStatus, now: datetime) -
     return rule
 
 
-async def _rules(store: StateStore, only: str = "") -> list[Rule]:
+async def _rules(rules: RulesTable, only: str = "") -> list[Rule]:
     if only:
-        rule = await store.get_rule(only)
+        rule = await rules.get_rule(only)
         if rule is None or rule.removing:
             raise RuleError("no rule for this anny resource; see `python -m sync rules list`", anny_resource=only)
         return [rule]
-    return [r for r in await store.list_rules() if not r.removing]
+    return [r for r in await rules.list_rules() if not r.removing]
 
 
 async def _preview(worker: Worker, rules: list[tuple[Rule, str]]) -> list[dict[str, Any]]:
@@ -64,30 +64,30 @@ async def _preview(worker: Worker, rules: list[tuple[Rule, str]]) -> list[dict[s
 async def activate(worker: Worker, dry_run: bool = False) -> dict[str, Any]:
     """Subscribe every mapped room and sync both ways: everything for new rules, only what is new
     for rules that were synced before the last deactivation."""
-    store = worker.services.store
-    status = await store.get_status()
+    services = worker.services
+    status = await services.status.get_status()
     now = datetime.now(UTC)
     planned = [(_prepared(rule, _mode(rule, status), status, now), _mode(rule, status))
-               for rule in await _rules(store)]
+               for rule in await _rules(services.rules)]
     if dry_run:
         return {"dry_run": True, "state": status.state, "rules": await _preview(worker, planned),
                 "note": UNSYNCED_NOTE}
     for rule, _ in planned:
-        await store.save_rule(rule)
+        await services.rules.save_rule(rule)
 
     def active(current: IntegrationStatus) -> None:
         current.state, current.activated_at = "active", now
         current.nightly_day = local_day(now, worker.services.settings.time_zone)  # this run is today's
         current.sweep_high_water = ""  # this run compared everything: the sweep starts from now
 
-    await store.update_status(active)
+    await services.status.update_status(active)
     worker.services.forget_status()
     run = RunLog("activate", drift=False)
     run.count("subscriptions renewed", await worker.subscriptions.renew_due())
     inline = InlineSync(worker, run.kind)  # a 429 hands the rest to the backfill queue
     done = await inline.sync_all([rule for rule, _ in planned], run)
     reports = [{"mode": mode, **view} for (_, mode), view in zip(planned, done, strict=True)]
-    await run.save(store)
+    await run.save(services.status)
     log.info("activated", extra={"rules": len(reports)})
     return {"state": "active", "rules": reports, "note": _notes(UNSYNCED_NOTE, inline.note)}
 
@@ -98,17 +98,17 @@ def _notes(*notes: str | None) -> str:
 
 async def deactivate(worker: Worker) -> dict[str, Any]:
     """Stop syncing: subscriptions removed, webhooks acknowledged and ignored; nothing else removed."""
-    store = worker.services.store
+    services = worker.services
 
     def inactive(status: IntegrationStatus) -> None:
         if status.state == "active":
             status.deactivated_at = datetime.now(UTC)
         status.state = "inactive"
 
-    await store.update_status(inactive)
+    await services.status.update_status(inactive)
     worker.services.forget_status()
     removed = 0
-    for rule in await store.list_rules():
+    for rule in await services.rules.list_rules():
         removed += await worker.subscriptions.remove(rule.room)
     return {"state": "inactive", "subscriptions_removed": removed}
 
@@ -117,8 +117,8 @@ async def resync(worker: Worker, only: str = "", dry_run: bool = False,
                  confirm_deletions: bool = False) -> dict[str, Any]:
     """Bring everything in the window over, both ways, for one rule or all; with
     `confirm_deletions` the brake does not apply to this run and a held rule is released."""
-    store = worker.services.store
-    rules = [(dataclasses.replace(rule, off_periods=[]), "resync") for rule in await _rules(store, only)]
+    services = worker.services
+    rules = [(dataclasses.replace(rule, off_periods=[]), "resync") for rule in await _rules(services.rules, only)]
     if dry_run:
         return {"dry_run": True, "rules": await _preview(worker, rules)}
     if not await worker.services.is_active():
@@ -132,7 +132,7 @@ async def resync(worker: Worker, only: str = "", dry_run: bool = False,
     for rule, _ in rules:
         if confirm_deletions:
             rule.held, rule.held_at = "", None
-        await store.save_rule(rule)
+        await services.rules.save_rule(rule)
     reports = await inline.sync_all([rule for rule, _ in rules], run)
-    await run.save(store)
+    await run.save(services.status)
     return {"rules": reports, **({"note": inline.note} if inline.note else {})}

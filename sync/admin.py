@@ -21,8 +21,8 @@ from sync.errors import ConcurrencyError, ConfirmationNeeded, NotFoundError, Rul
 from sync.inbound import blocker_note
 from sync.rules import add_rule
 from sync.runs import RunLog
-from sync.services import STATUS_TTL_S
-from sync.state import Link, Rule, StateStore
+from sync.services import STATUS_TTL_S, Services
+from sync.state import Link, Rule
 from sync.status import rule_view, status_view
 from sync.validation import anny_id, mailbox, text
 from sync.worker import Worker
@@ -47,15 +47,15 @@ async def add_and_sync_rule(worker: Worker, params: dict[str, str]) -> dict[str,
     """Add a rule; while active, sync it at once. If that initial sync fails, the rule and
     whatever the sync wrote are removed again: a refused add stores nothing."""
     services = worker.services
-    rule = await add_rule(services.store, services.anny, services.graph, params.get("anny_resource", ""),
-                          params.get("room", ""), params.get("time_zone", ""))
+    rule = await add_rule(services.rules, services.links, services.anny, services.graph,
+                          params.get("anny_resource", ""), params.get("room", ""), params.get("time_zone", ""))
     if not await services.is_active():
         return rule_view(rule)
     run = RunLog("rule added", drift=False)
     inline = InlineSync(worker, run.kind)  # a 429 does not fail the add: the rest continues in the background
     try:
         rule.activated_at = datetime.now(UTC)
-        await services.store.save_rule(rule)
+        await services.rules.save_rule(rule)
         report = await inline.sync(rule, run)
     except Exception as exc:  # whatever failed, the rule must not stay half-added
         cause = exc.message if isinstance(exc, SyncError) else f"{type(exc).__name__}: {exc}"
@@ -70,33 +70,33 @@ async def add_and_sync_rule(worker: Worker, params: dict[str, str]) -> dict[str,
                                f"{rule.anny_resource_id}` once anny and Graph answer", **context) from exc
         raise RuleNotAdded(f"rule not added: its initial sync failed ({cause}); nothing was kept, "
                            "try again when the cause is fixed", **context) from exc
-    await run.save(services.store)
+    await run.save(services.status)
     return {**rule_view(rule), "initial_sync": report, **({"note": inline.note} if inline.note else {})}
 
 
 async def remove_rule(worker: Worker, anny_resource_id: str) -> dict[str, Any]:
     """Delete a rule and everything this app created for it (mirror events and blockers)."""
-    store = worker.services.store
-    rule = await store.get_rule(anny_resource_id)
+    services = worker.services
+    rule = await services.rules.get_rule(anny_resource_id)
     if rule is None:
         raise RuleError("no rule for this anny resource", anny_resource=anny_resource_id)
     rule.removing = True  # from now on the worker treats the resource and room as unmapped
-    await store.save_rule(rule)
+    await services.rules.save_rule(rule)
     # Then no guarded link write of the room succeeds any more: what the scan below does not see
-    # is undone by its writer (behaviour: rules, activation and removal; StateStore.save_link).
-    await store.mark_room_unmapped(rule.room)
+    # is undone by its writer (behaviour: rules, activation and removal; LinksTable.save_link).
+    await services.links.mark_room_unmapped(rule.room)
     removal = Removal()
     removal.subscriptions += await worker.subscriptions.remove(rule.room)
-    for link in await store.all_links_of_room(rule.room):
+    for link in await services.links.all_links_of_room(rule.room):
         await _remove_link(worker, link, rule, removal)
-    await _forget_rule(store, rule, removal)
+    await _forget_rule(services, rule, removal)
     return {**rule_view(rule), "removed": asdict(removal)}
 
 
-async def _forget_rule(store: StateStore, rule: Rule, removal: Removal) -> None:
-    await store.delete_room_state(rule.room)
+async def _forget_rule(services: Services, rule: Rule, removal: Removal) -> None:
+    await services.rooms.delete_room_state(rule.room)
     try:
-        await store.remove_rule(rule.anny_resource_id)
+        await services.rules.remove_rule(rule.anny_resource_id)
     except NotFoundError:
         pass
     removal.rules += 1
@@ -121,11 +121,11 @@ async def _remove_link(worker: Worker, link: Link, rule: Rule | None, removal: R
             await services.anny.delete_booking(anny_id)
             removal.blockers += 1
     try:
-        await services.store.delete_link(link)
+        await services.links.delete_link(link)
     except ConcurrencyError:
         # A worker wrote the link after the scan (an update: its writes of a new link would have
         # failed): remove it as it is now, unless it went to another room meanwhile.
-        current = await services.store.owner_link(link)
+        current = await services.links.owner_link(link)
         if current is not None and current.room == link.room:
             await _remove_link(worker, current, rule, Removal())
 
@@ -133,12 +133,13 @@ async def _remove_link(worker: Worker, link: Link, rule: Rule | None, removal: R
 DELETE_CONFIRMATION = "delete"
 
 
-async def deletion_preview(store: StateStore) -> dict[str, int]:
+async def deletion_preview(services: Services) -> dict[str, int]:
     """What `delete` would remove: this app's mirrors, subscriptions and rules (nothing a person made)."""
-    links = await store.all_links()
+    links = await services.links.all_links()
     return {"events": sum(1 for link in links if link.origin == "anny"),
             "blockers": sum(1 for link in links if link.origin == "outlook" and not link.suppressed),
-            "subscriptions": len(await store.list_subscriptions()), "rules": len(await store.list_rules())}
+            "subscriptions": len(await services.subscriptions.list_subscriptions()),
+            "rules": len(await services.rules.list_rules())}
 
 
 async def delete_integration(worker: Worker, confirm: str = "") -> dict[str, Any]:
@@ -146,25 +147,26 @@ async def delete_integration(worker: Worker, confirm: str = "") -> dict[str, Any
 
     Refused (ConfirmationNeeded, saying what it would remove) unless `confirm` is "delete".
     """
-    store = worker.services.store
+    services = worker.services
     if confirm != DELETE_CONFIRMATION:
-        preview = await deletion_preview(store)
+        preview = await deletion_preview(services)
         raise ConfirmationNeeded(
             f"delete removes {preview['events']} mirror event(s) from the room calendars, "
             f"{preview['blockers']} mirror blocker(s) from anny, {preview['subscriptions']} Graph "
             f"subscription(s), {preview['rules']} rule(s) and all stored state; nothing a person created. "
             f'To go on, send {{"confirm": "delete"}} (CLI: delete --yes)', would_remove=preview)
-    await store.update_status(lambda status: setattr(status, "state", "deleting"))
+    await services.status.update_status(lambda status: setattr(status, "state", "deleting"))
     worker.services.forget_status()
     await asyncio.sleep(DELETION_GRACE_S)  # other instances stop taking work before the scan
     removal = Removal()
-    rules = {rule.room: rule for rule in await store.list_rules()}
+    rules = {rule.room: rule for rule in await services.rules.list_rules()}
     for rule in rules.values():
         removal.subscriptions += await worker.subscriptions.remove(rule.room)
-    for link in await store.all_links():
+    for link in await services.links.all_links():
         await _remove_link(worker, link, rules.get(link.room), removal)
     removal.rules = len(rules)
-    await store.clear_all()
+    await services.tables.clear_all()
+    services.rules.forget()
     log.info("integration deleted", extra=asdict(removal))
     return {"state": "deleted", "removed": asdict(removal)}
 
@@ -197,14 +199,14 @@ def checked_params(command: str, params: dict[str, str]) -> dict[str, str]:
 
 async def run_command(command: str, params: dict[str, str], worker: Worker) -> Any:
     """Carry out one admin command; raises RuleError (bad input) or SyncError."""
-    store = worker.services.store
+    services = worker.services
     params = checked_params(command, params)
     if command == "rooms":  # what can be mapped: the tenant's room mailboxes (Graph Places)
         return [asdict(room) for room in await worker.services.graph.list_rooms()]
     if command == "resources":  # ... and anny's resources; only parents can be mapped
         return [asdict(resource) for resource in await worker.services.anny.list_resources()]
     if command == "rules.list":
-        return [rule_view(r) for r in await store.list_rules()]
+        return [rule_view(r) for r in await services.rules.list_rules()]
     if command == "rules.add":
         with priority(BACKFILL):  # a new rule's initial sync comes after live changes
             return await add_and_sync_rule(worker, params)
@@ -222,6 +224,5 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
     if command == "delete":
         return await delete_integration(worker, params.get("confirm", ""))
     if command == "status":
-        return await status_view(store, worker.services.settings, drift=flag(params, "drift"),
-                                 budget=worker.services.budget)
+        return await status_view(services, drift=flag(params, "drift"), budget=services.budget)
     raise RuleError(f"unknown command; expected one of {', '.join(COMMANDS)}", command=command)

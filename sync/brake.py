@@ -11,7 +11,7 @@ import logging
 from datetime import UTC, datetime
 
 from sync.settings import Settings
-from sync.state import Rule, StateStore
+from sync.state import Rule, RulesTable
 
 log = logging.getLogger(__name__)
 
@@ -21,14 +21,14 @@ def brake_trips(deletions: int, mirrors: int, settings: Settings) -> bool:
     return deletions > settings.brake_min_items and deletions * 100 > settings.brake_share_percent * mirrors
 
 
-async def hold_rule(store: StateStore, rule: Rule, settings: Settings, what: str, deletions: int,
+async def hold_rule(rules: RulesTable, rule: Rule, settings: Settings, what: str, deletions: int,
                     mirrors: int) -> str:
     """Mark the rule held, with the reason and the numbers; its sync pauses until `resync --confirm-deletions`."""
     reason = (f"{what}: {deletions} of {mirrors} mirror(s) would be deleted in one run (brake: more than "
               f"{settings.brake_share_percent} % and more than {settings.brake_min_items})")
-    current = await store.get_rule(rule.anny_resource_id) or rule
+    current = await rules.get_rule(rule.anny_resource_id) or rule
     current.held, current.held_at = reason, datetime.now(UTC)
-    await store.save_rule(current)
+    await rules.save_rule(current)
     rule.held, rule.held_at = current.held, current.held_at
     log.warning("rule held by the brake on mass deletion; nothing deleted",
                 extra={"anny_resource": rule.anny_resource_id, "room": rule.room, "reason": reason})

@@ -57,7 +57,7 @@ from azure.core.exceptions import AzureError
 
 from sync.errors import ConcurrencyError, StateError
 from sync.settings import Settings
-from sync.state import BudgetRecord, FallbackRecord, StateStore
+from sync.state import BudgetRecord, BudgetTable, FallbackRecord
 
 log = logging.getLogger(__name__)
 
@@ -268,9 +268,9 @@ class OrgBudget:
     `await budget.acquire("writes")` returns when one write may be sent.
     """
 
-    def __init__(self, store: StateStore, limits: Limits, *, clock: Callable[[], float] = time.time,
+    def __init__(self, table: BudgetTable, limits: Limits, *, clock: Callable[[], float] = time.time,
                  sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep, instance: str | None = None) -> None:
-        self.store = store
+        self.table = table
         self.limits = limits
         self.instance = instance or instance_id()
         self._clock = clock
@@ -331,7 +331,7 @@ class OrgBudget:
         cap = limits.cap(kind, level)
         want = min(max(1, bucket.waiting[level]), limits.slice_max(kind))
         for _ in range(CLAIM_ATTEMPTS):
-            record = bucket.record or await self.store.get_budget(kind)
+            record = bucket.record or await self.table.get_budget(kind)
             if record.paused_until > now:
                 bucket.record, bucket.paused_until = record, record.paused_until
                 return record.paused_until - now
@@ -343,7 +343,7 @@ class OrgBudget:
             granted = min(want, free)
             record.grants = json.dumps([*grants, (round(now, 3), granted)], separators=(",", ":"))
             try:
-                bucket.record = await self.store.save_budget(record)
+                bucket.record = await self.table.save_budget(record)
             except ConcurrencyError:
                 bucket.record = None  # someone else wrote: read it again
                 continue
@@ -370,7 +370,7 @@ class OrgBudget:
 
         async def tell() -> None:
             try:
-                await self.store.save_fallback(spell)
+                await self.table.save_fallback(spell)
             except (StateError, AzureError, OSError) as exc:
                 log.info("could not record the fallback for other instances yet", extra={"error": str(exc)[:200]})
 
@@ -384,11 +384,11 @@ class OrgBudget:
         if self._telling is not None:
             await asyncio.gather(self._telling, return_exceptions=True)  # never overtaken by "ongoing"
         try:
-            await self.store.save_fallback(spell)
+            await self.table.save_fallback(spell)
             self._unrecorded = None
-            for old in await self.store.list_fallbacks():
+            for old in await self.table.list_fallbacks():
                 if max(old.ended, old.last_seen) < spell.ended - FALLBACK_SHOWN_S:
-                    await self.store.delete_fallback(old.instance)
+                    await self.table.delete_fallback(old.instance)
         except (StateError, AzureError, OSError) as exc:
             log.info("could not record the ended fallback yet", extra={"error": str(exc)[:200]})
 
@@ -420,7 +420,7 @@ class OrgBudget:
             for pool in bucket.pools.values():
                 pool.tokens = 0
         try:
-            await self.store.count_throttled("anny")
+            await self.table.count_throttled("anny")
             for kind in KINDS:
                 await self._publish_pause(kind, until)
         except (StateError, AzureError, OSError) as exc:
@@ -428,12 +428,12 @@ class OrgBudget:
 
     async def _publish_pause(self, kind: Kind, until: float) -> None:
         for _ in range(CLAIM_ATTEMPTS):
-            record = await self.store.get_budget(kind)
+            record = await self.table.get_budget(kind)
             if record.paused_until >= until:
                 return
             record.paused_until = until
             try:
-                self._buckets[kind].record = await self.store.save_budget(record)
+                self._buckets[kind].record = await self.table.save_budget(record)
                 return
             except ConcurrencyError:
                 continue
@@ -449,12 +449,12 @@ class OrgBudget:
         spells: dict[str, FallbackRecord] = {}
         try:
             for kind in KINDS:
-                record = await self.store.get_budget(kind)
+                record = await self.table.get_budget(kind)
                 recent = [(at, n) for at, n in parse_grants(record.grants) if at > now - limits.window_s]
                 used[kind] = sum(n for _, n in recent)
                 paused = max(paused, record.paused_until - now)
-            throttled = await self.store.throttled_counts()
-            spells = {spell.instance: spell for spell in await self.store.list_fallbacks()}
+            throttled = await self.table.throttled_counts()
+            spells = {spell.instance: spell for spell in await self.table.list_fallbacks()}
         except (StateError, AzureError, OSError) as exc:
             mode = f"budget table unreachable: {str(exc)[:120]}"
         if self.fallback_since is not None:

@@ -78,7 +78,7 @@ class InlineSync:
         delay = max(0.0, (self.continues_at - datetime.now(UTC)).total_seconds())
         work = RuleSync(rule.anny_resource_id, self.kind.removesuffix(CONTINUED), self.allow_deletions,
                         self.baseline)
-        await progress.continues(services.store, rule.room, self.continues_at, self.reason)
+        await progress.continues(services.status, rule.room, self.continues_at, self.reason)
         await services.queues.send(work, delay_s=delay, queue=BACKFILL_QUEUE)
 
     @property
@@ -92,14 +92,14 @@ class InlineSync:
 
 async def continue_rule_sync(worker: Worker, work: RuleSync) -> None:
     """The backfill queue's `RuleSync`: the rest of a throttled inline sync (throttled again: later again)."""
-    store = worker.services.store
-    rule = await store.get_rule(work.anny_resource)
+    services = worker.services
+    rule = await services.rules.get_rule(work.anny_resource)
     if rule is None or rule.removing:
         log.info("throttled sync dropped: its rule is gone", extra={"anny_resource": work.anny_resource})
         return
-    await progress.resumed(store, rule.room)
+    await progress.resumed(services.status, rule.room)
     run = RunLog(work.run + CONTINUED, drift=False)
     inline = InlineSync(worker, run.kind, work.allow_deletions, work.baseline)
     view = await inline.sync(rule, run)
-    await run.save(store, error=inline.note or "")
+    await run.save(services.status, error=inline.note or "")
     log.info("throttled sync continued", extra={"run": work.run, "room": rule.room, "done": "continues" not in view})

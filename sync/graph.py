@@ -51,7 +51,7 @@ from sync.errors import (
 )
 from sync.model import ANNY_CATEGORY, ANNY_CATEGORY_COLOR, DesiredEvent, OutlookEvent, SyncWindow
 from sync.settings import Settings, environment_proxy
-from sync.state import StateStore
+from sync.state import BudgetTable
 from sync.throttling import retry_after_s
 from sync.validation import path_segment
 
@@ -154,11 +154,11 @@ class GraphGateway:
     adapter: BaseGraphRequestAdapter
     http: httpx.AsyncClient
     base_url: str
-    store: StateStore | None = None  # where 429s that outlast the SDK's retries are counted
+    budget_log: BudgetTable | None = None  # where 429s that outlast the SDK's retries are counted
     _limits: dict[str, PriorityLimit] = field(default_factory=dict)
 
     @classmethod
-    def from_settings(cls, settings: Settings, max_retries: int = 3, store: StateStore | None = None
+    def from_settings(cls, settings: Settings, max_retries: int = 3, budget_log: BudgetTable | None = None
                       ) -> GraphGateway:
         """The SDK's default middleware (https://learn.microsoft.com/graph/sdks/customize-client)
         around an httpx client, its retry handler set to `max_retries`; auth from the settings."""
@@ -170,7 +170,7 @@ class GraphGateway:
             options=options)
         adapter = BaseGraphRequestAdapter(_auth_provider(settings), http_client=http)
         adapter.base_url = base
-        return cls(adapter, http, base, store)
+        return cls(adapter, http, base, budget_log)
 
     async def close(self) -> None:
         """Close the HTTP client (no Graph call)."""
@@ -222,10 +222,10 @@ class GraphGateway:
 
     async def _count_throttled(self) -> None:
         """Count a Graph 429 in the app's state (for `status`); no Graph call."""
-        if self.store is None:
+        if self.budget_log is None:
             return
         try:
-            await self.store.count_throttled("graph")
+            await self.budget_log.count_throttled("graph")
         except Exception as exc:  # counting must never hide the 429 itself
             log.warning("could not count a Graph 429", extra={"error": str(exc)[:200]})
 

@@ -1,19 +1,16 @@
 """Outlook → anny (behaviour: Outlook → anny): read a room's changes by delta, decide per event, write blockers.
 
-Runs for one room never overlap: a run holds a lease on the room's state entity (an
-ETag-guarded marker). A signal that finds the room busy sets `rerun_requested`, and the
-running worker runs once more before it lets go — so a burst of notifications costs a
-few delta rounds, and none is lost.
+One delta round of a room and the sync of each event it reports. The round runs under the
+room's lease (`sync.room_runs`): runs for one room never overlap and no signal is lost.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import TypeVar
 from zoneinfo import ZoneInfo
 
@@ -44,25 +41,15 @@ from sync.errors import (
     SyncStateExpired,
 )
 from sync.graph import GraphGateway
-from sync.keys import fingerprint, normalise_mailbox
+from sync.keys import fingerprint
 from sync.model import BLOCKER_MARKER, DesiredBlocker, OutlookEvent, SyncWindow, delta_query_window
 from sync.outbound import OutboundFlow
+from sync.room_runs import RoomLease
 from sync.settings import Settings
-from sync.state import Link, RoomState, Rule, StateStore
+from sync.state import Link, LinksTable, RoomsTable, RoomState, Rule, RulesTable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-
-
-@dataclass
-class RunningHere:
-    """A room run of this process: signals of this process for the room only set `signalled`."""
-
-    run_id: str
-    signalled: bool = False
-
-
-_running_here: dict[str, RunningHere] = {}  # room → the run of this process that holds its lease
 
 
 class Unread:
@@ -70,9 +57,6 @@ class Unread:
 
 
 UNREAD = Unread()
-LEASE = timedelta(minutes=15)  # longer than functionTimeout (10 min): a lease this old belongs to a dead run
-MAX_RUNS_PER_SIGNAL = 10
-COALESCE_S = 0.25  # a burst's notifications arrive over a second or so; one read covers many
 _resource_zones: dict[str, str] = {}
 
 
@@ -105,13 +89,15 @@ class RoomRunResult:
 @dataclass
 class InboundFlow:
     settings: Settings
-    store: StateStore
+    links: LinksTable
+    rules: RulesTable
+    rooms: RoomsTable
     anny: AnnyClient
     graph: GraphGateway
     outbound: OutboundFlow
     backfill: Callable[[str, list[str]], Awaitable[None]] | None = None  # queues what a baseline left
 
-    # -- the lease ----------------------------------------------------------------------------------
+    # -- the room's runs (sync.room_runs) ---------------------------------------------------------------
 
     async def sync_room(self, room: str, run_id: str = "", allow_deletions: bool = False) -> RoomRunResult:
         """Run the room's delta until no signal arrived meanwhile; return at once if another run holds it.
@@ -121,116 +107,16 @@ class InboundFlow:
         admin confirmed them (`resync --confirm-deletions`); otherwise the brake applies.
         """
         result = RoomRunResult(room)
-        run_id = run_id or uuid.uuid4().hex
-        key = normalise_mailbox(room)
-        here = _running_here.get(key)
-        if here is not None and here.run_id != run_id:
-            here.signalled = True  # a run of this process holds the room: it runs once more, no Table request
-            result.skipped_busy = True
-            return result
-        here = _running_here[key] = RunningHere(run_id)  # signals meanwhile wait for this acquisition
-        state: RoomState | None = None
-        try:
-            state = await self._acquire(room, run_id)
-        finally:
-            if state is None and _running_here.get(key) is here:
-                del _running_here[key]  # busy elsewhere: the rerun asked for there covers them too
-        if state is None:
-            result.skipped_busy = True
-            return result
-        try:
-            while True:
-                state = await self._absorb_signals(state, run_id, here)
-                state = await self._run_once(state, result, allow_deletions)
-                last = result.runs >= MAX_RUNS_PER_SIGNAL
-                state, again = await self._finish_or_continue(state, run_id, here, release=last)
-                if again and last:
-                    result.rerun_later = True  # the lease is released; the worker queues one more signal
-                if not again or last:
-                    return result
-        except BaseException:
-            await self._release_after_failure(room, run_id)
-            raise
-        finally:
-            if _running_here.get(state.room) is here:
-                del _running_here[state.room]
-
-    async def _acquire(self, room: str, run_id: str) -> RoomState | None:
-        while True:
-            state = await self.store.get_room_state(room)
-            now = datetime.now(UTC)
-            held = state.running_since is not None and now - state.running_since < LEASE
-            busy = held and state.run_id != run_id
-            if busy and state.rerun_requested:
-                return None  # one more run is asked for already: it reads after this signal's change
-            if busy:
-                state.rerun_requested = True
-            else:
-                state.running_since, state.run_id, state.rerun_requested = now, run_id, False
-            try:
-                state = await self.store.save_room_state(state)
-            except ConcurrencyError:
-                continue
-            return None if busy else state
-
-    async def _absorb_signals(self, state: RoomState, run_id: str, here: RunningHere) -> RoomState:
-        """Let a burst of notifications gather, then read: signals until now are covered by this read.
-
-        Also renews the lease for the run that follows.
-        """
-        await asyncio.sleep(COALESCE_S)
-        _running_here[state.room], here.signalled = here, False
-        while True:
-            fresh = await self.store.get_room_state(state.room)
-            if fresh.run_id != run_id:
-                raise ConcurrencyError("room lease was taken over", room=state.room)
-            fresh.rerun_requested, fresh.running_since = False, datetime.now(UTC)
-            try:
-                return await self.store.save_room_state(fresh)
-            except ConcurrencyError:
-                continue
-
-    async def _finish_or_continue(self, state: RoomState, run_id: str, here: RunningHere,
-                                  release: bool) -> tuple[RoomState, bool]:
-        """Release the lease, unless a signal asked for one more run (then keep it, unless `release`).
-
-        A signal of this process counts as one of the table; once the release is decided, later
-        signals go through the table (and make the release's ETag-guarded write fail: read again).
-        """
-        while True:
-            if state.run_id != run_id:
-                raise ConcurrencyError("room lease was taken over", room=state.room)
-            again = state.rerun_requested or here.signalled
-            state.rerun_requested = False
-            if release or not again:
-                if _running_here.get(state.room) is here:
-                    del _running_here[state.room]
-                state.running_since, state.run_id = None, ""
-            else:
-                _running_here[state.room] = here
-            try:
-                return await self.store.save_room_state(state), again
-            except ConcurrencyError:
-                fresh = await self.store.get_room_state(state.room)
-                fresh.delta_link, fresh.window_start, fresh.window_end, fresh.covered_end = (
-                    state.delta_link, state.window_start, state.window_end, state.covered_end)
-                fresh.last_run_at, fresh.time_keys = state.last_run_at, state.time_keys
-                state = fresh
-
-    async def _release_after_failure(self, room: str, run_id: str) -> None:
-        def release(state: RoomState) -> bool:
-            if state.run_id != run_id:
-                return False  # not ours (any more)
-            state.running_since, state.run_id = None, ""
-            return True
-
-        await self.store.update_room_state(room, release)
+        outcome = await RoomLease(self.rooms).run(
+            room, lambda state: self._run_once(state, result, allow_deletions), run_id)
+        result.skipped_busy, result.rerun_later = outcome.skipped_busy, outcome.rerun_later
+        return result
 
     # -- one delta round ------------------------------------------------------------------------------
 
     async def _run_once(self, state: RoomState, result: RoomRunResult, allow_deletions: bool) -> RoomState:
         result.runs += 1
-        rule = await self.store.get_rule_for_room(state.room, cached=True)
+        rule = await self.rules.get_rule_for_room(state.room, cached=True)
         if rule is None or rule.removing or rule.held:
             log.info("room has no rule, or its rule is held; nothing to do",
                      extra={"room": state.room, "held": bool(rule and rule.held)})
@@ -252,7 +138,7 @@ class InboundFlow:
                     delta_link, events = await self._read_changes(state.room, query, link)
             seen = {e.id for e in events}
             if not state.time_keys:  # rows written before the keys existed get theirs, once
-                await self.store.add_time_keys(state.room)
+                await self.links.add_time_keys(state.room)
                 state.time_keys = True
             unseen = [] if link else await self._unseen(state.room, ctx, seen)
             entered = await self._entered_window(state, ctx, seen) if link else []
@@ -308,12 +194,12 @@ class InboundFlow:
         leaving = [e for e in events if e.removed or e.is_cancelled or e.show_as not in ctx.blocking_show_as]
         if len(leaving) <= self.settings.brake_min_items:
             return False
-        mirrors = {link.event_id for link in await self.store.links_of_room(rule.room)
+        mirrors = {link.event_id for link in await self.links.links_of_room(rule.room)
                    if link.origin == "outlook" and link.anny_id and not link.suppressed}
         deletions = sum(1 for e in leaving if e.id in mirrors)
         if not brake_trips(deletions, len(mirrors), self.settings):
             return False
-        await hold_rule(self.store, rule, self.settings, "Outlook → anny", deletions, len(mirrors))
+        await hold_rule(self.rules, rule, self.settings, "Outlook → anny", deletions, len(mirrors))
         return True
 
     async def _sync_events(self, room: str, rule: Rule, ctx: InboundContext, events: list[OutlookEvent],
@@ -324,7 +210,7 @@ class InboundFlow:
         (`result.deferred`): the run, and its lease on the room, end in seconds, so live changes
         to the room are not held up by an initial sync spending anny's budget for minutes.
         """
-        links = await self.store.links_by_events(room, [e.id for e in events]) if events else {}
+        links = await self.links.links_by_events(room, [e.id for e in events]) if events else {}
 
         async def one(event: OutlookEvent) -> list[Action]:
             link = links.get(event.id)
@@ -347,12 +233,12 @@ class InboundFlow:
         """Write the blockers a baseline left to backfill. Each event is read again (it may have
         changed or gone since), and one that a live run linked meanwhile is left alone."""
         result = RoomRunResult(room)
-        rule = await self.store.get_rule_for_room(room, cached=True)
+        rule = await self.rules.get_rule_for_room(room, cached=True)
         if rule is None or rule.removing:
             return result
         ctx = inbound_context(self.settings, rule.time_zone or await self.resource_zone(rule), rule=rule)
 
-        linked = await self.store.links_by_events(room, event_ids) if event_ids else {}
+        linked = await self.links.links_by_events(room, event_ids) if event_ids else {}
 
         async def one(event_id: str) -> list[Action]:
             if event_id in linked:
@@ -363,7 +249,7 @@ class InboundFlow:
             try:
                 return await self.sync_event(room, rule, ctx, found[0], None)
             except ConcurrencyError:
-                if await self.store.link_by_event(room, event_id) is not None:
+                if await self.links.link_by_event(room, event_id) is not None:
                     return []  # a live run wrote it at the same moment
                 raise
 
@@ -397,7 +283,7 @@ class InboundFlow:
 
     async def _unseen(self, room: str, ctx: InboundContext, seen: set[str]) -> list[OutlookEvent]:
         """After a baseline: linked events it did not show were deleted or moved away meanwhile."""
-        return [OutlookEvent(id=link.event_id, removed=True) for link in await self.store.links_of_room(room)
+        return [OutlookEvent(id=link.event_id, removed=True) for link in await self.links.links_of_room(room)
                 if link.event_id and link.event_id not in seen and not link.ended_before(ctx.window.start)]
 
     async def _follow_beyond_window(self, room: str, rule: Rule, query: SyncWindow, seen: set[str],
@@ -408,7 +294,7 @@ class InboundFlow:
         month). Links that ended before the window are retired: nobody books the past. A filtered
         query finds them (their rows' sortable start keys), not a scan of all the room's links."""
         beyond = [OutlookEvent(id=link.event_id, removed=True)
-                  for link in await self.store.links_of_room(room, starting_from=query.end)
+                  for link in await self.links.links_of_room(room, starting_from=query.end)
                   if link.event_id and link.event_id not in seen and link.starts_after(query.end)]
         await self._sync_events(room, rule, ctx, beyond, result)
 
@@ -418,7 +304,7 @@ class InboundFlow:
                          link: Link | Unread | None = UNREAD) -> list[Action]:
         """Decide and carry out one event. `link`: its link, when the caller has just read it."""
         if isinstance(link, Unread):
-            link = await self.store.link_by_event(room, event.id)
+            link = await self.links.link_by_event(room, event.id)
         is_ours = False
         if link is None and event.looks_like_ours and not event.removed:
             found = await self.graph.anny_id_of_event(room, event.id)
@@ -458,7 +344,7 @@ class InboundFlow:
                 return link
             case ForgetLink():
                 if link is not None:
-                    await self.store.delete_link(link)
+                    await self.links.delete_link(link)
                 return None
             case RestoreMirror(anny_id=anny_id, observed=observed):
                 await self.outbound.sync_booking(anny_id, observed=observed)
@@ -473,12 +359,12 @@ class InboundFlow:
         adopted = None
         if link is not None and link.state == "pending":
             adopted = await self.find_our_blocker(rule, note, desired)
-        previous_index = self.store.index_key_of(link) if link is not None else None
+        previous_index = self.links.index_key_of(link) if link is not None else None
         if link is None or link.state != "pending":
             link = link or Link(room=room, origin="outlook", event_id=event.id)
             link.state, link.anny_id, link.suppressed = "pending", "", False
             try:
-                link = await self.store.save_link(link, previous_index=previous_index, guarded=True)
+                link = await self.links.save_link(link, previous_index=previous_index, guarded=True)
             except RoomNotMapped:
                 log.info("rule removed during the run; no blocker written", extra={"room": room, "event_id": event.id})
                 return None
@@ -509,15 +395,15 @@ class InboundFlow:
 
     async def _record(self, link: Link, event: OutlookEvent, desired: DesiredBlocker, anny_id: str,
                       previous_index: tuple[str, str] | None, version: str) -> Link:
-        previous_index = previous_index or self.store.index_key_of(link)
+        previous_index = previous_index or self.links.index_key_of(link)
         link.state, link.anny_id, link.suppressed = "synced", anny_id, False
         link.anny_version = version
         link.event_change_key, link.fingerprint = event.change_key, desired.fingerprint
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
         try:
-            return await self.store.save_link(link, previous_index=previous_index, guarded=True)
+            return await self.links.save_link(link, previous_index=previous_index, guarded=True)
         except ConcurrencyError:
-            winner = await self.store.link_by_event(link.room, event.id)
+            winner = await self.links.link_by_event(link.room, event.id)
             if winner is None or winner.anny_id != anny_id:  # nobody else will ever find this blocker
                 log.info("lost a link race; removing the blocker it wrote",
                          extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
@@ -529,7 +415,7 @@ class InboundFlow:
             log.info("rule removed during the run; removing the blocker",
                      extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
             await self.anny.delete_booking(anny_id)
-            await self.store.delete_link(link)
+            await self.links.delete_link(link)
             return link
 
     async def find_our_blocker(self, rule: Rule, note: str, desired: DesiredBlocker | None = None) -> str | None:

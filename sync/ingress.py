@@ -25,7 +25,7 @@ from sync.anny import seen_booking, webhook_snapshot
 from sync.decide import is_own_blocker_echo
 from sync.errors import InputError
 from sync.settings import Settings
-from sync.state import StateStore, Subscription
+from sync.state import ProcessedEvents, Subscription, SubscriptionsTable
 from sync.work import BookingWork, LifecycleWork, RoomWork, Work, encode
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,15 @@ class StaleDelivery(InputError):
     status = 401
 
 
-Handler = Callable[[func.HttpRequest, Settings, StateStore], Awaitable[Answer]]
+@dataclass(frozen=True)
+class IngressTables:
+    """What the endpoints read: processed webhook ids (anny) and subscriptions (Graph)."""
+
+    processed: ProcessedEvents
+    subscriptions: SubscriptionsTable
+
+
+Handler = Callable[[func.HttpRequest, Settings, IngressTables], Awaitable[Answer]]
 
 
 def _refusing(endpoint: str) -> Callable[[Handler], Handler]:
@@ -65,9 +73,9 @@ def _refusing(endpoint: str) -> Callable[[Handler], Handler]:
 
     def wrap(handler: Handler) -> Handler:
         @functools.wraps(handler)
-        async def guarded(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
+        async def guarded(req: func.HttpRequest, settings: Settings, tables: IngressTables) -> Answer:
             try:
-                return await handler(req, settings, store)
+                return await handler(req, settings, tables)
             except InputError as exc:
                 log.warning("%s request refused (%s): %s", endpoint, exc.status, exc,
                             extra={"field": exc.field, "problem": exc.problem})
@@ -124,7 +132,7 @@ def booking_id_of(payload: dict[str, Any]) -> str:
 
 
 @_refusing("anny webhook")
-async def anny_webhook(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
+async def anny_webhook(req: func.HttpRequest, settings: Settings, tables: IngressTables) -> Answer:
     body = _body(req, settings.webhook_max_body_bytes)  # before anything else is read
     if not _authentic(req, body, settings):
         log.warning("anny webhook refused: secret or signature wrong")
@@ -142,7 +150,7 @@ async def anny_webhook(req: func.HttpRequest, settings: Settings, store: StateSt
         return _json_answer(202, status="ignored", reason="a blocker this app made", booking_id=booking_id)
     event_id = payload.get("event_id")
     event_id = validation.anny_event_id(event_id, "event_id") if event_id not in (None, "") else ""
-    if event_id and await processed.is_processed(store, event_id, has_snapshot=snapshot is not None):
+    if event_id and await processed.is_processed(tables.processed, event_id, has_snapshot=snapshot is not None):
         return _json_answer(202, status="duplicate", event_id=event_id)
     answer = _json_answer(202, status="queued", booking_id=booking_id)
     answer.work.append(BookingWork(booking_id=booking_id, anny_event_id=event_id, seen=snapshot))
@@ -206,7 +214,7 @@ class SubscriptionCache:
         self._missed: dict[str, float] = {}
         self._listed_at = -float("inf")
 
-    async def resolve(self, ids: set[str], store: StateStore) -> dict[str, Subscription]:
+    async def resolve(self, ids: set[str], table: SubscriptionsTable) -> dict[str, Subscription]:
         now = time.monotonic()
         known: dict[str, Subscription] = {}
         unknown: list[str] = []
@@ -216,21 +224,21 @@ class SubscriptionCache:
                 known[sub_id] = found[1]
             elif now - self._missed.get(sub_id, -float("inf")) >= self.MISS_TTL_S:
                 unknown.append(sub_id)
-        for sub_id, sub in zip(unknown, await self._look_up(unknown, store, now), strict=True):
+        for sub_id, sub in zip(unknown, await self._look_up(unknown, table, now), strict=True):
             if sub is not None:
                 known[sub_id] = sub
             elif len(self._missed) < self.MAX_MISSES:
                 self._missed[sub_id] = now
         return known
 
-    async def _look_up(self, ids: list[str], store: StateStore, now: float) -> list[Subscription | None]:
+    async def _look_up(self, ids: list[str], table: SubscriptionsTable, now: float) -> list[Subscription | None]:
         if len(ids) <= self.POINT_READS:
-            return list(await asyncio.gather(*(store.get_subscription(i) for i in ids)))
+            return list(await asyncio.gather(*(table.get_subscription(i) for i in ids)))
         if now - self._listed_at < self.LIST_INTERVAL_S:
             return [None] * len(ids)
         self._listed_at = now
         self._missed.clear()
-        everything = {sub.subscription_id: sub for sub in await store.list_subscriptions()}
+        everything = {sub.subscription_id: sub for sub in await table.list_subscriptions()}
         for sub_id, sub in everything.items():
             self._found[sub_id] = (now, sub)
         return [everything.get(i) for i in ids]
@@ -240,11 +248,11 @@ _subscriptions = SubscriptionCache()
 Verified = list[tuple[graph_wire.ChangeNotification, Subscription]]
 
 
-async def _verified_items(req: func.HttpRequest, settings: Settings, store: StateStore
+async def _verified_items(req: func.HttpRequest, settings: Settings, tables: IngressTables
                           ) -> tuple[Verified, int]:
     """The notifications whose subscription we know and whose clientState matches; and how many were dropped."""
     items = notification_items(validation.json_body(_body(req, settings.notification_max_body_bytes)))
-    subscriptions = await _subscriptions.resolve({item["subscriptionId"] for item in items}, store)
+    subscriptions = await _subscriptions.resolve({item["subscriptionId"] for item in items}, tables.subscriptions)
     verified: Verified = []
     for item in items:
         sub = subscriptions.get(item["subscriptionId"])
@@ -258,13 +266,13 @@ async def _verified_items(req: func.HttpRequest, settings: Settings, store: Stat
     return verified, dropped
 
 
-async def _graph_post(req: func.HttpRequest, settings: Settings, store: StateStore,
+async def _graph_post(req: func.HttpRequest, settings: Settings, tables: IngressTables,
                       to_answer: Callable[[Verified, int], Answer]) -> Answer:
     """Both Graph endpoints: the validation handshake, or verified items turned into an answer."""
     handshake = _validation(req)
     if handshake:
         return handshake
-    verified, dropped = await _verified_items(req, settings, store)
+    verified, dropped = await _verified_items(req, settings, tables)
     return to_answer(verified, dropped)
 
 
@@ -284,11 +292,11 @@ def _lifecycle_work(verified: Verified, dropped: int) -> Answer:
 
 
 @_refusing("Graph notification")
-async def graph_notify(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
+async def graph_notify(req: func.HttpRequest, settings: Settings, tables: IngressTables) -> Answer:
     """Change notifications: one "room changed" signal per room, whatever the number of items."""
-    return await _graph_post(req, settings, store, _room_signals)
+    return await _graph_post(req, settings, tables, _room_signals)
 
 
 @_refusing("Graph lifecycle notification")
-async def graph_lifecycle(req: func.HttpRequest, settings: Settings, store: StateStore) -> Answer:
-    return await _graph_post(req, settings, store, _lifecycle_work)
+async def graph_lifecycle(req: func.HttpRequest, settings: Settings, tables: IngressTables) -> Answer:
+    return await _graph_post(req, settings, tables, _lifecycle_work)

@@ -42,14 +42,14 @@ async def run_nightly(worker: Worker, now: datetime | None = None) -> RunRecord 
         log.info("integration not active; nightly run skipped")
         return None
     zone = services.settings.time_zone
-    if not await claim(services.store, lambda s: nightly_due(s, now, zone),
+    if not await claim(services.status, lambda s: nightly_due(s, now, zone),
                        lambda s: setattr(s, "nightly_claimed_at", now)):
         return None
-    async with recorded(services.store, RunLog("nightly")) as run:
+    async with recorded(services.status, RunLog("nightly")) as run:
         run.count("subscriptions renewed", await worker.subscriptions.renew_due())
-        run.count("webhook ids forgotten", await services.store.purge_processed())
+        run.count("webhook ids forgotten", await services.processed.purge_processed())
         resources = await services.anny.list_resources()
-        rules = [rule for rule in await services.store.list_rules() if not rule.removing]
+        rules = [rule for rule in await services.rules.list_rules() if not rule.removing]
         await reconcile_rules(worker, rules, run, resources)
     await mark_nightly_done(worker, local_day(now, zone))
     return run.record
@@ -59,4 +59,4 @@ async def mark_nightly_done(worker: Worker, day: str) -> None:
     def done(status: IntegrationStatus) -> None:
         status.nightly_day, status.nightly_claimed_at = day, None
 
-    await worker.services.store.update_status(done)
+    await worker.services.status.update_status(done)

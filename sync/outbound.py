@@ -32,7 +32,7 @@ from sync.graph import GraphGateway, WrittenEvent
 from sync.keys import new_create_token, transaction_id
 from sync.model import AnnyBooking, DesiredEvent, SeenBooking, SyncWindow, is_newer
 from sync.settings import Settings
-from sync.state import Link, Rule, StateStore
+from sync.state import Link, LinksTable, RoomsTable, Rule, RulesTable
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,9 @@ def outbound_context(settings: Settings, now: datetime | None = None, rule: Rule
 @dataclass
 class OutboundFlow:
     settings: Settings
-    store: StateStore
+    links: LinksTable
+    rules: RulesTable
+    rooms: RoomsTable
     anny: AnnyClient
     graph: GraphGateway
     categories_ensured: set[str]
@@ -87,7 +89,7 @@ class OutboundFlow:
             # A listing may be older than a change whose webhook was lost (what a nightly run is
             # for): it never stands in for a read before a write.
             shown = seen or SeenBooking(listed, "")
-            link = await self.store.link_by_anny_id(booking_id)
+            link = await self.links.link_by_anny_id(booking_id)
             rule = await self._rule_of(shown.booking) if shown.booking is not None else None
             ctx = outbound_context(self.settings, rule=rule)
             as_shown = decide_booking(shown.booking, rule.room if rule else None, link, ctx, observed)
@@ -101,11 +103,11 @@ class OutboundFlow:
         if read_booking:
             if read_link:  # the link is read while anny answers
                 booking, link = await asyncio.gather(self.anny.get_booking(booking_id),
-                                                     self.store.link_by_anny_id(booking_id))
+                                                     self.links.link_by_anny_id(booking_id))
             else:
                 booking = await self.anny.get_booking(booking_id)
         elif read_link:
-            link = await self.store.link_by_anny_id(booking_id)
+            link = await self.links.link_by_anny_id(booking_id)
         rule = await self._rule_of(booking) if booking is not None else None
         if await self._held(rule, link):
             log.info("booking not synced: its rule is held", extra={"booking_id": booking_id})
@@ -132,7 +134,7 @@ class OutboundFlow:
         if not _only_creates(decide_booking(seen.booking, rule.room, None, ctx)):
             return None, False, None
         try:
-            pending = await self.store.save_link(self._pending(None, rule.room, booking_id, 0))
+            pending = await self.links.save_link(self._pending(None, rule.room, booking_id, 0))
         except ConcurrencyError:
             return None, False, None
         booking = await self.anny.get_booking(booking_id)
@@ -140,7 +142,7 @@ class OutboundFlow:
         actions = decide_booking(booking, current.room, None, outbound_context(self.settings, rule=current)) \
             if current is not None and current.room == rule.room and not current.held else []
         if booking is None or not _only_creates(actions):
-            await self.store.delete_link(pending)  # withdrawn: nothing was written to Graph
+            await self.links.delete_link(pending)  # withdrawn: nothing was written to Graph
             return None, True, booking
         [action] = actions
         assert isinstance(action, CreateEvent)
@@ -164,11 +166,11 @@ class OutboundFlow:
         (`observed`): its link may be in the middle of a write by the anny side."""
         if observed is None and link is not None and link.etag is not None and is_newer(version, link.anny_version):
             link.anny_version = version
-            await self.store.save_link(link, index=False)  # no reader of index copies looks at the version
+            await self.links.save_link(link, index=False)  # no reader of index copies looks at the version
 
     async def _rule_of(self, booking: AnnyBooking) -> Rule | None:
         for resource_id in booking.resource_ids:
-            rule = await self.store.get_rule(resource_id, cached=True)
+            rule = await self.rules.get_rule(resource_id, cached=True)
             if rule is not None and not rule.removing:
                 return rule
         return None
@@ -178,7 +180,7 @@ class OutboundFlow:
         if rule is not None:
             return bool(rule.held)
         if link is not None and link.origin == "anny":
-            linked = await self.store.get_rule_for_room(link.room, cached=True)
+            linked = await self.rules.get_rule_for_room(link.room, cached=True)
             return linked is not None and bool(linked.held)
         return False
 
@@ -199,23 +201,23 @@ class OutboundFlow:
                 return link
             case ForgetLink():
                 if link is not None:
-                    await self.store.delete_link(link)
+                    await self.links.delete_link(link)
                 return None
             case SuppressBlocker():
                 assert link is not None
                 link.suppressed = True
-                return await self.store.save_link(link)
+                return await self.links.save_link(link)
         return link
 
     async def _create(self, action: CreateEvent, link: Link | None, version: str, claimed: bool = False) -> Link:
         """`claimed`: `link` is the pending link this worker has just written for this create."""
         desired, room = action.desired, action.room
         await self._ensure_category(room)
-        previous_index = self.store.index_key_of(link) if link is not None else None
+        previous_index = self.links.index_key_of(link) if link is not None else None
         recovering = not claimed and link is not None and link.state == "pending" and link.room == room \
             and link.generation == action.generation
         if not recovering and not claimed:
-            link = await self.store.save_link(self._pending(link, room, desired.anny_id, action.generation),
+            link = await self.links.save_link(self._pending(link, room, desired.anny_id, action.generation),
                                               previous_index=previous_index)
             previous_index = None
         assert link is not None
@@ -227,7 +229,7 @@ class OutboundFlow:
         try:
             return await self._record(link, room, written, desired, previous_index, version)
         except ConcurrencyError:
-            winner = await self.store.link_by_anny_id(desired.anny_id)
+            winner = await self.links.link_by_anny_id(desired.anny_id)
             if not _owns(winner, room, written.event_id, link.transaction_id):
                 # Another worker changed the link while our create was in flight (gave the booking
                 # up, or moved it to another room): nobody would ever find this event again, so
@@ -255,31 +257,31 @@ class OutboundFlow:
 
     async def _record(self, link: Link, room: str, written: WrittenEvent, desired: DesiredEvent,
                       previous_index: tuple[str, str] | None, version: str) -> Link:
-        previous_index = previous_index or self.store.index_key_of(link)
+        previous_index = previous_index or self.links.index_key_of(link)
         link.room, link.state, link.event_id = room, "synced", written.event_id
         link.event_change_key, link.fingerprint = written.change_key, desired.fingerprint
         link.anny_version = version
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
         try:
-            return await self.store.save_link(link, previous_index=previous_index, guarded=True)
+            return await self.links.save_link(link, previous_index=previous_index, guarded=True)
         except RoomNotMapped:
             # The rule was removed while we wrote: its removal may have scanned the links before
             # this one was recorded, so what we wrote is ours to remove (behaviour: rules, activation and removal).
             log.info("rule removed during the write; removing the event",
                      extra={"booking_id": link.anny_id, "room": room, "event_id": written.event_id})
             await self.graph.delete_event(room, written.event_id)
-            await self.store.delete_link(link)
+            await self.links.delete_link(link)
             return link
 
     async def _ensure_category(self, room: str) -> None:
         """The "anny" master category, created once per room and remembered."""
         if room in self.categories_ensured:
             return
-        state = await self.store.get_room_state(room)
+        state = await self.rooms.get_room_state(room)
         if not state.category_ensured:
             await self.graph.ensure_category(room)
             try:
-                await self.store.update_room_state(room, lambda s: setattr(s, "category_ensured", True))
+                await self.rooms.update_room_state(room, lambda s: setattr(s, "category_ensured", True))
             except ConcurrencyError:
                 pass  # the room's lease keeps the entity busy; the flag only saves a Graph call next time
         self.categories_ensured.add(room)

@@ -14,7 +14,7 @@ import time
 from collections import OrderedDict
 from datetime import timedelta
 
-from sync.state import StateStore
+from sync.state import ProcessedEvents
 
 MAX_REMEMBERED = 20_000
 _remembered: OrderedDict[str, float] = OrderedDict()  # event id → monotonic expiry
@@ -32,13 +32,13 @@ def seen_here(event_id: str) -> bool:
     return expiry is not None and expiry > time.monotonic()
 
 
-async def is_processed(store: StateStore, event_id: str, has_snapshot: bool) -> bool:
+async def is_processed(events: ProcessedEvents, event_id: str, has_snapshot: bool) -> bool:
     """At the door: processed here, or (without a snapshot) recorded as processed."""
-    return seen_here(event_id) or (not has_snapshot and await store.is_processed(event_id))
+    return seen_here(event_id) or (not has_snapshot and await events.is_processed(event_id))
 
 
-async def mark_processed(store: StateStore, event_id: str, has_snapshot: bool, keep: timedelta) -> None:
+async def mark_processed(events: ProcessedEvents, event_id: str, has_snapshot: bool, keep: timedelta) -> None:
     """After the work: remembered here; recorded in the table only where a redelivery is not free."""
     remember(event_id, keep)
     if not has_snapshot:
-        await store.mark_processed(event_id, keep)
+        await events.mark_processed(event_id, keep)

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sync.budget import BACKFILL, Limits
-from sync.state import Progress, StateStore, utcnow
+from sync.state import Progress, StatusTable, utcnow
 
 DIRECTIONS = ("to_outlook", "to_anny")
 
@@ -22,7 +22,7 @@ def _finished(progress: Progress, direction: str) -> bool:
     return done >= total
 
 
-async def start(store: StateStore, room: str, direction: str, total: int) -> None:
+async def start(status: StatusTable, room: str, direction: str, total: int) -> None:
     """A new initial sync or reconciliation of `direction` with `total` items to do."""
     def change(progress: Progress) -> None:
         others_finished = all(_finished(progress, d) for d in DIRECTIONS if d != direction)
@@ -31,10 +31,10 @@ async def start(store: StateStore, room: str, direction: str, total: int) -> Non
         setattr(progress, f"{direction}_total", total)
         setattr(progress, f"{direction}_done", 0)
 
-    await store.update_progress(room, change)
+    await status.update_progress(room, change)
 
 
-async def advance(store: StateStore, room: str, direction: str, done: int) -> None:
+async def advance(status: StatusTable, room: str, direction: str, done: int) -> None:
     def change(progress: Progress) -> bool:
         total = getattr(progress, f"{direction}_total")
         now_done = min(total, getattr(progress, f"{direction}_done") + done)
@@ -43,18 +43,18 @@ async def advance(store: StateStore, room: str, direction: str, done: int) -> No
         setattr(progress, f"{direction}_done", now_done)
         return True
 
-    await store.update_progress(room, change)
+    await status.update_progress(room, change)
 
 
-async def continues(store: StateStore, room: str, at: datetime, reason: str) -> None:
+async def continues(status: StatusTable, room: str, at: datetime, reason: str) -> None:
     """The room's sync was throttled; the rest runs from the backfill queue at `at`."""
     def change(progress: Progress) -> None:
         progress.continues_at, progress.continues_reason = at, reason[:500]
 
-    await store.update_progress(room, change)
+    await status.update_progress(room, change)
 
 
-async def resumed(store: StateStore, room: str) -> None:
+async def resumed(status: StatusTable, room: str) -> None:
     """The throttled rest of the room's sync is running (or done): nothing is waiting any more."""
     def change(progress: Progress) -> bool:
         if progress.continues_at is None:
@@ -62,7 +62,7 @@ async def resumed(store: StateStore, room: str) -> None:
         progress.continues_at, progress.continues_reason = None, ""
         return True
 
-    await store.update_progress(room, change)
+    await status.update_progress(room, change)
 
 
 @dataclass(frozen=True)

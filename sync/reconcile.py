@@ -93,7 +93,7 @@ async def scan_outbound(worker: Worker, rule: Rule, resources: list[AnnyResource
     children = [r.id for r in resources if r.parent_id == rule.anny_resource_id]
     bookings = await services.anny.list_bookings([rule.anny_resource_id, *children], ctx.window.start,
                                                  ctx.window.end)
-    all_links = await services.store.links_of_room(rule.room)
+    all_links = await services.links.links_of_room(rule.room)
     links = [link for link in all_links if link.origin == "anny"]
     by_booking = {link.anny_id: link for link in all_links if link.anny_id}
     listed = {b.id for b in bookings}
@@ -108,8 +108,8 @@ async def scan_outbound(worker: Worker, rule: Rule, resources: list[AnnyResource
 
 
 async def _outbound(worker: Worker, rule: Rule, scan: OutboundScan, run: RunLog, report: RuleReport) -> None:
-    flow, store = worker.outbound, worker.services.store
-    await progress.start(store, rule.room, "to_outlook", len(scan.decisions))
+    flow, status = worker.outbound, worker.services.status
+    await progress.start(status, rule.room, "to_outlook", len(scan.decisions))
     limit, done = asyncio.Semaphore(BOOKINGS_IN_PARALLEL), [0]
 
     async def one(booking: AnnyBooking) -> None:
@@ -119,19 +119,19 @@ async def _outbound(worker: Worker, rule: Rule, scan: OutboundScan, run: RunLog,
         run.actions(rule.room, result.actions, booking_id=booking.id)
         done[0] += 1
         if done[0] % PROGRESS_EVERY == 0:
-            await progress.advance(store, rule.room, "to_outlook", PROGRESS_EVERY)
+            await progress.advance(status, rule.room, "to_outlook", PROGRESS_EVERY)
 
     outcomes = await asyncio.gather(*(one(b) for b, _ in scan.decisions), return_exceptions=True)
     for outcome in outcomes:  # every booking had its turn before a failure ends the run
         if isinstance(outcome, BaseException):
             raise outcome
-    await progress.advance(store, rule.room, "to_outlook", done[0] % PROGRESS_EVERY)
+    await progress.advance(status, rule.room, "to_outlook", done[0] % PROGRESS_EVERY)
     for link in [*scan.unlisted, *scan.unlisted_blockers]:  # re-read: gone, moved or cancelled
         result = await flow.sync_booking(link.anny_id)
         report.add(OUTBOUND, result.actions, booking_id=link.anny_id)
         run.actions(rule.room, result.actions, booking_id=link.anny_id)
     run.count("bookings checked", len(scan.decisions) + len(scan.unlisted))
-    await worker.services.store.update_room_state(
+    await worker.services.rooms.update_room_state(
         rule.room, lambda s: setattr(s, "last_outbound_at", datetime.now(UTC)))
 
 
@@ -157,7 +157,7 @@ async def scan_inbound(worker: Worker, rule: Rule) -> InboundScan:
     events: dict[str, OutlookEvent] = {}
     async for page in services.graph.delta_pages(rule.room, ctx.window, "", services.settings.delta_page_size):
         events.update((e.id, e) for e in page.events)
-    links = {link.event_id: link for link in await services.store.links_of_room(rule.room) if link.event_id}
+    links = {link.event_id: link for link in await services.links.links_of_room(rule.room) if link.event_id}
     unseen = [OutlookEvent(id=event_id, removed=True) for event_id, link in links.items() if event_id not in events
               and not link.ended_before(ctx.window.start)]
     decisions = [(e, decide_event(e, links.get(e.id), ctx, is_ours=e.looks_like_ours and e.id not in links))
@@ -191,23 +191,23 @@ async def run_room(worker: Worker, rule: Rule, run: RunLog, allow_deletions: boo
 
 async def _inbound(worker: Worker, rule: Rule, run: RunLog, report: RuleReport, allow_deletions: bool,
                    baseline: bool) -> None:
-    store = worker.services.store
+    services = worker.services
     if baseline:  # compare the whole window, not only the changes since the last delta link
-        await store.update_room_state(rule.room, lambda s: setattr(s, "delta_link", ""))
+        await services.rooms.update_room_state(rule.room, lambda s: setattr(s, "delta_link", ""))
     for result in await run_room(worker, rule, run, allow_deletions):
         report.add(INBOUND, result.actions)
         if result.queued:  # blockers written in the background, at backfill priority (see `status`)
             queued = report.directions[INBOUND].get(BACKFILL_QUEUED, 0) + result.queued
             report.directions[INBOUND][BACKFILL_QUEUED] = queued
         if result.held:
-            report.held = (await store.get_rule(rule.anny_resource_id) or rule).held
+            report.held = (await services.rules.get_rule(rule.anny_resource_id) or rule).held
 
 
 # --- both ---------------------------------------------------------------------------------------------
 
 
 async def _subscription(worker: Worker, room: str, run: RunLog) -> None:
-    before = {s.subscription_id for s in await worker.services.store.subscriptions_of_room(room)}
+    before = {s.subscription_id for s in await worker.services.subscriptions.subscriptions_of_room(room)}
     sub = await worker.subscriptions.ensure(room)
     if sub.subscription_id not in before:
         run.repaired(SUBSCRIPTION_RECREATED, room, subscription_id=sub.subscription_id)
@@ -226,7 +226,7 @@ async def reconcile_rule(worker: Worker, rule: Rule, run: RunLog, resources: lis
     await _subscription(worker, rule.room, run)
     scan = await scan_outbound(worker, rule, resources)
     if not allow_deletions and brake_trips(scan.deletions, scan.mirrors, worker.services.settings):
-        report.held = await hold_rule(worker.services.store, rule, worker.services.settings, OUTBOUND,
+        report.held = await hold_rule(worker.services.rules, rule, worker.services.settings, OUTBOUND,
                                       scan.deletions, scan.mirrors)
     else:
         # Outlook → anny first: its baseline takes seconds and hands the new blockers to backfill

@@ -13,7 +13,7 @@ from sync.anny import AnnyClient
 from sync.errors import ConcurrencyError, RuleError
 from sync.graph import GraphGateway
 from sync.keys import normalise_mailbox
-from sync.state import Rule, StateStore
+from sync.state import LinksTable, Rule, RulesTable
 
 
 def _checked_format(anny_resource_id: str, room: str, time_zone: str) -> tuple[str, str]:
@@ -31,12 +31,12 @@ def _checked_format(anny_resource_id: str, room: str, time_zone: str) -> tuple[s
     return anny_resource_id, room
 
 
-async def _check_unmapped(store: StateStore, anny_resource_id: str, room: str) -> None:
-    mapped = await store.get_rule(anny_resource_id)
+async def _check_unmapped(rules: RulesTable, anny_resource_id: str, room: str) -> None:
+    mapped = await rules.get_rule(anny_resource_id)
     if mapped is not None:
         raise RuleError("this anny resource is mapped already; remove that rule first with `rules remove`",
                         anny_resource=anny_resource_id, room=mapped.room)
-    taken = await store.get_rule_for_room(room)
+    taken = await rules.get_rule_for_room(room)
     if taken is not None:
         raise RuleError("this room is mapped already; remove that rule first with `rules remove`",
                         room=room, anny_resource=taken.anny_resource_id)
@@ -62,15 +62,18 @@ async def _check_room(graph: GraphGateway, room: str) -> None:
                         "list the rooms with `python -m sync rooms`", room=room)
 
 
-async def add_rule(store: StateStore, anny: AnnyClient, graph: GraphGateway, anny_resource_id: str, room: str,
-                   time_zone: str = "") -> Rule:
-    """Check everything, then store the rule; any refusal raises RuleError and stores nothing."""
+async def add_rule(rules: RulesTable, links: LinksTable, anny: AnnyClient, graph: GraphGateway,
+                   anny_resource_id: str, room: str, time_zone: str = "") -> Rule:
+    """Check everything, then store the rule and set its room's marker row (guarded link writes
+    need it); any refusal raises RuleError and stores nothing."""
     anny_resource_id, room = _checked_format(anny_resource_id, room, time_zone)
-    await _check_unmapped(store, anny_resource_id, room)
+    await _check_unmapped(rules, anny_resource_id, room)
     await _check_resource(anny, anny_resource_id)
     await _check_room(graph, room)
     try:
-        return await store.add_rule(Rule(anny_resource_id, room, time_zone=time_zone))
+        rule = await rules.add_rule(Rule(anny_resource_id, room, time_zone=time_zone))
     except ConcurrencyError:  # someone mapped one side in the meantime
-        await _check_unmapped(store, anny_resource_id, room)
+        await _check_unmapped(rules, anny_resource_id, room)
         raise
+    await links.mark_room_mapped(rule.room)
+    return rule

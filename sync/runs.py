@@ -30,7 +30,7 @@ from sync.decide import (
     UpdateBlocker,
     UpdateEvent,
 )
-from sync.state import IntegrationStatus, RunRecord, StateStore
+from sync.state import IntegrationStatus, RunRecord, StatusTable
 
 log = logging.getLogger(__name__)
 
@@ -121,15 +121,15 @@ class RunLog:
             if kind is not None:
                 self.repaired(kind, room, **{**ids, **_item_id(action)})
 
-    async def save(self, store: StateStore, error: str = "") -> RunRecord:
+    async def save(self, status: StatusTable, error: str = "") -> RunRecord:
         self.record.finished_at = datetime.now(UTC)
         self.record.error = error[:2000]
-        await store.save_run(self.record)
+        await status.save_run(self.record)
         return self.record
 
 
 @asynccontextmanager
-async def recorded(store: StateStore, run: RunLog) -> AsyncIterator[RunLog]:
+async def recorded(status: StatusTable, run: RunLog) -> AsyncIterator[RunLog]:
     """Store the run's record when it ends, with the error if it failed (which is raised on)."""
     error = ""
     try:
@@ -138,12 +138,12 @@ async def recorded(store: StateStore, run: RunLog) -> AsyncIterator[RunLog]:
         error = str(exc) or type(exc).__name__
         raise
     finally:
-        record = await run.save(store, error)
+        record = await run.save(status, error)
         log.info("run done", extra={"run": run.kind, "repaired": record.repaired, "checked": record.checked,
                                     "held": record.held, "error": error or None})
 
 
-async def claim(store: StateStore, due: Callable[[IntegrationStatus], bool],
+async def claim(status: StatusTable, due: Callable[[IntegrationStatus], bool],
                 stamp: Callable[[IntegrationStatus], None]) -> bool:
     """Whether this instance takes a timer's run: `due` read and `stamp` written under the status ETag."""
     claimed = False
@@ -155,5 +155,5 @@ async def claim(store: StateStore, due: Callable[[IntegrationStatus], bool],
             stamp(status)
         return claimed
 
-    await store.update_status(change)
+    await status.update_status(change)
     return claimed

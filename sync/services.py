@@ -13,21 +13,48 @@ from sync.budget import Limits, OrgBudget
 from sync.graph import GraphGateway
 from sync.queues import WorkQueues
 from sync.settings import Settings
-from sync.state import StateStore
+from sync.state import (
+    BudgetTable,
+    LinksTable,
+    ProcessedEvents,
+    RoomsTable,
+    RulesTable,
+    StatusTable,
+    SubscriptionsTable,
+    Tables,
+)
 
 STATUS_TTL_S = 10.0  # activation and deactivation reach every instance within this time
 
 
 @dataclass
 class Services:
+    """The clients, and one repository per table (`sync.state`): each caller is given the ones it uses."""
+
     settings: Settings
-    store: StateStore
+    tables: Tables
     anny: AnnyClient
     graph: GraphGateway
     budget: OrgBudget
     queues: WorkQueues
     categories_ensured: set[str] = field(default_factory=set)
     _active_since: float | None = None
+    rules: RulesTable = field(init=False)
+    links: LinksTable = field(init=False)
+    subscriptions: SubscriptionsTable = field(init=False)
+    rooms: RoomsTable = field(init=False)
+    status: StatusTable = field(init=False)
+    processed: ProcessedEvents = field(init=False)
+    budget_log: BudgetTable = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rules = RulesTable(self.tables)
+        self.links = LinksTable(self.tables, self.rules)
+        self.subscriptions = SubscriptionsTable(self.tables)
+        self.rooms = RoomsTable(self.tables)
+        self.status = StatusTable(self.tables)
+        self.processed = ProcessedEvents(self.tables)
+        self.budget_log = BudgetTable(self.tables)
 
     async def is_active(self) -> bool:
         """Whether the integration is active. Only "active" is cached (for STATUS_TTL_S): work
@@ -35,7 +62,7 @@ class Services:
         now = time.monotonic()
         if self._active_since is not None and now - self._active_since < STATUS_TTL_S:
             return True
-        active = (await self.store.get_status()).state == "active"
+        active = (await self.status.get_status()).state == "active"
         self._active_since = now if active else None
         return active
 
@@ -44,17 +71,18 @@ class Services:
 
     @classmethod
     async def open(cls, settings: Settings) -> Services:
-        store = StateStore(settings.storage, settings.table_prefix)
-        await store.open()
-        budget = OrgBudget(store, Limits.configured(settings))
+        tables = Tables(settings.storage, settings.table_prefix)
+        await tables.open()
+        budget_log = BudgetTable(tables)
+        budget = OrgBudget(budget_log, Limits.configured(settings))
         anny = AnnyClient(settings.anny_base_url, settings.anny_api_token, settings.anny_organization_id,
                           budget=budget)
-        return cls(settings, store, anny, GraphGateway.from_settings(settings, store=store), budget,
+        return cls(settings, tables, anny, GraphGateway.from_settings(settings, budget_log=budget_log), budget,
                    WorkQueues(settings.storage))
 
     async def close(self) -> None:
         await self.budget.close()
-        await self.store.close()
+        await self.tables.close()
         await self.anny.close()
         await self.graph.close()
         await self.queues.close()

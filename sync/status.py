@@ -15,8 +15,9 @@ from sync.budget import Limits, OrgBudget
 from sync.model import SyncWindow
 from sync.progress import progress_view
 from sync.queues import queue_client
-from sync.settings import Settings, StorageSettings
-from sync.state import Rule, RunRecord, StateStore
+from sync.services import Services
+from sync.settings import StorageSettings
+from sync.state import Rule, RunRecord
 from sync.work import BACKFILL_POISON_QUEUE, BACKFILL_QUEUE, POISON_QUEUE, POISON_QUEUES, WORK_QUEUE
 
 log = logging.getLogger(__name__)
@@ -65,12 +66,12 @@ def run_view(run: RunRecord, with_items: bool = False) -> dict[str, Any]:
     return view
 
 
-async def _rule_rows(store: StateStore) -> list[dict[str, Any]]:
-    subscriptions = {s.room: s.expires_at for s in await store.list_subscriptions()}
-    rooms = {r.room: r for r in await store.list_room_states()}
+async def _rule_rows(services: Services) -> list[dict[str, Any]]:
+    subscriptions = {s.room: s.expires_at for s in await services.subscriptions.list_subscriptions()}
+    rooms = {r.room: r for r in await services.rooms.list_room_states()}
     rows = []
-    for rule in await store.list_rules():
-        links = await store.links_of_room(rule.room)
+    for rule in await services.rules.list_rules():
+        links = await services.links.links_of_room(rule.room)
         room = rooms.get(rule.room)
         outbound = [link.updated_at for link in links if link.origin == "anny"]
         if room is not None and room.last_outbound_at:
@@ -89,11 +90,12 @@ async def _rule_rows(store: StateStore) -> list[dict[str, Any]]:
     return rows
 
 
-async def status_view(store: StateStore, settings: Settings, drift: bool = False,
-                      budget: OrgBudget | None = None) -> dict[str, Any]:
-    status = await store.get_status()
+async def status_view(services: Services, drift: bool = False, budget: OrgBudget | None = None) -> dict[str, Any]:
+    settings = services.settings
+    limits = Limits.configured(settings)
+    status = await services.status.get_status()
     window = SyncWindow.now(datetime.now(UTC), settings.window_months, settings.time_zone)
-    runs = await store.list_runs()
+    runs = await services.status.list_runs()
     poison = await poison_count(settings.storage)
     latest = {kind: next((r for r in runs if r.kind == kind), None) for kind in ("sweep", "nightly")}
     view: dict[str, Any] = {
@@ -104,9 +106,9 @@ async def status_view(store: StateStore, settings: Settings, drift: bool = False
         "last_error_at": iso(status.last_error_at),
         "poison_queue": poison,
         "poison_queue_advice": POISON_ADVICE if poison else None,
-        "rules": await _rule_rows(store),
-        "anny_budget": (await (budget or OrgBudget(store, Limits.configured(settings))).usage()).as_dict(),
-        "initial_sync": progress_view(await store.list_progress(), Limits.configured(settings)),
+        "rules": await _rule_rows(services),
+        "anny_budget": (await (budget or OrgBudget(services.budget_log, limits)).usage()).as_dict(),
+        "initial_sync": progress_view(await services.status.list_progress(), limits),
         "last_sweep": run_view(latest["sweep"]) if latest["sweep"] else None,
         "last_nightly": run_view(latest["nightly"]) if latest["nightly"] else None,
         "runs": [run_view(r, with_items=drift) for r in runs[:10]],

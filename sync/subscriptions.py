@@ -11,7 +11,7 @@ from urllib.parse import urlencode
 from sync.errors import RemoteConflict, RemoteGone
 from sync.graph import GraphGateway
 from sync.settings import Settings
-from sync.state import StateStore, Subscription
+from sync.state import Subscription, SubscriptionsTable
 
 log = logging.getLogger(__name__)
 NOTIFY_ROUTE = "graph/notify"
@@ -28,7 +28,7 @@ def endpoint_url(settings: Settings, route: str) -> str:
 @dataclass
 class SubscriptionManager:
     settings: Settings
-    store: StateStore
+    table: SubscriptionsTable
     graph: GraphGateway
 
     def _expiry(self) -> datetime:
@@ -36,10 +36,10 @@ class SubscriptionManager:
 
     async def ensure(self, room: str) -> Subscription:
         """The room's subscription: the stored one if alive, else a new one (409 handled)."""
-        for existing in await self.store.subscriptions_of_room(room):
+        for existing in await self.table.subscriptions_of_room(room):
             if existing.expires_at > datetime.now(UTC) + timedelta(minutes=5):
                 return existing
-            await self.store.delete_subscription(existing.subscription_id)
+            await self.table.delete_subscription(existing.subscription_id)
         return await self._create(room)
 
     async def _create(self, room: str) -> Subscription:
@@ -56,19 +56,19 @@ class SubscriptionManager:
             created = await self.graph.create_subscription(room, notify, lifecycle, client_state, self._expiry())
         sub = Subscription(created.subscription_id, room, created.expires_at, client_state)
         log.info("subscription created", extra={"room": room, "subscription_id": sub.subscription_id})
-        return await self.store.save_subscription(sub)
+        return await self.table.save_subscription(sub)
 
     async def renew(self, sub: Subscription) -> Subscription:
         try:
             sub.expires_at = await self.graph.renew_subscription(sub.subscription_id, self._expiry())
         except RemoteGone:
-            await self.store.delete_subscription(sub.subscription_id)
+            await self.table.delete_subscription(sub.subscription_id)
             return await self._create(sub.room)
-        return await self.store.save_subscription(sub)
+        return await self.table.save_subscription(sub)
 
     async def renew_due(self) -> int:
         """Renew every subscription expiring within two days; returns how many."""
-        due = [s for s in await self.store.list_subscriptions()
+        due = [s for s in await self.table.list_subscriptions()
                if s.expires_at - datetime.now(UTC) < RENEW_BEFORE]
         for sub in due:
             await self.renew(sub)
@@ -84,12 +84,12 @@ class SubscriptionManager:
 
     async def replace(self, sub: Subscription) -> Subscription:
         """After `subscriptionRemoved`: forget the old one and create a new one."""
-        await self.store.delete_subscription(sub.subscription_id)
+        await self.table.delete_subscription(sub.subscription_id)
         return await self.ensure(sub.room)
 
     async def remove(self, room: str) -> int:
-        subs = await self.store.subscriptions_of_room(room)
+        subs = await self.table.subscriptions_of_room(room)
         for sub in subs:
             await self.graph.delete_subscription(sub.subscription_id)
-            await self.store.delete_subscription(sub.subscription_id)
+            await self.table.delete_subscription(sub.subscription_id)
         return len(subs)

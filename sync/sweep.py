@@ -34,12 +34,12 @@ async def run_sweep(worker: Worker, now: datetime | None = None) -> RunRecord | 
     now = now or datetime.now(UTC)
     if not await services.is_active():
         return None
-    if not await claim(services.store, lambda s: sweep_due(s, now, services.settings.sweep_minutes),
+    if not await claim(services.status, lambda s: sweep_due(s, now, services.settings.sweep_minutes),
                        lambda s: setattr(s, "last_sweep_at", now)):
         return None
-    async with recorded(services.store, RunLog("sweep")) as run:
-        rules = [r for r in await services.store.list_rules() if not r.removing and not r.held]
-        await _anny_changes(worker, rules, await services.store.get_status(), run)
+    async with recorded(services.status, RunLog("sweep")) as run:
+        rules = [r for r in await services.rules.list_rules() if not r.removing and not r.held]
+        await _anny_changes(worker, rules, await services.status.get_status(), run)
         for rule in rules:
             await _room(worker, rule, run)
     return run.record
@@ -62,7 +62,7 @@ async def _anny_changes(worker: Worker, rules: list[Rule], status: IntegrationSt
     newest = max((b.updated_at for b in changed if b.updated_at), default=None)
     if newest is not None and newest > since:
         mark = newest.isoformat()
-        await services.store.update_status(lambda s: setattr(s, "sweep_high_water", mark))
+        await services.status.update_status(lambda s: setattr(s, "sweep_high_water", mark))
 
 
 def _high_water(status: IntegrationStatus) -> datetime:
@@ -73,8 +73,8 @@ def _high_water(status: IntegrationStatus) -> datetime:
 
 
 async def _room(worker: Worker, rule: Rule, run: RunLog) -> None:
-    store = worker.services.store
-    subs = await store.subscriptions_of_room(rule.room)
+    services = worker.services
+    subs = await services.subscriptions.subscriptions_of_room(rule.room)
     if not any(s.expires_at > datetime.now(UTC) for s in subs):
         sub = await worker.subscriptions.ensure(rule.room)
         run.repaired(SUBSCRIPTION_RECREATED, rule.room, subscription_id=sub.subscription_id)

@@ -39,16 +39,17 @@ class Worker:
     @property
     def outbound(self) -> OutboundFlow:
         s = self.services
-        return OutboundFlow(s.settings, s.store, s.anny, s.graph, s.categories_ensured)
+        return OutboundFlow(s.settings, s.links, s.rules, s.rooms, s.anny, s.graph, s.categories_ensured)
 
     @property
     def inbound(self) -> InboundFlow:
         s = self.services
-        return InboundFlow(s.settings, s.store, s.anny, s.graph, self.outbound, self._backfill_later)
+        return InboundFlow(s.settings, s.links, s.rules, s.rooms, s.anny, s.graph, self.outbound,
+                           self._backfill_later)
 
     @property
     def subscriptions(self) -> SubscriptionManager:
-        return SubscriptionManager(self.services.settings, self.services.store, self.services.graph)
+        return SubscriptionManager(self.services.settings, self.services.subscriptions, self.services.graph)
 
     async def handle_message(self, body: str | bytes, message_id: str = "", queue: str = WORK_QUEUE) -> list[Work]:
         """Carry out one queue message; returns follow-up work. Raising makes the queue retry it
@@ -84,7 +85,7 @@ class Worker:
                                                  seen=seen_booking(seen) if seen else None)
                 if event_id:
                     keep = timedelta(hours=self.services.settings.processed_event_hours)
-                    await processed.mark_processed(self.services.store, event_id, seen is not None, keep)
+                    await processed.mark_processed(self.services.processed, event_id, seen is not None, keep)
                 return []
             case RoomWork(room=room):
                 try:
@@ -96,7 +97,7 @@ class Worker:
                 return [RoomWork(room, reason="more changes")] if result.rerun_later else []
             case EventsBackfill(room=room, event_ids=event_ids):
                 await self._after_room_run(await self.inbound.backfill_events(room, event_ids))
-                await progress.advance(self.services.store, room, "to_anny", len(event_ids))
+                await progress.advance(self.services.status, room, "to_anny", len(event_ids))
                 return []
             case LifecycleWork():
                 return await self._lifecycle(work)
@@ -116,14 +117,14 @@ class Worker:
         """Events a baseline left to backfill, queued in items of EVENTS_PER_BACKFILL_ITEM."""
         if not event_ids:
             return
-        await progress.start(self.services.store, room, "to_anny", len(event_ids))
+        await progress.start(self.services.status, room, "to_anny", len(event_ids))
         for first in range(0, len(event_ids), EVENTS_PER_BACKFILL_ITEM):
             chunk = tuple(event_ids[first:first + EVENTS_PER_BACKFILL_ITEM])
             await self.services.queues.send(EventsBackfill(room, chunk), queue=BACKFILL_QUEUE)
         log.info("baseline events queued for backfill", extra={"room": room, "events": len(event_ids)})
 
     async def _lifecycle(self, work: LifecycleWork) -> list[Work]:
-        sub = await self.services.store.get_subscription(work.subscription_id)
+        sub = await self.services.subscriptions.get_subscription(work.subscription_id)
         if sub is None:
             log.warning("lifecycle event for an unknown subscription", extra={"subscription_id": work.subscription_id})
             return []
@@ -143,6 +144,6 @@ class Worker:
         def change(status: IntegrationStatus | RoomState) -> None:
             status.last_error, status.last_error_at = message[:2000], now
 
-        await self.services.store.update_status(change)
+        await self.services.status.update_status(change)
         if room:
-            await self.services.store.update_room_state(room, change)
+            await self.services.rooms.update_room_state(room, change)

@@ -9,7 +9,7 @@ import pytest
 
 from devhost.azurite import Azurite, start_azurite
 from sync.settings import StorageSettings
-from sync.state import StateStore
+from tests.state_tables import AllTables
 
 _prefixes = itertools.count(1)
 
@@ -35,8 +35,8 @@ def storage(azurite: Azurite) -> StorageSettings:
 
 
 @pytest.fixture
-async def store(storage: StorageSettings, table_prefix: str) -> AsyncIterator[StateStore]:
-    async with StateStore(storage, table_prefix) as state:
+async def store(storage: StorageSettings, table_prefix: str) -> AsyncIterator[AllTables]:
+    async with AllTables(storage, table_prefix) as state:
         yield state
 
 

@@ -11,7 +11,7 @@ from azure.core.exceptions import ServiceResponseError
 
 from sync.budget import BACKFILL, LIVE, Limits, OrgBudget, wait_for_room
 from sync.settings import StorageSettings
-from sync.state import StateStore
+from tests.state_tables import AllTables
 
 
 def most_in_any_window(stamps: list[float], window_s: float) -> int:
@@ -25,8 +25,8 @@ def most_in_any_window(stamps: list[float], window_s: float) -> int:
 
 
 @pytest.fixture
-async def two_instances(storage: StorageSettings, table_prefix: str) -> AsyncIterator[tuple[StateStore, StateStore]]:
-    async with StateStore(storage, table_prefix) as one, StateStore(storage, table_prefix) as two:
+async def two_instances(storage: StorageSettings, table_prefix: str) -> AsyncIterator[tuple[AllTables, AllTables]]:
+    async with AllTables(storage, table_prefix) as one, AllTables(storage, table_prefix) as two:
         yield one, two
 
 
@@ -88,7 +88,7 @@ async def test_unreachable_budget_table_falls_back_to_a_local_rate_and_says_so(a
     dead = StorageSettings(connection_string=azurite.connection_string.replace(
         f":{azurite.table_port}", ":9"))  # nothing listens there
     limits = Limits(reads=40, writes=20, window_s=1.0, fallback_share=0.1)
-    store = StateStore(dead, table_prefix, retry_total=0)
+    store = AllTables(dead, table_prefix, retry_total=0)
     await store.open(create_tables=False)
     try:
         budget = OrgBudget(store, limits)
@@ -147,7 +147,7 @@ class CuttableLink:
 
 
 @pytest.fixture
-async def cuttable(azurite, table_prefix: str) -> AsyncIterator[tuple[CuttableLink, StateStore, StateStore]]:
+async def cuttable(azurite, table_prefix: str) -> AsyncIterator[tuple[CuttableLink, AllTables, AllTables]]:
     """Two instances' stores: the first reaches the tables through a link the test can cut."""
     link = CuttableLink(azurite.table_port)
     port = await link.start()
@@ -155,8 +155,8 @@ async def cuttable(azurite, table_prefix: str) -> AsyncIterator[tuple[CuttableLi
         f":{azurite.table_port}", f":{port}"))
     direct = StorageSettings(connection_string=azurite.connection_string)
     try:
-        async with StateStore(direct, table_prefix) as second:
-            first = StateStore(relayed, table_prefix, retry_total=0)
+        async with AllTables(direct, table_prefix) as second:
+            first = AllTables(relayed, table_prefix, retry_total=0)
             await first.open(create_tables=False)
             try:
                 yield link, first, second

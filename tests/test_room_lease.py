@@ -7,28 +7,30 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync import inbound
+from sync import room_runs
 from sync.inbound import InboundFlow
 from sync.model import SyncWindow
-from sync.state import Link, RoomState, StateStore
+from sync.state import Link, RoomState
+from tests.state_tables import AllTables
 
 ROOM = "room@contoso.example"
 
 
-def flow(store: StateStore) -> InboundFlow:
-    return InboundFlow(settings=None, store=store, anny=None, graph=None, outbound=None)  # type: ignore[arg-type]
+def flow(store: AllTables) -> InboundFlow:
+    return InboundFlow(settings=None, links=store, rules=store, rooms=store, anny=None, graph=None,  # type: ignore[arg-type]
+                       outbound=None)
 
 
 @pytest.fixture(autouse=True)
 def no_coalescing(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(inbound, "COALESCE_S", 0)
+    monkeypatch.setattr(room_runs, "COALESCE_S", 0)
 
 
-async def hold_lease(store: StateStore, run_id: str, since: datetime | None = None) -> None:
+async def hold_lease(store: AllTables, run_id: str, since: datetime | None = None) -> None:
     await store.save_room_state(RoomState(room=ROOM, running_since=since or datetime.now(UTC), run_id=run_id))
 
 
-async def test_a_signal_during_a_run_is_kept_for_the_holder(store: StateStore) -> None:
+async def test_a_signal_during_a_run_is_kept_for_the_holder(store: AllTables) -> None:
     await hold_lease(store, "run-a")
     result = await flow(store).sync_room(ROOM, run_id="message-b")
     assert result.skipped_busy
@@ -37,7 +39,7 @@ async def test_a_signal_during_a_run_is_kept_for_the_holder(store: StateStore) -
 
 
 async def test_a_message_redelivered_after_its_worker_died_takes_its_lease_back(
-        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
     await hold_lease(store, "message-a")
     runs = []
 
@@ -52,9 +54,9 @@ async def test_a_message_redelivered_after_its_worker_died_takes_its_lease_back(
     assert (await store.get_room_state(ROOM)).running_since is None
 
 
-async def test_an_expired_lease_of_a_dead_run_is_taken_over(store: StateStore, monkeypatch: pytest.MonkeyPatch
+async def test_an_expired_lease_of_a_dead_run_is_taken_over(store: AllTables, monkeypatch: pytest.MonkeyPatch
                                                             ) -> None:
-    await hold_lease(store, "dead", since=datetime.now(UTC) - inbound.LEASE - timedelta(seconds=1))
+    await hold_lease(store, "dead", since=datetime.now(UTC) - room_runs.LEASE - timedelta(seconds=1))
 
     async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         result.runs += 1
@@ -65,7 +67,7 @@ async def test_an_expired_lease_of_a_dead_run_is_taken_over(store: StateStore, m
 
 
 async def test_signals_that_never_stop_end_in_a_released_lease_and_one_more_signal(
-        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
     async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         await flow(store).sync_room(ROOM, run_id=f"signal-{result.runs}")  # a signal arrives meanwhile
@@ -73,12 +75,12 @@ async def test_signals_that_never_stop_end_in_a_released_lease_and_one_more_sign
 
     monkeypatch.setattr(InboundFlow, "_run_once", run_once)
     result = await flow(store).sync_room(ROOM, run_id="first")
-    assert result.runs == inbound.MAX_RUNS_PER_SIGNAL and result.rerun_later
+    assert result.runs == room_runs.MAX_RUNS_PER_SIGNAL and result.rerun_later
     state = await store.get_room_state(ROOM)
     assert state.running_since is None and not state.rerun_requested
 
 
-async def test_a_failed_run_releases_its_lease(store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_a_failed_run_releases_its_lease(store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
     async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         raise RuntimeError("anny is down")
 
@@ -98,7 +100,7 @@ def test_items_that_ended_before_the_window_are_left_alone_by_the_nightly_baseli
 
 
 async def test_signals_of_this_process_during_a_run_cost_no_table_request_and_one_more_run(
-        store: StateStore, monkeypatch: pytest.MonkeyPatch) -> None:
+        store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
     async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         if result.runs == 1:
@@ -114,7 +116,7 @@ async def test_signals_of_this_process_during_a_run_cost_no_table_request_and_on
     assert state.running_since is None and not state.rerun_requested
 
 
-async def test_a_batch_of_signals_for_an_idle_room_starts_one_run(store: StateStore,
+async def test_a_batch_of_signals_for_an_idle_room_starts_one_run(store: AllTables,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
         result.runs += 1

@@ -11,13 +11,14 @@ from azure.data.tables import UpdateMode
 from devhost.azurite import Azurite
 from sync.errors import ConcurrencyError, EntityTooLargeError, NotFoundError, RoomNotMapped
 from sync.keys import encode_key
-from sync.state import IntegrationStatus, Link, RoomState, Rule, StateStore, Subscription
+from sync.state import IntegrationStatus, Link, RoomState, Rule, Subscription
+from tests.state_tables import AllTables
 from tests.test_keys import GRAPH_ID
 
 ROOM = "Room.Alpha@Contoso.example"
 
 
-async def test_rules_add_get_list_remove(store: StateStore) -> None:
+async def test_rules_add_get_list_remove(store: AllTables) -> None:
     await store.add_rule(Rule("res-1", ROOM))
     await store.add_rule(Rule("res/2#?", "room.beta@contoso.example"))
     assert (await store.get_rule("res-1")).room == "room.alpha@contoso.example"
@@ -29,7 +30,7 @@ async def test_rules_add_get_list_remove(store: StateStore) -> None:
     assert [r.anny_resource_id for r in await store.list_rules()] == ["res-1"]
 
 
-async def test_rule_for_a_mapped_resource_or_room_is_refused(store: StateStore) -> None:
+async def test_rule_for_a_mapped_resource_or_room_is_refused(store: AllTables) -> None:
     await store.add_rule(Rule("res-1", ROOM))
     with pytest.raises(ConcurrencyError, match="mapped already"):
         await store.add_rule(Rule("res-1", "other@contoso.example"))
@@ -38,12 +39,12 @@ async def test_rule_for_a_mapped_resource_or_room_is_refused(store: StateStore) 
     assert len(await store.list_rules()) == 1
 
 
-async def test_removing_an_unknown_rule_says_so(store: StateStore) -> None:
+async def test_removing_an_unknown_rule_says_so(store: AllTables) -> None:
     with pytest.raises(NotFoundError, match="no rule"):
         await store.remove_rule("nope")
 
 
-async def test_link_is_found_by_anny_id_and_by_room_and_event(store: StateStore) -> None:
+async def test_link_is_found_by_anny_id_and_by_room_and_event(store: AllTables) -> None:
     link = Link(room=ROOM, origin="anny", anny_id="b-1", state="pending", transaction_id="tx")
     await store.save_link(link)
     assert (await store.link_by_anny_id("b-1")).state == "pending"
@@ -57,7 +58,7 @@ async def test_link_is_found_by_anny_id_and_by_room_and_event(store: StateStore)
     assert await store.link_by_event(ROOM, GRAPH_ID) is None
 
 
-async def test_outlook_origin_link_is_owned_by_the_event(store: StateStore) -> None:
+async def test_outlook_origin_link_is_owned_by_the_event(store: AllTables) -> None:
     link = await store.save_link(Link(room=ROOM, origin="outlook", event_id=GRAPH_ID, state="pending"))
     link.anny_id = "blk-7"
     link.state = "synced"
@@ -66,7 +67,7 @@ async def test_outlook_origin_link_is_owned_by_the_event(store: StateStore) -> N
     assert (await store.owner_link(link)).state == "synced"
 
 
-async def test_moving_a_link_to_another_event_drops_the_old_index(store: StateStore) -> None:
+async def test_moving_a_link_to_another_event_drops_the_old_index(store: AllTables) -> None:
     link = await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id="old"))
     previous = store.index_key_of(link)
     link.event_id = "new"
@@ -75,7 +76,7 @@ async def test_moving_a_link_to_another_event_drops_the_old_index(store: StateSt
     assert (await store.link_by_event(ROOM, "new")).anny_id == "b-1"
 
 
-async def test_concurrent_link_writers_exactly_one_wins(store: StateStore) -> None:
+async def test_concurrent_link_writers_exactly_one_wins(store: AllTables) -> None:
     await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id="e"))
     first, second = await store.link_by_anny_id("b-1"), await store.link_by_anny_id("b-1")
     first.fingerprint, second.fingerprint = "writer-1", "writer-2"
@@ -86,7 +87,7 @@ async def test_concurrent_link_writers_exactly_one_wins(store: StateStore) -> No
     assert (await store.link_by_anny_id("b-1")).fingerprint == winner
 
 
-async def test_two_creators_of_one_link_exactly_one_wins(store: StateStore) -> None:
+async def test_two_creators_of_one_link_exactly_one_wins(store: AllTables) -> None:
     a = Link(room=ROOM, origin="anny", anny_id="b-2", transaction_id="x")
     b = Link(room=ROOM, origin="anny", anny_id="b-2", transaction_id="y")
     results = await asyncio.gather(store.save_link(a), store.save_link(b), return_exceptions=True)
@@ -94,7 +95,7 @@ async def test_two_creators_of_one_link_exactly_one_wins(store: StateStore) -> N
     assert (await store.link_by_anny_id("b-2")).transaction_id in {"x", "y"}
 
 
-async def test_subscriptions_round_trip(store: StateStore) -> None:
+async def test_subscriptions_round_trip(store: AllTables) -> None:
     expires = datetime(2026, 12, 1, 10, 0, tzinfo=UTC)
     await store.save_subscription(Subscription("sub/1", ROOM, expires, "state-secret"))
     await store.save_subscription(Subscription("sub-2", "other@contoso.example", expires, "s2"))
@@ -106,7 +107,7 @@ async def test_subscriptions_round_trip(store: StateStore) -> None:
     assert await store.get_subscription("sub/1") is None
 
 
-async def test_room_state_marker_is_etag_guarded(store: StateStore) -> None:
+async def test_room_state_marker_is_etag_guarded(store: AllTables) -> None:
     fresh = await store.get_room_state(ROOM)
     assert fresh.etag is None and fresh.delta_link == ""
     fresh.delta_link = "https://graph/delta?token=1"
@@ -123,7 +124,7 @@ async def test_room_state_marker_is_etag_guarded(store: StateStore) -> None:
     assert (await store.get_room_state(ROOM)).etag is None
 
 
-async def test_integration_status_round_trips_and_races(store: StateStore) -> None:
+async def test_integration_status_round_trips_and_races(store: AllTables) -> None:
     status = await store.get_status()
     assert status.state == "inactive"
     status.state = "active"
@@ -135,7 +136,7 @@ async def test_integration_status_round_trips_and_races(store: StateStore) -> No
     assert (await store.get_status()).activated_at == status.activated_at
 
 
-async def test_processed_event_ids_are_remembered_then_purged(store: StateStore) -> None:
+async def test_processed_event_ids_are_remembered_then_purged(store: AllTables) -> None:
     assert not await store.is_processed("evt/1")
     await store.mark_processed("evt/1", timedelta(hours=1))
     await store.mark_processed("evt-old", timedelta(seconds=-1))
@@ -144,19 +145,19 @@ async def test_processed_event_ids_are_remembered_then_purged(store: StateStore)
     assert await store.is_processed("evt/1") and not await store.is_processed("evt-old")
 
 
-async def test_oversized_values_are_refused_before_azure_would(store: StateStore) -> None:
+async def test_oversized_values_are_refused_before_azure_would(store: AllTables) -> None:
     with pytest.raises(EntityTooLargeError, match="64 KiB"):
         await store.save_room_state(RoomState(room=ROOM, delta_link="x" * 40_000))
     assert (await store.get_room_state(ROOM)).etag is None
 
 
-async def test_operations_are_counted(store: StateStore) -> None:
+async def test_operations_are_counted(store: AllTables) -> None:
     before = store.operations
     await store.get_status()
     assert store.operations == before + 1
 
 
-async def test_index_left_behind_by_a_crash_is_not_believed(store: StateStore) -> None:
+async def test_index_left_behind_by_a_crash_is_not_believed(store: AllTables) -> None:
     link = await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id="old"))
     link.event_id = "new"
     await store.save_link(link)  # as if the crash came before the old index was removed
@@ -164,7 +165,7 @@ async def test_index_left_behind_by_a_crash_is_not_believed(store: StateStore) -
     assert (await store.link_by_event(ROOM, "new")).anny_id == "b-1"
 
 
-async def test_all_links_of_a_room_include_pending_ones(store: StateStore) -> None:
+async def test_all_links_of_a_room_include_pending_ones(store: AllTables) -> None:
     await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", state="pending"))
     await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-2", event_id="e-2"))
     await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-3", anny_id="blk-3"))
@@ -174,7 +175,7 @@ async def test_all_links_of_a_room_include_pending_ones(store: StateStore) -> No
     assert all(link.etag for link in found)
 
 
-async def test_a_stale_index_in_one_room_never_pulls_in_another_rooms_link(store: StateStore) -> None:
+async def test_a_stale_index_in_one_room_never_pulls_in_another_rooms_link(store: AllTables) -> None:
     link = await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id="e-1"))
     link.room, link.event_id = "other@contoso.example", "e-2"
     await store.save_link(link)  # moved rooms; as if the crash came before the old index was removed
@@ -185,7 +186,7 @@ async def test_a_stale_index_in_one_room_never_pulls_in_another_rooms_link(store
 # --- issue 16: fewer Table round trips, with the same guarantees -------------------------------------
 
 
-async def test_a_guarded_link_write_fails_once_the_rule_is_being_removed(store: StateStore) -> None:
+async def test_a_guarded_link_write_fails_once_the_rule_is_being_removed(store: AllTables) -> None:
     await store.add_rule(Rule("res-1", ROOM))
     link = await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-1", state="pending"), guarded=True)
     rule = await store.get_rule("res-1")
@@ -202,7 +203,7 @@ async def test_a_guarded_link_write_fails_once_the_rule_is_being_removed(store: 
 
 
 async def test_a_room_mapped_before_marker_rows_gets_its_marker_on_the_first_guarded_write(
-        store: StateStore) -> None:
+        store: AllTables) -> None:
     await store.add_rule(Rule("res-1", ROOM))
     await store.mark_room_unmapped(ROOM)  # as a rule stored by an older version has no marker
     await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-1", state="pending"), guarded=True)
@@ -215,7 +216,7 @@ async def test_a_room_mapped_before_marker_rows_gets_its_marker_on_the_first_gua
         await store.save_link(Link(room=ROOM, origin="outlook", event_id="e-2", state="pending"), guarded=True)
 
 
-async def test_cached_rules_are_read_again_after_a_change_in_this_process(store: StateStore) -> None:
+async def test_cached_rules_are_read_again_after_a_change_in_this_process(store: AllTables) -> None:
     await store.add_rule(Rule("res-1", ROOM))
     assert not (await store.get_rule("res-1", cached=True)).held
     before = store.operations
@@ -230,7 +231,7 @@ async def test_cached_rules_are_read_again_after_a_change_in_this_process(store:
     assert await store.get_rule_for_room(ROOM, cached=True) is None
 
 
-async def test_links_starting_after_a_moment_are_found_by_a_filtered_query(store: StateStore) -> None:
+async def test_links_starting_after_a_moment_are_found_by_a_filtered_query(store: AllTables) -> None:
     berlin = "+01:00"
     for event_id, start in (("early", f"2026-12-01T09:00:00{berlin}"), ("late", "2027-03-01T08:30:00+00:00"),
                             ("late-offset", f"2027-03-01T09:00:00{berlin}")):
@@ -241,7 +242,7 @@ async def test_links_starting_after_a_moment_are_found_by_a_filtered_query(store
     assert sorted(link.event_id for link in found) == ["late", "late-offset"]  # 09:00+01:00 is 08:00 UTC
 
 
-async def test_link_rows_written_before_time_keys_existed_get_them(store: StateStore, azurite: Azurite,
+async def test_link_rows_written_before_time_keys_existed_get_them(store: AllTables, azurite: Azurite,
                                                                    table_prefix: str) -> None:
     from azure.data.tables.aio import TableClient
 
@@ -257,7 +258,7 @@ async def test_link_rows_written_before_time_keys_existed_get_them(store: StateS
     assert [link.event_id for link in await store.links_of_room(ROOM, starting_from=moment)] == ["old"]
 
 
-async def test_links_of_many_events_are_found_as_one_by_one(store: StateStore) -> None:
+async def test_links_of_many_events_are_found_as_one_by_one(store: AllTables) -> None:
     await store.save_link(Link(room=ROOM, origin="anny", anny_id="b-1", event_id=GRAPH_ID))
     for i in range(30):
         await store.save_link(Link(room=ROOM, origin="outlook", event_id=f"ev-{i}", anny_id=f"blk-{i}"))

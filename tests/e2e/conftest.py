@@ -16,8 +16,8 @@ from devhost.stack import Emulators, LocalStack, start_stack
 from sync.admin import activate
 from sync.services import Services
 from sync.settings import Settings, StorageSettings
-from sync.state import StateStore
 from sync.worker import Worker
+from tests.state_tables import AllTables
 
 BERLIN = ZoneInfo("Europe/Berlin")
 ROOM = "room.alpha@contoso.example"
@@ -41,10 +41,10 @@ def stack(azurite: Azurite, emulators: Emulators, table_prefix: str, request: py
 
 
 @pytest.fixture
-async def state(stack: LocalStack) -> AsyncIterator[StateStore]:
+async def state(stack: LocalStack) -> AsyncIterator[AllTables]:
     """The app's tables, read from the test's own event loop."""
     storage = StorageSettings(connection_string=stack.azurite.connection_string)
-    async with StateStore(storage, stack.env["TABLE_PREFIX"]) as store:
+    async with AllTables(storage, stack.env["TABLE_PREFIX"]) as store:
         yield store
 
 
@@ -53,7 +53,7 @@ class World:
     """A mapped room: anny parent resource with one child, and its room mailbox."""
 
     stack: LocalStack
-    state: StateStore
+    state: AllTables
     resource: str
     child: str
     room: str = ROOM
@@ -111,7 +111,7 @@ async def run_admin(stack: LocalStack, command: str, **params: str) -> Any:
 
 
 @pytest.fixture
-async def world(stack: LocalStack, state: StateStore) -> World:
+async def world(stack: LocalStack, state: AllTables) -> World:
     parent = stack.anny.add_resource("Room Alpha", timezone="Europe/Berlin")
     child = stack.anny.add_resource("Desk A1", timezone="Europe/Berlin", parent=parent["id"])
     stack.anny.add_service("Meeting")

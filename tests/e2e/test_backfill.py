@@ -16,8 +16,8 @@ import pytest
 from devhost.azurite import Azurite
 from devhost.stack import Emulators, start_stack
 from sync.settings import StorageSettings
-from sync.state import StateStore
 from tests.e2e.conftest import ROOM, World, run_admin
+from tests.state_tables import AllTables
 
 MEETINGS = 24
 LIMITS = {"ANNY_READ_LIMIT": "40", "ANNY_WRITE_LIMIT": "8", "ANNY_LIMIT_WINDOW_SECONDS": "2"}
@@ -44,7 +44,7 @@ async def busy_room(azurite: Azurite, emulators: Emulators, table_prefix: str) -
     emulators.anny.set_rate_limits(reads_per_window=40, writes_per_window=8, rate_window_s=2)
     stack = start_stack(azurite, emulators, table_prefix, poll_queues=True, **LIMITS)
     try:
-        async with StateStore(StorageSettings(connection_string=azurite.connection_string), table_prefix) as state:
+        async with AllTables(StorageSettings(connection_string=azurite.connection_string), table_prefix) as state:
             parent = stack.anny.add_resource("Room Alpha", timezone="Europe/Berlin")
             stack.anny.add_service("Meeting")
             stack.graph.add_room(ROOM, "Room Alpha")

@@ -20,8 +20,9 @@ import pytest
 from devhost.azurite import Azurite
 from devhost.stack import WEBHOOK_SECRET, WEBHOOK_SECRET_HEADER, Emulators, LocalStack, start_stack
 from sync.settings import StorageSettings
-from sync.state import StateStore, Subscription
+from sync.state import Subscription, SubscriptionsTable
 from sync.work import WORK_QUEUE
+from tests.state_tables import AllTables
 
 ROOM = "room.hardening@contoso.example"
 _instances = itertools.count(1)
@@ -60,7 +61,7 @@ class Live:
     def store_call(self, method: str, *args: Any) -> Any:
         async def run() -> Any:
             storage = StorageSettings(connection_string=self.stack.azurite.connection_string)
-            async with StateStore(storage, self.stack.env["TABLE_PREFIX"]) as store:
+            async with AllTables(storage, self.stack.env["TABLE_PREFIX"]) as store:
                 return await getattr(store, method)(*args)
         return self.stack.host.call(run())
 
@@ -82,7 +83,7 @@ def live(azurite: Azurite, emulators: Emulators) -> Iterator[Live]:
         try:
             await run_command("rules.add", {"anny_resource": resource["id"], "room": ROOM}, Worker(services))
             await activate(Worker(services))
-            [subscription] = await services.store.list_subscriptions()
+            [subscription] = await services.subscriptions.list_subscriptions()
             return subscription
         finally:
             await services.close()
@@ -251,18 +252,18 @@ def unknown_notifications(count: int) -> list[dict[str, Any]]:
 
 def test_work_per_notification_request_is_bounded(app: Live, monkeypatch: pytest.MonkeyPatch) -> None:
     reads = {"point": 0, "list": 0}
-    get, listing = StateStore.get_subscription, StateStore.list_subscriptions
+    get, listing = SubscriptionsTable.get_subscription, SubscriptionsTable.list_subscriptions
 
-    async def counted_get(self: StateStore, subscription_id: str) -> Subscription | None:
+    async def counted_get(self: SubscriptionsTable, subscription_id: str) -> Subscription | None:
         reads["point"] += 1
         return await get(self, subscription_id)
 
-    async def counted_list(self: StateStore) -> list[Subscription]:
+    async def counted_list(self: SubscriptionsTable) -> list[Subscription]:
         reads["list"] += 1
         return await listing(self)
 
-    monkeypatch.setattr(StateStore, "get_subscription", counted_get)
-    monkeypatch.setattr(StateStore, "list_subscriptions", counted_list)
+    monkeypatch.setattr(SubscriptionsTable, "get_subscription", counted_get)
+    monkeypatch.setattr(SubscriptionsTable, "list_subscriptions", counted_list)
     items = [*unknown_notifications(1500), notification(app.subscription)]  # under the old 256 KiB limit
     answer = app.post("graph/notify", {"value": items})
     assert answer.status_code == 202, answer.text

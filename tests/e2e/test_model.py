@@ -168,7 +168,8 @@ async def _reset_app() -> None:
     from sync.work import POISON_QUEUE, WORK_QUEUE
 
     services = await get_services()
-    await services.store.clear_all()
+    await services.tables.clear_all()
+    services.rules.forget()
     services.categories_ensured.clear()
     services.forget_status()
     inbound._resource_zones.clear()
@@ -190,7 +191,7 @@ async def _command(command: str, **params: str) -> Any:
 WRITES = {
     "sync.graph.GraphGateway": ("create_event", "update_event", "delete_event"),
     "sync.anny.AnnyClient": ("create_blocker", "update_blocker", "delete_booking"),
-    "sync.state.StateStore": ("save_link", "delete_link"),
+    "sync.state.links.LinksTable": ("save_link", "delete_link"),
 }
 
 

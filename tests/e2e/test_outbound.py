@@ -130,7 +130,7 @@ async def test_cancel_racing_an_in_flight_create_leaves_no_event(
         if raced["left"]:  # another worker saw the cancellation and gave the pending link up
             raced["left"] -= 1
             world.stack.anny.person_cancel_booking(link.anny_id)
-            await self.store.delete_link(await self.store.link_by_anny_id(link.anny_id))
+            await self.links.delete_link(await self.links.link_by_anny_id(link.anny_id))
         return await original(self, link, *args, **kwargs)
 
     monkeypatch.setattr(OutboundFlow, "_record", cancelled_meanwhile)

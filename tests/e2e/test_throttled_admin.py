@@ -9,9 +9,9 @@ from __future__ import annotations
 import pytest
 
 from devhost.stack import LocalStack
-from sync.state import StateStore
 from tests.e2e.conftest import ROOM, World, run_admin
 from tests.e2e.test_limits import queue_depth
+from tests.state_tables import AllTables
 
 EVENTS_POST = "POST /users/{mailbox}/events"
 ATTEMPTS_PER_CREATE = 4  # the SDK's first try and its 3 retries
@@ -19,7 +19,7 @@ BETA = "room.beta@contoso.example"
 
 
 @pytest.fixture
-async def mapped(stack: LocalStack, state: StateStore) -> World:
+async def mapped(stack: LocalStack, state: AllTables) -> World:
     """A mapped room, not activated yet, with three bookings waiting for their initial sync."""
     resource = stack.anny.add_resource("Room Alpha", timezone="Europe/Berlin")["id"]
     stack.anny.add_service("Meeting")
