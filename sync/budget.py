@@ -7,9 +7,11 @@ safe promise is the strict one: **in any interval of W seconds, at most L reques
 
 The scheme: a sliding log of *slices* in Table Storage, one entity per kind (`budget` table,
 `anny`/`reads` and `anny`/`writes`), written with ETags. An instance that needs requests
-claims a slice of k tokens (k = the requests it has waiting, at most L/20) by appending
-`[now, k]` to the log, if the slices granted within the last `horizon` seconds leave room.
-It spends the slice within `lease` seconds, without any further Table operation. A slice
+claims a slice of k tokens by appending `[now, k]` to the log, if the slices granted within
+the last `horizon` seconds leave room; k follows its demand: the requests it has waiting, or
+twice its last slice when that ran out within its lease, or what the last slice served when
+it did not (one after an idle lease), at most L/20. It spends the slice within `lease` seconds, without any further
+Table operation. A slice
 counts against the budget from its grant until `lease + W + margin` later (the last token
 may be sent at the end of the lease; `margin` absorbs network delay and clock skew between
 instances), so any W-second interval sees at most L requests, whatever anny's window is.
@@ -17,7 +19,9 @@ instances), so any W-second interval sees at most L requests, whatever anny's wi
 Cost: one Table operation per slice when uncontended (the entity and its ETag are kept
 from the last write), three when another instance wrote in between (failed write, read,
 write). A single live request claims a slice of one: one Table operation per anny request
-when idle; under load, one per five writes or twenty reads. The log holds at most L
+when idle; at a steady rate or under load, one per five writes or twenty reads (before slices
+followed demand, a steady 20 webhooks a second, one at a time, paid a Table write for each
+read). The price: when a burst ends, up to one slice (L/20) granted but not spent. The log holds at most L
 entries (≤ 8 KiB). Throughput at saturation is W / (W + lease + margin) = 97.5 % of L/W for
 backfill work, which may only use L minus a reserve kept for live changes (5 % by default),
 so a live change gets its requests within seconds during a long initial sync.
@@ -178,6 +182,17 @@ class _Pool:
 
     tokens: int = 0
     expires: float = 0.0
+    granted: int = 0
+
+    def next_size(self, now: float, lease_s: float) -> int:
+        """The slice this demand wants next: twice this one when it ran out within its lease (the
+        demand outgrew it), what it served when it has just expired (the demand fell), and one
+        after an idle lease (a lone request)."""
+        if self.granted and self.tokens == 0 and now < self.expires:
+            return 2 * self.granted
+        if now < self.expires + lease_s:
+            return self.granted - max(self.tokens, 0)
+        return 1
 
     def take(self, now: float) -> bool:
         if self.tokens > 0 and now < self.expires:
@@ -329,7 +344,8 @@ class OrgBudget:
     async def _claim_shared(self, bucket: _Bucket, level: Priority, now: float) -> float:
         limits, kind = self.limits, bucket.kind
         cap = limits.cap(kind, level)
-        want = min(max(1, bucket.waiting[level]), limits.slice_max(kind))
+        demand = max(1, bucket.waiting[level], bucket.pools[level].next_size(now, limits.lease_s))
+        want = min(demand, limits.slice_max(kind))
         for _ in range(CLAIM_ATTEMPTS):
             record = bucket.record or await self.table.get_budget(kind)
             if record.paused_until > now:
@@ -347,7 +363,7 @@ class OrgBudget:
             except ConcurrencyError:
                 bucket.record = None  # someone else wrote: read it again
                 continue
-            bucket.pools[level] = _Pool(granted, now + limits.lease_s)  # what was left had expired
+            bucket.pools[level] = _Pool(granted, now + limits.lease_s, granted)  # what was left had expired
             return 0.0
         raise ConcurrencyError("the budget log kept changing", kind=kind)
 
@@ -399,7 +415,7 @@ class OrgBudget:
         if len(log_) >= self.limits.fallback_limit(bucket.kind):
             return max(log_[0] + self.limits.horizon_s - now, self.limits.lease_s / 10)
         log_.append(now)
-        bucket.pools[level] = _Pool(1, now + self.limits.lease_s)
+        bucket.pools[level] = _Pool(1, now + self.limits.lease_s, 1)
         return 0.0
 
     async def close(self, grace_s: float = 2.0) -> None:

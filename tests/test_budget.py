@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from azure.core.exceptions import ServiceResponseError
 
-from sync.budget import BACKFILL, LIVE, Limits, OrgBudget, wait_for_room
+from sync.budget import BACKFILL, LIVE, Limits, OrgBudget, parse_grants, wait_for_room
 from sync.settings import StorageSettings
 from tests.state_tables import AllTables
 
@@ -202,6 +202,21 @@ async def test_an_instance_in_fallback_is_shown_by_the_others_while_it_lasts(two
     assert [(f["instance"], f["state"], f["until"]) for f in seen] == [("instance-a", "ongoing", None)]
     assert "read timed out" in seen[0]["error"]
     assert (await answering.usage()).mode == "shared (Table Storage)"  # the answering instance is fine
+
+
+async def test_a_steady_stream_of_single_requests_claims_slices_not_one_table_write_each(two_instances):
+    store, _ = two_instances
+    limits = Limits(reads=400, writes=100, window_s=60.0)  # slices of up to 20 reads, a lease of 1 s
+    budget = OrgBudget(store, limits)
+    before = store.operations
+    for _ in range(40):  # one webhook's read at a time, as a steady 20/s would send them
+        await budget.acquire("reads")
+        await asyncio.sleep(0.005)
+    assert store.operations - before <= 7  # slices of 1, 2, 4, 8, 16, 20 (was 40: one per read)
+    await asyncio.sleep(limits.lease_s * 2.2)  # idle: the next lone request claims a slice of one
+    await budget.acquire("reads")
+    grants = parse_grants((await store.get_budget("reads")).grants)
+    assert grants[-1][1] == 1 and sum(n for _, n in grants) <= 40 + limits.slice_max("reads") + 1
 
 
 def test_wait_for_room_frees_the_oldest_slices_first():
