@@ -9,6 +9,7 @@ Here each emulator is `python -m sandbox.anny` / `python -m sandbox.graph` on a 
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 import time
@@ -25,6 +26,7 @@ from sandbox.serve import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_S = 30
+SETTLED_DELIVERIES = frozenset({"delivered", "failed", "dropped", "held"})  # held: until released
 
 
 @dataclass
@@ -115,6 +117,29 @@ class RemoteAnny(_Control):
     def throttled_count(self) -> int:
         return int(self.call("GET", "/rate-limits")["counters"].get("429", 0))
 
+    def add_resource(self, name: str, **fields: Any) -> dict[str, Any]:
+        return dict(self.call("POST", "/resources", {"name": name, **fields}))
+
+    def add_service(self, name: str, **fields: Any) -> dict[str, Any]:
+        return dict(self.call("POST", "/services", {"name": name, **fields}))
+
+    def person_update_booking(self, booking_id: str, **changes: Any) -> dict[str, Any]:
+        return dict(self.call("PATCH", f"/person/bookings/{quote(booking_id, safe='')}", changes))
+
+    def person_move_booking(self, booking_id: str, start: str, end: str, **changes: Any) -> dict[str, Any]:
+        return self.person_update_booking(booking_id, start=start, end=end, **changes)
+
+    def deliveries(self) -> list[dict[str, Any]]:
+        return list(self.call("GET", "/webhooks/deliveries"))
+
+    async def settle(self, seconds: float = 10.0) -> None:
+        """Until no webhook delivery is being sent or retried (the control API has no wait: polled)."""
+        deadline = time.monotonic() + seconds
+        while any(d["status"] not in SETTLED_DELIVERIES for d in self.deliveries()):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"anny's webhook deliveries did not settle within {seconds} s")
+            await asyncio.sleep(0.1)
+
 
 class RemoteGraph(_Control):
     """The Graph emulator's control API, with the names of `sandbox.graph.GraphEmulator`'s methods."""
@@ -143,6 +168,13 @@ class RemoteGraph(_Control):
 
     def reset_counters(self) -> None:
         self.call("DELETE", "/counters")
+
+    def add_room(self, email: str, display_name: str | None = None, **fields: Any) -> dict[str, Any]:
+        return dict(self.call("POST", "/rooms", {"email": email, "display_name": display_name, **fields}))
+
+    async def wait_deliveries(self, timeout: float = 5.0) -> None:
+        """Until every change notification has been delivered (or given up)."""
+        await asyncio.to_thread(self.call, "POST", f"/notifications/drain?timeout={timeout}")
 
 
 @dataclass
