@@ -52,6 +52,51 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
+class LinkLookups:
+    """Links of one room's events, each read when its event's turn comes; the reads asked for in
+    the same moment (a burst's events starting together) go out as one query per 14 events
+    (`LinksTable.links_by_events`). Reading them all when a round starts would hand a long
+    round's last events links that other workers (a backfill item) have changed meanwhile."""
+
+    def __init__(self, links: LinksTable, room: str) -> None:
+        self._links, self._room = links, room
+        self._waiting: dict[str, list[asyncio.Future[Link | None]]] = {}
+        self._reads: set[asyncio.Task[None]] = set()
+
+    async def get(self, event_id: str) -> Link | None:
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[Link | None] = loop.create_future()
+        if not self._waiting:
+            loop.call_soon(self._start_read)  # after the other lookups of this moment
+        self._waiting.setdefault(event_id, []).append(answer)
+        return await answer
+
+    def _start_read(self) -> None:
+        task = asyncio.ensure_future(self._read())
+        self._reads.add(task)
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self) -> None:
+        waiting, self._waiting = self._waiting, {}
+        try:
+            found = await self._links.links_by_events(self._room, list(waiting))
+        except Exception as exc:  # every event waiting for this read fails with it
+            for answers in waiting.values():
+                for answer in answers:
+                    if not answer.done():
+                        answer.set_exception(exc)
+            return
+        except BaseException:
+            for answers in waiting.values():
+                for answer in answers:
+                    answer.cancel()
+            raise
+        for event_id, answers in waiting.items():
+            for answer in answers:
+                if not answer.done():
+                    answer.set_result(found.get(event_id))
+
+
 class Unread:
     """A link not read yet (None means: read, and there is none)."""
 
@@ -210,10 +255,10 @@ class InboundFlow:
         (`result.deferred`): the run, and its lease on the room, end in seconds, so live changes
         to the room are not held up by an initial sync spending anny's budget for minutes.
         """
-        links = await self.links.links_by_events(room, [e.id for e in events]) if events else {}
+        lookups = LinkLookups(self.links, room)
 
         async def one(event: OutlookEvent) -> list[Action]:
-            link = links.get(event.id)
+            link = await lookups.get(event.id)  # read when the event's turn comes: the link is current
             if baseline and self._needs_backfill(ctx, event, link):
                 result.deferred.append(event.id)
                 return []
