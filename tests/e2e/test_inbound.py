@@ -428,3 +428,43 @@ async def test_next_day_keeps_the_delta_token_and_blocks_what_came_into_the_wind
     starts = {span(b)[0] for b in blockers(active)}
     assert far_start in starts  # it came into the window and is blocked
     assert len([s for s in starts if s == far_start]) == 1 and far["subject"] == "Far ahead"
+
+
+async def test_a_link_changed_by_another_worker_during_a_long_round_is_read_afresh(
+        active: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A round that writes one event at a time: the second event's link, rewritten by another
+    worker (as a backfill item does) while the first was written, is read when its turn comes."""
+    import dataclasses
+
+    from sync.anny import AnnyClient
+    from sync.services import get_services
+    from sync.worker import Worker
+
+    world = active
+    first, second = meeting(world, 2, 9), meeting(world, 3, 9)
+    await world.settle()
+    for event in (first, second):
+        world.stack.graph.person_update_event(world.room, event["id"], subject="Renamed")
+    original, rewritten = AnnyClient.update_blocker, {"done": False}
+
+    async def another_worker_meanwhile(self, anny_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if not rewritten["done"]:
+            rewritten["done"] = True
+            links = (await get_services()).links
+            for event in (first, second):
+                link = await links.link_by_event(world.room, event["id"])
+                if link.anny_id != anny_id:  # the event whose turn has not come yet
+                    await links.save_link(link)  # the same link written again: a new ETag
+        return await original(self, anny_id, *args, **kwargs)
+
+    monkeypatch.setattr(AnnyClient, "update_blocker", another_worker_meanwhile)
+
+    async def run() -> object:
+        worker = Worker(await get_services())
+        flow = worker.inbound
+        flow.settings = dataclasses.replace(flow.settings, anny_write_limit=1)  # one event after the other
+        return await flow.sync_room(world.room)
+
+    await world.stack.host.run(run())
+    assert rewritten["done"]
+    assert [b["title"] for b in blockers(world)] == ["Renamed", "Renamed"]
