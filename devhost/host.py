@@ -25,6 +25,7 @@ import logging
 import os
 import random
 import re
+import weakref
 from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -480,12 +481,14 @@ class LocalFunctionsHost:
         raise KeyError(f"no function named {name}")
 
 
+_indexed: weakref.WeakKeyDictionary[func.FunctionApp, list[Any]] = weakref.WeakKeyDictionary()
+
+
 def indexed_functions(app: func.FunctionApp) -> list[Any]:
     """`get_functions()` validates names and refuses a second call, so index each app once."""
-    cached = getattr(app, "_devhost_functions", None)
+    cached = _indexed.get(app)
     if cached is None:
-        cached = app.get_functions()
-        app._devhost_functions = cached  # type: ignore[attr-defined]
+        cached = _indexed[app] = app.get_functions()
     return cached
 
 

@@ -255,7 +255,7 @@ def decide_event(event: OutlookEvent, link: Link | None, ctx: InboundContext,
     if link is None:
         if not blocks:
             return [Skip("not a blocking event")]
-        if not ctx.window.overlaps(event.start, event.end):  # type: ignore[arg-type]
+        if event.start is None or event.end is None or not ctx.window.overlaps(event.start, event.end):
             return [Skip("outside the sync window and never synced")]
         if created_while_off(event.created, ctx.off_periods):
             return [Skip(CREATED_WHILE_OFF)]
