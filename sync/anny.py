@@ -65,6 +65,7 @@ class AnnyClient:
         await self.close()
 
     async def close(self) -> None:
+        """Close the HTTP client (no anny call)."""
         await self._http.aclose()
 
     # -- bookings ---------------------------------------------------------------------------------
@@ -185,7 +186,9 @@ class AnnyClient:
     # -- resources ----------------------------------------------------------------------------------
 
     async def list_resources(self) -> list[AnnyResource]:
-        """GET /api/v1/resources?filter[exclude_child_resources]=false — the organisation's resources.
+        """GET /api/v1/resources?filter[exclude_child_resources]=false — the organisation's resources
+        as JSON:API resource objects (https://developers.anny.co/admin-api/description/when-to-use-the-admin-api,
+        https://developers.anny.co/guides/json-api-conventions).
 
         Quirk: the list holds parents only by default; with this filter the children come too,
         each stating its parent in `meta.parent_id`. Every page is read (`links.next`, else the
@@ -202,7 +205,8 @@ class AnnyClient:
             page += 1
 
     async def get_resource(self, resource_id: str) -> AnnyResource | None:
-        """GET /api/v1/resources/{id} — one resource; None when anny answers 404."""
+        """GET /api/v1/resources/{id} — one resource, a JSON:API resource object
+        (https://developers.anny.co/guides/json-api-conventions); None when anny answers 404."""
         try:
             document: wire.Document = await self._request(
                 "GET", url_path("resources", resource_id), anny_resource=resource_id)
@@ -246,6 +250,7 @@ class AnnyClient:
         raise AssertionError("unreachable")
 
     async def _throttled(self, response: httpx.Response) -> float:
+        """A 429's wait: its `Retry-After` (read defensively), shared with every instance through the budget."""
         self.throttled += 1
         window = self._budget.limits.window_s if self._budget is not None else 60.0
         wait = retry_after_s(response.headers, source="anny", default_s=window / 2, max_s=2 * window)
