@@ -54,3 +54,10 @@ def test_code_cites_sections_that_exist_in_the_docs() -> None:
             if not any(cite.lower().startswith(section) for section in sections[page]):
                 unknown.append(f"{path.relative_to(ROOT)}: {page}: {cite}")
     assert cited >= 20 and not unknown, unknown
+
+
+def test_files_the_docs_name_by_path_exist() -> None:
+    named = re.compile(r"`([\w.\-]+(?:/[\w.\-]+)+\.(?:py|md|json|bicep|bicepparam|yaml|txt|toml))`")
+    missing = [f"{page.relative_to(ROOT)}: {path}" for page in PAGES for path in named.findall(page.read_text())
+               if not (ROOT / path).exists()]
+    assert not missing, missing
