@@ -21,11 +21,10 @@ from typing import Any
 from sync import progress
 from sync.anny import AnnyResource
 from sync.errors import RemoteThrottled
-from sync.reconcile import RuleReport, reconcile_rule, side_by_side
+from sync.reconcile import Flows, RuleReport, reconcile_rule, side_by_side
 from sync.runs import RunLog
 from sync.state import Rule
 from sync.work import BACKFILL_QUEUE, RuleSync
-from sync.worker import Worker
 
 log = logging.getLogger(__name__)
 DEFAULT_WAIT_S = 5.0  # a 429 whose wait is not known (each client already bounds Retry-After)
@@ -36,7 +35,7 @@ CONTINUED = " (continued)"
 class InlineSync:
     """The rule syncs of one admin command (`kind`: activate, resync, rule added)."""
 
-    worker: Worker
+    worker: Flows
     kind: str
     allow_deletions: bool = False
     baseline: bool = False
@@ -90,7 +89,7 @@ class InlineSync:
                 f"{self.continues_at.strftime('%H:%M:%S UTC')}: `status` shows it")
 
 
-async def continue_rule_sync(worker: Worker, work: RuleSync) -> None:
+async def continue_rule_sync(worker: Flows, work: RuleSync) -> None:
     """The backfill queue's `RuleSync`: the rest of a throttled inline sync (throttled again: later again)."""
     services = worker.services
     rule = await services.rules.get_rule(work.anny_resource)

@@ -11,18 +11,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, TypeVar, cast
+from typing import Any, Protocol, TypeVar, cast
 
 from sync import progress
 from sync.anny import AnnyResource
 from sync.brake import brake_trips, hold_rule
 from sync.decide import Action, decide_booking, decide_event
-from sync.inbound import RoomRunResult, inbound_context
+from sync.inbound import InboundFlow, RoomRunResult, inbound_context
 from sync.model import AnnyBooking, OutlookEvent
-from sync.outbound import outbound_context
+from sync.outbound import OutboundFlow, outbound_context
 from sync.runs import INBOUND, OUTBOUND, SUBSCRIPTION_RECREATED, RunLog, action_kind, tally
+from sync.services import Services
 from sync.state import Link, Rule
-from sync.worker import Worker
+from sync.subscriptions import SubscriptionManager
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -35,6 +36,22 @@ ROOMS_IN_PARALLEL = 16  # rooms compared side by side (each room's Graph calls a
 PROGRESS_EVERY = 25
 BACKFILL_QUEUED = "create (queued)"
 BUSY_WAIT_S, MAX_BUSY_WAITS = 0.5, 60  # a room run takes seconds; a dead one's lease is not waited out
+
+
+class Flows(Protocol):
+    """What a comparison works through: the services and the two flows (the `Worker` has them)."""
+
+    @property
+    def services(self) -> Services: ...
+
+    @property
+    def outbound(self) -> OutboundFlow: ...
+
+    @property
+    def inbound(self) -> InboundFlow: ...
+
+    @property
+    def subscriptions(self) -> SubscriptionManager: ...
 
 
 @dataclass
@@ -86,7 +103,7 @@ class OutboundScan:
         return deciding + len(self.unlisted)
 
 
-async def scan_outbound(worker: Worker, rule: Rule, resources: list[AnnyResource]) -> OutboundScan:
+async def scan_outbound(worker: Flows, rule: Rule, resources: list[AnnyResource]) -> OutboundScan:
     """GET /api/v1/bookings of the resource and its children in the window, decided against the links."""
     services = worker.services
     ctx = outbound_context(services.settings, rule=rule)
@@ -107,7 +124,7 @@ async def scan_outbound(worker: Worker, rule: Rule, resources: list[AnnyResource
     return OutboundScan(decisions, [link for link in links if unlisted(link)], len(links), blockers)
 
 
-async def _outbound(worker: Worker, rule: Rule, scan: OutboundScan, run: RunLog, report: RuleReport) -> None:
+async def _outbound(worker: Flows, rule: Rule, scan: OutboundScan, run: RunLog, report: RuleReport) -> None:
     flow, status = worker.outbound, worker.services.status
     await progress.start(status, rule.room, "to_outlook", len(scan.decisions))
     limit, done = asyncio.Semaphore(BOOKINGS_IN_PARALLEL), [0]
@@ -149,7 +166,7 @@ class InboundScan:
                    and any(action_kind(a) in ("delete", "delete if gone") for a in actions))
 
 
-async def scan_inbound(worker: Worker, rule: Rule) -> InboundScan:
+async def scan_inbound(worker: Flows, rule: Rule) -> InboundScan:
     """A calendarView delta baseline of the window (the stored delta link is not touched), decided
     against the links; events that look like ours but are unknown count as ours (no lookup)."""
     services = worker.services
@@ -167,7 +184,7 @@ async def scan_inbound(worker: Worker, rule: Rule) -> InboundScan:
     return InboundScan(decisions, mirrors)
 
 
-async def run_room(worker: Worker, rule: Rule, run: RunLog, allow_deletions: bool = False
+async def run_room(worker: Flows, rule: Rule, run: RunLog, allow_deletions: bool = False
                    ) -> list[RoomRunResult]:
     """The room's delta run, here and now. If a queued run holds the room, wait for it and run after
     it (bounded), so that what this run reports has really been compared."""
@@ -189,7 +206,7 @@ async def run_room(worker: Worker, rule: Rule, run: RunLog, allow_deletions: boo
     return results
 
 
-async def _inbound(worker: Worker, rule: Rule, run: RunLog, report: RuleReport, allow_deletions: bool,
+async def _inbound(worker: Flows, rule: Rule, run: RunLog, report: RuleReport, allow_deletions: bool,
                    baseline: bool) -> None:
     services = worker.services
     if baseline:  # compare the whole window, not only the changes since the last delta link
@@ -206,14 +223,14 @@ async def _inbound(worker: Worker, rule: Rule, run: RunLog, report: RuleReport, 
 # --- both ---------------------------------------------------------------------------------------------
 
 
-async def _subscription(worker: Worker, room: str, run: RunLog) -> None:
+async def _subscription(worker: Flows, room: str, run: RunLog) -> None:
     before = {s.subscription_id for s in await worker.services.subscriptions.subscriptions_of_room(room)}
     sub = await worker.subscriptions.ensure(room)
     if sub.subscription_id not in before:
         run.repaired(SUBSCRIPTION_RECREATED, room, subscription_id=sub.subscription_id)
 
 
-async def reconcile_rule(worker: Worker, rule: Rule, run: RunLog, resources: list[AnnyResource], *,
+async def reconcile_rule(worker: Flows, rule: Rule, run: RunLog, resources: list[AnnyResource], *,
                          allow_deletions: bool = False, baseline: bool = False,
                          report: RuleReport | None = None) -> RuleReport:
     """Subscribe the room, then compare the window both ways and repair; the brake applies unless
@@ -256,14 +273,14 @@ async def side_by_side(rules: list[Rule], sync: Callable[[Rule], Awaitable[T]]) 
     return cast(list[T], outcomes)
 
 
-async def reconcile_rules(worker: Worker, rules: list[Rule], run: RunLog, resources: list[AnnyResource], *,
+async def reconcile_rules(worker: Flows, rules: list[Rule], run: RunLog, resources: list[AnnyResource], *,
                           allow_deletions: bool = False, baseline: bool = False) -> list[RuleReport]:
     """`reconcile_rule` for many rules, side by side (the nightly run)."""
     return await side_by_side(rules, lambda rule: reconcile_rule(
         worker, rule, run, resources, allow_deletions=allow_deletions, baseline=baseline))
 
 
-async def preview_rule(worker: Worker, rule: Rule, resources: list[AnnyResource]) -> RuleReport:
+async def preview_rule(worker: Flows, rule: Rule, resources: list[AnnyResource]) -> RuleReport:
     """What `reconcile_rule` would do, per direction, without writing anything."""
     report = RuleReport(rule, held=rule.held)
     scan = await scan_outbound(worker, rule, resources)

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 from sync import processed, progress
 from sync.anny import seen_booking
 from sync.budget import BACKFILL, LIVE, priority
+from sync.continuation import continue_rule_sync
 from sync.errors import RemoteAuthError, RemoteThrottled, SyncError
 from sync.inbound import InboundFlow, RoomRunResult
 from sync.outbound import OutboundFlow
@@ -102,8 +103,6 @@ class Worker:
             case LifecycleWork():
                 return await self._lifecycle(work)
             case RuleSync():
-                from sync.continuation import continue_rule_sync  # it builds on the flows this module serves
-
                 await continue_rule_sync(self, work)
                 return []
         return []
