@@ -14,7 +14,8 @@ it did not (one after an idle lease), at most L/20. It spends the slice within `
 Table operation. A slice
 counts against the budget from its grant until `lease + W + margin` later (the last token
 may be sent at the end of the lease; `margin` absorbs network delay and clock skew between
-instances), so any W-second interval sees at most L requests, whatever anny's window is.
+instances; at least 1 s, whatever W), so any W-second interval sees at most L requests,
+whatever anny's window is.
 
 Cost: one Table operation per slice when uncontended (the entity and its ETag are kept
 from the last write), three when another instance wrote in between (failed write, read,
@@ -22,7 +23,7 @@ write). A single live request claims a slice of one: one Table operation per ann
 when idle; at a steady rate or under load, one per five writes or twenty reads (before slices
 followed demand, a steady 20 webhooks a second, one at a time, paid a Table write for each
 read). The price: when a burst ends, up to one slice (L/20) granted but not spent. The log holds at most L
-entries (≤ 8 KiB). Throughput at saturation is W / (W + lease + margin) = 97.5 % of L/W for
+entries (≤ 8 KiB). Throughput at saturation is W / (W + lease + margin) = 96.8 % of L/W for
 backfill work, which may only use L minus a reserve kept for live changes (5 % by default),
 so a live change gets its requests within seconds during a long initial sync.
 
@@ -73,6 +74,7 @@ BACKFILL: Priority = "backfill"
 WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 CLAIM_ATTEMPTS = 5
 FALLBACK_SHOWN_S = 24 * 3600  # how long `status` lists a spell on the fallback rate after it ended
+SEND_ALLOWANCE_S = 1.0  # the least margin for a token's request to reach anny after its lease
 
 
 def instance_id() -> str:
@@ -125,7 +127,11 @@ class Limits:
 
     @property
     def margin_s(self) -> float:
-        return self.window_s / 120
+        """How late after its lease a token's request may still be counted by anny: the delay between
+        the budget handing a token out and anny counting the request (a loaded instance's event loop,
+        the connection, the network) and clock skew between instances. These do not shrink with the
+        window, so the margin has an absolute floor (a 2 s window once kept 17 ms, and 429s followed)."""
+        return max(self.window_s / 120, SEND_ALLOWANCE_S)
 
     @property
     def horizon_s(self) -> float:

@@ -224,3 +224,25 @@ def test_wait_for_room_frees_the_oldest_slices_first():
     assert wait_for_room(grants, now=12.5, horizon_s=5.0, cap=10) == pytest.approx(2.5)  # 10.0 + 5 - 12.5
     assert wait_for_room(grants, now=12.5, horizon_s=5.0, cap=11) == 0.0
     assert wait_for_room(grants, now=12.5, horizon_s=5.0, cap=3) == pytest.approx(3.5)  # two slices must go
+
+
+async def test_requests_that_reach_anny_late_on_a_slow_instance_still_fit_any_window(two_instances):
+    """A loaded instance spends a token and its request reaches anny only later (the event loop
+    stalls, the connection is slow); the next slice, spent promptly, must not land in the same window.
+    Before the send allowance was absolute, a 2 s window kept 17 ms for this: 8 of 4 reads in 2 s."""
+    store, _ = two_instances
+    limits = Limits(reads=4, writes=2, window_s=2.0)
+    budget = OrgBudget(store, limits)
+    arrivals: list[float] = []
+    spent = 0
+
+    async def one() -> None:
+        nonlocal spent
+        await budget.acquire("reads")
+        spent += 1
+        if spent <= limits.reads:  # the first window's requests are the slow ones
+            await asyncio.sleep(0.5)
+        arrivals.append(time.time())
+
+    await asyncio.gather(*(one() for _ in range(2 * limits.reads)))
+    assert most_in_any_window(arrivals, limits.window_s) <= limits.reads
