@@ -12,10 +12,11 @@ import logging
 from typing import Any
 
 from azure.core.exceptions import ResourceExistsError
+from azure.core.pipeline.transport import AioHttpTransport
 from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePolicy
 from azure.storage.queue.aio import QueueClient
 
-from sync.settings import StorageSettings
+from sync.settings import StorageSettings, environment_proxy
 from sync.work import WORK_QUEUE, Work, encode
 
 log = logging.getLogger(__name__)
@@ -25,14 +26,16 @@ MAX_VISIBILITY_S = 7 * 24 * 3600  # Azure Queue Storage's limit
 def queue_client(storage: StorageSettings, name: str) -> tuple[QueueClient, Any]:
     """A client for one queue of the app's storage, and the credential to close with it (or None)."""
     encode, decode = BinaryBase64EncodePolicy(), BinaryBase64DecodePolicy()
+    # Proxy variables read only when a proxy is configured (no per-request lookups in the thread pool).
+    transport = AioHttpTransport(use_env_settings=environment_proxy())
     if storage.connection_string:
         return QueueClient.from_connection_string(storage.connection_string, name, message_encode_policy=encode,
-                                                  message_decode_policy=decode), None
+                                                  message_decode_policy=decode, transport=transport), None
     from azure.identity.aio import DefaultAzureCredential
 
     credential = DefaultAzureCredential(managed_identity_client_id=storage.client_id or None)
     return QueueClient(storage.queue_service_uri, name, credential=credential, message_encode_policy=encode,
-                       message_decode_policy=decode), credential
+                       message_decode_policy=decode, transport=transport), credential
 
 
 class WorkQueues:
