@@ -27,6 +27,8 @@ class Emulators:
     graph_server: Any
     anny: Any
     anny_server: Any
+    graph_config: Mapping[str, Any] = field(default_factory=dict)
+    anny_config: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def start(cls, graph_config: Mapping[str, Any] | None = None,
@@ -41,11 +43,29 @@ class Emulators:
         except BaseException:
             graph_server.stop()
             raise
-        return cls(graph, graph_server, anny, anny_server)
+        return cls(graph, graph_server, anny, anny_server, dict(graph_config or {}), dict(anny_config or {}))
 
     def reset(self) -> None:
         self.graph.reset()
         self.anny.reset()
+
+    def replace_unresponsive(self, seconds: float = 5.0) -> list[str]:
+        """Start a fresh emulator (on a new free port) in place of one whose event loop no longer
+        runs callbacks, so a hang fails the test it happened in rather than every later one.
+        Returns, per replaced emulator, where its thread was stuck."""
+        from sandbox.anny import start_anny_emulator
+        from sandbox.graph.emulator import start_graph_emulator
+
+        replaced: list[str] = []
+        if not self.graph_server.responsive(seconds):
+            replaced.append(f"graph emulator unresponsive for {seconds:g} s; {self.graph_server.where()}")
+            self.graph_server.abandon()
+            self.graph, self.graph_server = start_graph_emulator(**dict(self.graph_config))
+        if not self.anny_server.responsive(seconds):
+            replaced.append(f"anny emulator unresponsive for {seconds:g} s; {self.anny_server.where()}")
+            self.anny_server.abandon()
+            self.anny, self.anny_server = start_anny_emulator(**dict(self.anny_config))
+        return replaced
 
     def stop(self) -> None:
         self.graph_server.stop()

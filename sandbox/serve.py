@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import socket
+import sys
 import threading
+import traceback
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Future
 from typing import Any, TypeVar
@@ -23,6 +25,14 @@ def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def thread_stack(ident: int | None) -> str:
+    """Where a thread is now, innermost call last; says so when the thread has ended."""
+    frame = sys._current_frames().get(ident) if ident is not None else None
+    if frame is None:
+        return "its thread has ended"
+    return "its thread is at:\n" + "".join(traceback.format_stack(frame))
 
 
 class BackgroundServer:
@@ -54,6 +64,30 @@ class BackgroundServer:
         """Run a coroutine on the server's loop and wait for its result."""
         future: Future[T] = asyncio.run_coroutine_threadsafe(coro, self.loop)  # type: ignore[arg-type]
         return future.result(timeout)
+
+    def responsive(self, seconds: float = 5.0) -> bool:
+        """Whether the server's loop runs a callback within `seconds` (not: its thread is blocked or gone)."""
+        if not self._thread.is_alive() or self.loop.is_closed():
+            return False
+        ran = threading.Event()
+        self.loop.call_soon_threadsafe(ran.set)
+        return ran.wait(seconds)
+
+    def where(self) -> str:
+        """What the loop's thread is doing now (for the message of a call that timed out)."""
+        return thread_stack(self._thread.ident)
+
+    def abandon(self) -> None:
+        """Give up on a server whose loop stopped running callbacks, without waiting for it: should
+        the loop run again, it closes the server and stops (its thread is a daemon either way)."""
+        if not self.loop.is_closed():
+            self.loop.call_soon_threadsafe(self.loop.create_task, self._shutdown())
+
+    async def _shutdown(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        self.loop.stop()
 
     def call_soon(self, fn: Callable[..., Any], *args: Any) -> None:
         self.loop.call_soon_threadsafe(fn, *args)

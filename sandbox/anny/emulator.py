@@ -16,6 +16,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from aiohttp import web
 
+from sandbox.serve import thread_stack
+
 from .api import api_middleware, api_routes
 from .config import BOOKING_EVENTS, AnnyConfig
 from .control import Body, ControlRoute, control_routes
@@ -31,6 +33,7 @@ from .webhooks import WebhookFaults, WebhookHub
 
 P = ParamSpec("P")
 R = TypeVar("R")
+CALL_TIMEOUT_S = 30.0
 PERSON_EDITS = ("start", "end", "resource", "status", "title", "description", "note", "customer_note")
 
 
@@ -87,7 +90,13 @@ class AnnyEmulator:
                 future.set_exception(error)
 
         loop.call_soon_threadsafe(run)
-        return future.result(timeout=30)
+        try:
+            return future.result(timeout=CALL_TIMEOUT_S)
+        except TimeoutError:
+            raise self._stuck(f"did not run {getattr(fn, 'func', fn).__name__} within {CALL_TIMEOUT_S:g} s") from None
+
+    def _stuck(self, what: str) -> TimeoutError:
+        return TimeoutError(f"the anny emulator's event loop {what}; {thread_stack(self._loop_thread)}")
 
     def control_table(self) -> list[ControlRoute]:
         """The control API (`/_control/...`): each route is one method of this class, with the JSON
@@ -358,11 +367,16 @@ class AnnyEmulator:
         if loop is None:
             return
         drained = self.hub.drained()
-        async with asyncio.timeout(seconds):
-            if loop is asyncio.get_running_loop():
-                await drained
-            else:
-                await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drained, loop))
+        try:
+            async with asyncio.timeout(seconds):
+                if loop is asyncio.get_running_loop():
+                    await drained
+                else:
+                    await asyncio.wrap_future(asyncio.run_coroutine_threadsafe(drained, loop))
+        except TimeoutError:
+            pending = [f"{d.event} to {d.url} ({d.attempts} attempts: {d.responses})"
+                       for d in list(self.hub.deliveries) if d.status == "pending"]
+            raise self._stuck(f"still had webhook deliveries in flight after {seconds:g} s: {pending}") from None
 
     def wait_settled(self, seconds: float = 10.0) -> None:
         """`settle` for synchronous code (not on the server's own loop thread)."""
