@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +47,10 @@ class Emulators:
         return cls(graph, graph_server, anny, anny_server, dict(graph_config or {}), dict(anny_config or {}))
 
     def reset(self) -> None:
+        """Both emulators back to empty. One whose event loop hung (in an earlier test, which failed
+        for it) is replaced first, with a warning saying where its thread was stuck."""
+        for replaced in self.replace_unresponsive():
+            warnings.warn(f"replaced a hung emulator: {replaced}", RuntimeWarning, stacklevel=2)
         self.graph.reset()
         self.anny.reset()
 

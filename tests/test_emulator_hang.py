@@ -31,3 +31,20 @@ def test_a_hung_anny_emulator_says_where_it_is_stuck_and_is_replaced(monkeypatch
     hung._thread.join(10)  # released, the abandoned server closes itself and stops
     assert not hung._thread.is_alive()
     hung.loop.close()
+
+
+def test_reset_replaces_a_hung_emulator_with_a_warning() -> None:
+    emulators = Emulators.start()
+    hung = emulators.graph_server
+    release = threading.Event()
+    try:
+        hung.call_soon(release.wait)
+        with pytest.warns(RuntimeWarning, match=r"(?s)replaced a hung emulator: graph emulator unresponsive.*in wait"):
+            emulators.reset()
+        assert emulators.graph_server is not hung
+        emulators.graph.add_room("room.alpha@contoso.example", "Room Alpha")  # the new one answers
+    finally:
+        release.set()
+        emulators.stop()
+    hung._thread.join(10)
+    hung.loop.close()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import warnings
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -34,8 +33,6 @@ def emulators() -> Iterator[Emulators]:
 @pytest.fixture
 def stack(azurite: Azurite, emulators: Emulators, table_prefix: str, request: pytest.FixtureRequest
           ) -> Iterator[LocalStack]:
-    for replaced in emulators.replace_unresponsive():  # an earlier test hung it; that test failed already
-        warnings.warn(f"replaced a hung emulator before {request.node.name}: {replaced}", stacklevel=1)
     emulators.reset()
     settings = getattr(request, "param", {}) or {}
     running = start_stack(azurite, emulators, table_prefix, **settings)
