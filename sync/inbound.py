@@ -262,7 +262,15 @@ class InboundFlow:
             if baseline and self._needs_backfill(ctx, event, link):
                 result.deferred.append(event.id)
                 return []
-            return await self.sync_event(room, rule, ctx, event, link)
+            try:
+                return await self.sync_event(room, rule, ctx, event, link)
+            except ConcurrencyError:
+                # Another worker (a backfill item, a run elsewhere) wrote this event's link since
+                # it was read: decide once more on the link as it is now (what we wrote is kept
+                # or undone by `_record`), rather than failing the whole room run.
+                log.info("event's link changed meanwhile; syncing it again",
+                         extra={"room": room, "event_id": event.id})
+                return await self.sync_event(room, rule, ctx, event, await self.links.link_by_event(room, event.id))
 
         await self._each(room, events, lambda e: e.id, one, result)
 

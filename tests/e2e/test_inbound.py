@@ -468,3 +468,38 @@ async def test_a_link_changed_by_another_worker_during_a_long_round_is_read_afre
     await world.stack.host.run(run())
     assert rewritten["done"]
     assert [b["title"] for b in blockers(world)] == ["Renamed", "Renamed"]
+
+
+async def test_an_event_whose_link_another_worker_writes_meanwhile_is_synced_again_not_failed(
+        active: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The room run's write of an event's link loses its ETag race to another worker (a backfill
+    item, a run on another instance) that wrote the same link while the blocker was updated: the
+    event is decided again on the link as it is now, and the room run goes on."""
+    from sync.anny import AnnyClient
+    from sync.services import get_services
+    from sync.worker import Worker
+
+    world = active
+    event = meeting(world, 2, 9)
+    await world.settle()
+    world.stack.graph.person_update_event(world.room, event["id"], subject="Renamed")
+    original, rewritten = AnnyClient.update_blocker, {"done": False}
+
+    async def another_worker_meanwhile(self, anny_id, *args, **kwargs):  # type: ignore[no-untyped-def]
+        answer = await original(self, anny_id, *args, **kwargs)
+        if not rewritten["done"]:
+            rewritten["done"] = True
+            links = (await get_services()).links
+            link = await links.link_by_event(world.room, event["id"])
+            await links.save_link(link)  # the same link written again: a new ETag
+        return answer
+
+    monkeypatch.setattr(AnnyClient, "update_blocker", another_worker_meanwhile)
+
+    async def run() -> object:
+        return await Worker(await get_services()).inbound.sync_room(world.room)
+
+    await world.stack.host.run(run())
+    assert rewritten["done"]
+    assert [b["title"] for b in blockers(world)] == ["Renamed"]
+    assert (await world.admin_status())["last_error"] is None
