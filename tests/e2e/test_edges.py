@@ -200,61 +200,53 @@ async def test_booking_cancelled_while_the_nightly_run_works_stays_cancelled(
 # --- 6. removing a rule while a room run is in flight (§3.4) -------------------------------------------------------
 
 
-async def test_rule_removed_while_a_room_run_writes_leaves_no_blocker_or_link(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = AnnyClient.create_blocker
-    removed = {"report": None}
+def remove_rule_during(world: World, monkeypatch: pytest.MonkeyPatch, owner: type, method: str, *,
+                       after: bool = False) -> dict:
+    """The world's rule is removed by another worker the first time `owner.method` runs: before
+    that call (its write is under way), or `after` it (before its link is recorded)."""
+    original = getattr(owner, method)
+    removed: dict = {"report": None}
 
     async def rule_removed_meanwhile(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        written = None if not after else await original(self, *args, **kwargs)
         if removed["report"] is None:
             removed["report"] = await remove_rule(Worker(await get_services()), world.resource)
-        return await original(self, *args, **kwargs)
+        return written if after else await original(self, *args, **kwargs)
 
-    monkeypatch.setattr(AnnyClient, "create_blocker", rule_removed_meanwhile)
+    monkeypatch.setattr(owner, method, rule_removed_meanwhile)
+    return removed
+
+
+async def assert_the_removal_left_nothing(world: World, removed: dict, written: list) -> None:
+    assert removed["report"] is not None
+    assert written == []  # no blocker or mirror event
+    assert await world.state.all_links() == []
+
+
+async def test_rule_removed_while_a_room_run_writes_leaves_no_blocker_or_link(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    removed = remove_rule_during(world, monkeypatch, AnnyClient, "create_blocker")
     meeting(world, 2, 9)
     await world.settle()
-    assert removed["report"] is not None
-    assert blockers(world) == []
-    assert await world.state.all_links() == []
+    await assert_the_removal_left_nothing(world, removed, blockers(world))
 
 
 async def test_rule_removed_while_an_outbound_create_is_in_flight_leaves_no_event_or_link(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
-    original = GraphGateway.create_event
-    removed = {"report": None}
-
-    async def rule_removed_meanwhile(self, room, desired, transaction_id):  # type: ignore[no-untyped-def]
-        if removed["report"] is None:
-            removed["report"] = await remove_rule(Worker(await get_services()), world.resource)
-        return await original(self, room, desired, transaction_id)
-
-    monkeypatch.setattr(GraphGateway, "create_event", rule_removed_meanwhile)
+    removed = remove_rule_during(world, monkeypatch, GraphGateway, "create_event")
     world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
     await world.settle()
-    assert removed["report"] is not None
-    assert mirrors(world) == []
-    assert await world.state.all_links() == []
+    await assert_the_removal_left_nothing(world, removed, mirrors(world))
 
 
 async def test_rule_removed_while_a_mirror_is_moved_leaves_no_event_or_link(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
     await world.settle()
-    original = GraphGateway.update_event
-    removed = {"report": None}
-
-    async def rule_removed_meanwhile(self, room, event_id, desired):  # type: ignore[no-untyped-def]
-        written = await original(self, room, event_id, desired)
-        if removed["report"] is None:  # after the update, before its link is recorded
-            removed["report"] = await remove_rule(Worker(await get_services()), world.resource)
-        return written
-
-    monkeypatch.setattr(GraphGateway, "update_event", rule_removed_meanwhile)
+    removed = remove_rule_during(world, monkeypatch, GraphGateway, "update_event", after=True)
     world.stack.anny.person_move_booking(booking["id"], world.at(2, 11), world.at(2, 12))
     await world.settle()
-    assert removed["report"] is not None
-    assert mirrors(world) == []
-    assert await world.state.all_links() == []
+    await assert_the_removal_left_nothing(world, removed, mirrors(world))
 
 
 # --- 7. two workers, one booking whose room changes (§4.1) ------------------------------------------------------------
