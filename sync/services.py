@@ -17,6 +17,7 @@ from sync.state import (
     BudgetTable,
     LinksTable,
     ProcessedEvents,
+    Repositories,
     RoomsTable,
     RulesTable,
     StatusTable,
@@ -48,13 +49,9 @@ class Services:
     budget_log: BudgetTable = field(init=False)
 
     def __post_init__(self) -> None:
-        self.rules = RulesTable(self.tables)
-        self.links = LinksTable(self.tables, self.rules)
-        self.subscriptions = SubscriptionsTable(self.tables)
-        self.rooms = RoomsTable(self.tables)
-        self.status = StatusTable(self.tables)
-        self.processed = ProcessedEvents(self.tables)
-        self.budget_log = BudgetTable(self.tables)
+        made = Repositories.over(self.tables)
+        self.rules, self.links, self.subscriptions, self.rooms = made.rules, made.links, made.subscriptions, made.rooms
+        self.status, self.processed, self.budget_log = made.status, made.processed, made.budget_log
 
     async def is_active(self) -> bool:
         """Whether the integration is active. Only "active" is cached (for STATUS_TTL_S): work

@@ -6,25 +6,15 @@ from __future__ import annotations
 from typing import Any
 
 from sync.settings import StorageSettings
-from sync.state import (
-    BudgetTable,
-    LinksTable,
-    ProcessedEvents,
-    RoomsTable,
-    RulesTable,
-    StatusTable,
-    SubscriptionsTable,
-    Tables,
-)
+from sync.state import Repositories, Tables
 
 
 class AllTables:
     def __init__(self, storage: StorageSettings, prefix: str = "annysync", *, retry_total: int | None = None) -> None:
         self.tables = Tables(storage, prefix, retry_total=retry_total)
-        self.rules = RulesTable(self.tables)
-        self.links = LinksTable(self.tables, self.rules)
-        self._repositories = (self.rules, self.links, SubscriptionsTable(self.tables), RoomsTable(self.tables),
-                              StatusTable(self.tables), ProcessedEvents(self.tables), BudgetTable(self.tables))
+        made = Repositories.over(self.tables)
+        self.rules, self.links = made.rules, made.links
+        self._repositories = made.each()
 
     async def __aenter__(self) -> AllTables:
         await self.tables.open()

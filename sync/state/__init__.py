@@ -2,7 +2,8 @@
 
 `table.Tables` owns the clients, ETags, size checks and request counts; each repository works
 on one table: `RulesTable`, `LinksTable`, `SubscriptionsTable`, `RoomsTable`, `StatusTable`,
-`ProcessedEvents`, `BudgetTable`. Callers are given the repositories they use (`sync.services`).
+`ProcessedEvents`, `BudgetTable` (`Repositories` builds one of each). Callers are given the
+repositories they use (`sync.services`).
 The records they store are dataclasses (`records`).
 """
 
@@ -24,6 +25,7 @@ from sync.state.records import (
     time_key,
     utcnow,
 )
+from sync.state.repositories import Repositories
 from sync.state.rooms import RoomsTable
 from sync.state.rules import RulesTable
 from sync.state.status import StatusTable
@@ -32,7 +34,7 @@ from sync.state.table import TABLES, Tables, check_entity_size
 
 __all__ = [
     "KEPT_RUNS", "MAX_RUN_ITEMS", "TABLES", "BudgetRecord", "BudgetTable", "FallbackRecord", "IntegrationStatus",
-    "Link", "LinksTable", "ProcessedEvents", "Progress", "RoomState", "RoomsTable", "Rule", "RulesTable",
-    "RunRecord", "StatusTable", "Subscription", "SubscriptionsTable", "Tables", "check_entity_size", "time_key",
-    "utcnow",
+    "Link", "LinksTable", "ProcessedEvents", "Progress", "Repositories", "RoomState", "RoomsTable", "Rule",
+    "RulesTable", "RunRecord", "StatusTable", "Subscription", "SubscriptionsTable", "Tables", "check_entity_size",
+    "time_key", "utcnow",
 ]
