@@ -130,8 +130,11 @@ class WebhookHub:
 
     async def drained(self) -> None:
         """Return once no delivery is being sent or retried (held ones, see `release_held`, do not count)."""
-        while self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        # Only tasks not done yet: a finished task leaves `_tasks` through a done-callback the loop
+        # runs later, and on Python 3.13 awaiting `gather` of finished tasks does not yield to the
+        # loop, so waiting on them again would spin forever without letting that callback run.
+        while pending := [task for task in self._tasks if not task.done()]:
+            await asyncio.gather(*pending, return_exceptions=True)
 
     # ---- subscriptions ---------------------------------------------------------------------
 

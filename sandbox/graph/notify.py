@@ -159,8 +159,8 @@ class Notifier:
 
     async def _settle(self) -> None:
         while self._flush_handle is not None or self._tasks:
-            if self._tasks:
-                await asyncio.gather(*self._tasks, return_exceptions=True)
+            if pending := [task for task in self._tasks if not task.done()]:  # see anny's WebhookHub.drained
+                await asyncio.gather(*pending, return_exceptions=True)
             else:
                 await asyncio.sleep(self.config.batch_interval / 2)
 
