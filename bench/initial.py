@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import sys
 import time
@@ -211,6 +212,8 @@ async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[s
     items = 2 * scale.rooms * scale.per_room
 
     started, cpu_started, table_started = time.monotonic(), time.process_time(), app_table_operations(stack)
+    timeline: list[tuple[float, int]] = []
+    watching = asyncio.create_task(watch_blockers(stack, started, timeline))
     activation = asyncio.create_task(admin_api(stack, "activate"))  # returns once the inline part is done
     half = scale.rooms * scale.per_room // 2
     await until(lambda: writes_seen(stack)[0] >= half or activation.done(), 900, "half of the blockers", poll_s)
@@ -218,12 +221,34 @@ async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[s
     await activation
     finished = await until_complete(stack, scale, 900, poll_s)
     wall = finished - started
+    watching.cancel()
     # The app and the runner share this process; with the emulators apart, its CPU is theirs.
     app_cost = {"process_cpu_ms_per_item": (time.process_time() - cpu_started) * 1000 / items,
                 "table_ops_per_item": (app_table_operations(stack) - table_started) / items}
     await asyncio.sleep(2)  # late echoes: anything still in flight must not add duplicates
     return measure(stack, scale, wall, items, live_bookings, live_meetings,
-                   await stack.poison_messages()) | app_cost
+                   await stack.poison_messages()) | app_cost | pace(timeline, scale)
+
+
+async def watch_blockers(stack: LocalStack, started: float, timeline: list[tuple[float, int]]) -> None:
+    """Blockers POSTed so far, once a second: when the writes started and how full each window was."""
+    while True:
+        timeline.append((time.monotonic() - started, writes_seen(stack)[0]))
+        await asyncio.sleep(1.0)
+
+
+def pace(timeline: list[tuple[float, int]], scale: Scale) -> dict[str, Any]:
+    """Where the wall time went against the write bound: the wait before the first blocker, and
+    the blockers written per window W while the writes ran (the limit allows `scale.writes`)."""
+    first = next((t for t, posted in timeline if posted > 0), None)
+    per_window = []
+    for t0, earlier in timeline:
+        later = next((posted for t1, posted in timeline if t1 >= t0 + scale.window_s), None)
+        if first is not None and t0 >= first and later is not None and later < scale.rooms * scale.per_room:
+            per_window.append(later - earlier)
+    return {"timeline": timeline, "first_blocker_s": first,
+            "blockers_per_window_p50": percentile(per_window, 50) if per_window else None,
+            "blockers_per_window_min": min(per_window) if per_window else None}
 
 
 def measure(stack: LocalStack, scale: Scale, wall: float, items: int, live_bookings: list[dict],
@@ -261,7 +286,7 @@ def measure(stack: LocalStack, scale: Scale, wall: float, items: int, live_booki
         "anny_429": stack.anny.throttled_count(),
         "graph_429": sum(stack.graph.throttled_counts().values()),
         "anny_reads": anny_reads, "anny_writes": anny_writes,
-        "anny_reads_per_item": anny_reads / (items + 2 * scale.live),
+        "anny_reads_per_item": anny_reads / (items + 2 * scale.live), "anny_calls": counts,
         "lost": lost, "duplicated": duplicated,
         "live_booking_ms_p95": percentile(booking_ms, 95), "live_meeting_ms_p95": percentile(meeting_ms, 95),
         "live_measured": len(booking_ms) + len(meeting_ms),
@@ -276,10 +301,16 @@ def main() -> None:
     parser.add_argument("--per-room", type=int, default=int(os.environ.get("BENCH_PER_ROOM", Scale.per_room)))
     parser.add_argument("--window-s", type=int, default=Scale.window_s)
     parser.add_argument("--log", action="store_true", help="the app's log lines on stderr")
+    parser.add_argument("--timeline", help="write the blockers posted, once a second, to this file (JSON)")
     args = parser.parse_args()
     if args.log:
         configure_logging(verbose=False)
-    emit(asyncio.run(run(Scale(rooms=args.rooms, per_room=args.per_room, window_s=args.window_s))))
+    result = asyncio.run(run(Scale(rooms=args.rooms, per_room=args.per_room, window_s=args.window_s)))
+    timeline = result.pop("timeline")
+    if args.timeline:
+        with open(args.timeline, "w") as out:
+            json.dump(timeline, out)
+    emit(result)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
@@ -218,7 +219,8 @@ class AnnyClient:
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                        json: Any = None, **context: Any) -> Any:
-        """One Admin API request within the organisation's budget (sync.budget); `path` comes from
+        """One Admin API request within the organisation's budget (sync.budget, told when anny
+        answered: anny has counted the request by then); `path` comes from
         `url_path`, so every id in it is escaped. The answer's JSON:API document ({} when it has
         no body), in the shape the caller names (`sync.anny_wire`).
 
@@ -233,10 +235,9 @@ class AnnyClient:
         query = {"o": self._org, **(params or {})}
         headers = {"Content-Type": JSONAPI} if json is not None else {}
         for attempt in range(MAX_THROTTLE_RETRIES + 1):
-            if self._budget is not None:
-                await self._budget.acquire(kind_of(method))
             try:
-                response = await self._http.request(method, path, params=query, json=json, headers=headers)
+                async with self._budget.spending(kind_of(method)) if self._budget else nullcontext():
+                    response = await self._http.request(method, path, params=query, json=json, headers=headers)
             except httpx.HTTPError as exc:
                 raise RemoteUnavailable(f"anny {method} {path} failed: {type(exc).__name__}", **context) from exc
             if response.status_code != 429:
@@ -246,7 +247,7 @@ class AnnyClient:
                 raise RemoteThrottled(f"anny {method} {path.split('?')[0]} answered 429", status=429,
                                       retry_after_s=wait, **context)
             if self._budget is None:
-                await asyncio.sleep(wait)  # with a budget, the next acquire waits out the pause
+                await asyncio.sleep(wait)  # with a budget, the next request waits out the pause
         raise AssertionError("unreachable")
 
     async def _throttled(self, response: httpx.Response) -> float:

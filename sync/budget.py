@@ -7,25 +7,33 @@ safe promise is the strict one: **in any interval of W seconds, at most L reques
 
 The scheme: a sliding log of *slices* in Table Storage, one entity per kind (`budget` table,
 `anny`/`reads` and `anny`/`writes`), written with ETags. An instance that needs requests
-claims a slice of k tokens by appending `[now, k]` to the log, if the slices granted within
-the last `horizon` seconds leave room; k follows its demand: the requests it has waiting, or
+claims a slice of k tokens by appending `[now, k, until, owner]` to the log, if the slices
+still counting leave room; k follows its demand: the requests it has waiting, or
 twice its last slice when that ran out within its lease, or what the last slice served when
-it did not (one after an idle lease), at most L/20. It spends the slice within `lease` seconds, without any further
-Table operation. A slice
-counts against the budget from its grant until `lease + W + margin` later (the last token
-may be sent at the end of the lease; `margin` absorbs network delay and clock skew between
-instances; at least 1 s, whatever W), so any W-second interval sees at most L requests,
-whatever anny's window is.
+it did not (one after an idle lease), at most L/20. It spends the slice within `lease` seconds,
+without any further Table operation.
+
+While its requests are out, a slice counts against the budget for the worst case: from its
+grant until `lease + W + margin` later (the last token may be sent at the end of the lease;
+`margin` absorbs network delay and clock skew between instances; at least 1 s, whatever W).
+anny counts a request no later than it answers it, so once all of a slice's requests are
+answered its instance knows better: the slice counts the tokens spent (unspent ones are given
+back) until W after its last answer, plus CLOCK_SKEW_S. The instance writes its finished slices
+back so with its next claim (no extra Table operation): every instance sees them end early. A
+request still unanswered keeps its slice counting until at least W from now (a stalled event
+loop cannot slip a late request into a full window). So any W-second interval sees at most L
+requests, whatever anny's window is, and at saturation a slice holds its share of the window
+for W plus its slowest answer.
 
 Cost: one Table operation per slice when uncontended (the entity and its ETag are kept
 from the last write), three when another instance wrote in between (failed write, read,
 write). A single live request claims a slice of one: one Table operation per anny request
 when idle; at a steady rate or under load, one per five writes or twenty reads (before slices
 followed demand, a steady 20 webhooks a second, one at a time, paid a Table write for each
-read). The price: when a burst ends, up to one slice (L/20) granted but not spent. The log holds at most L
-entries (≤ 8 KiB). Throughput at saturation is W / (W + lease + margin) = 96.8 % of L/W for
-backfill work, which may only use L minus a reserve kept for live changes (5 % by default),
-so a live change gets its requests within seconds during a long initial sync.
+read). The price: when a burst ends, up to one slice (L/20) granted and not spent until the
+next claim gives it back. The log holds at most L entries (≤ 16 KiB). Backfill work may only use
+L minus a reserve kept for live changes (2 % by default), so a live change gets its requests
+within seconds during a long initial sync.
 
 An anny 429 that arrives anyway (another client of the organisation) pauses every
 instance: `paused_until` is written to both logs. With the budget table unreachable, an
@@ -51,12 +59,12 @@ import random
 import socket
 import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from azure.core.exceptions import AzureError
 
@@ -75,6 +83,7 @@ WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 CLAIM_ATTEMPTS = 5
 FALLBACK_SHOWN_S = 24 * 3600  # how long `status` lists a spell on the fallback rate after it ended
 SEND_ALLOWANCE_S = 1.0  # the least margin for a token's request to reach anny after its lease
+CLOCK_SKEW_S = 0.1  # between instances' clocks (NTP-synchronised): added to a slice's end known from its answers
 
 
 def instance_id() -> str:
@@ -111,7 +120,7 @@ class Limits:
     reads: int = 400
     writes: int = 100
     window_s: float = 60.0
-    live_reserve: float = 0.05  # share of each limit that backfill work leaves to live changes
+    live_reserve: float = 0.02  # share of each limit that backfill work leaves to live changes
     fallback_share: float = 0.1  # share one instance uses on its own while the budget table is unreachable
 
     @classmethod
@@ -155,40 +164,78 @@ class Limits:
         return max(1, int(self.limit(kind) * self.fallback_share))
 
 
-Grants = list[tuple[float, int]]
+class Grant(NamedTuple):
+    """A slice in the log: granted `at` to `owner`, `tokens` of them, counting against the budget `until`."""
+
+    at: float
+    tokens: int
+    until: float
+    owner: str = ""
 
 
-def parse_grants(text: str) -> Grants:
+Grants = list[Grant]
+
+
+def parse_grants(text: str, horizon_s: float) -> Grants:
+    """The log's slices; one written without its end (by an older version) counts for `horizon_s`."""
     try:
-        return [(float(at), int(count)) for at, count in json.loads(text or "[]")]
+        return [Grant(float(at), int(count), float(rest[0]) if rest else float(at) + horizon_s,
+                      str(rest[1]) if len(rest) > 1 else "")
+                for at, count, *rest in json.loads(text or "[]")]
     except (ValueError, TypeError):
         log.warning("budget log unreadable; starting a new one")
         return []
 
 
-def live_grants(grants: Grants, now: float, horizon_s: float) -> Grants:
-    return [(at, count) for at, count in grants if at > now - horizon_s]
+def format_grants(grants: Grants) -> str:
+    return json.dumps([[round(g.at, 3), g.tokens, round(g.until, 3), g.owner] for g in grants], separators=(",", ":"))
 
 
-def wait_for_room(grants: Grants, now: float, horizon_s: float, cap: int) -> float:
+def wait_for_room(grants: Grants, now: float, cap: int) -> float:
     """Seconds until the log, as it stands, leaves room for one more token under `cap`."""
-    used = sum(count for _, count in grants)
-    for at, count in sorted(grants):
+    used = sum(grant.tokens for grant in grants)
+    for grant in sorted(grants, key=lambda g: g.until):
         if used < cap:
             break
-        used -= count
+        used -= grant.tokens
         if used < cap:
-            return max(0.0, at + horizon_s - now)
+            return max(0.0, grant.until - now)
     return 0.0
 
 
 @dataclass
 class _Pool:
-    """Tokens this instance holds for one kind and priority (spent within the lease)."""
+    """A slice this instance holds for one kind and priority: its tokens are spent within the
+    lease, and its requests followed until anny has answered them all."""
 
     tokens: int = 0
     expires: float = 0.0
     granted: int = 0
+    at: float = 0.0  # as written in the log
+    taken: int = 0
+    unanswered: int = 0
+    last_answer: float = 0.0
+
+    def finished(self, now: float) -> bool:
+        """No token left to send, and every request sent answered."""
+        return (self.tokens <= 0 or now >= self.expires) and self.unanswered == 0
+
+    def answered(self, now: float) -> None:
+        self.unanswered -= 1
+        self.last_answer = max(self.last_answer, now)
+
+    def as_spent(self, grant: Grant, window_s: float, now: float) -> Grant | None:
+        """What this slice of ours really counts against the budget, known from its own requests (anny
+        counts a request no later than it answers it): a finished slice counts the tokens it spent,
+        until a window after its last answer (nothing when it spent none); one with a request still
+        unanswered counts at least a window from now; an unfinished one as granted."""
+        if self.finished(now):
+            if not self.taken:
+                return None
+            return grant._replace(tokens=self.taken, until=self.last_answer + window_s + CLOCK_SKEW_S)
+        if self.unanswered:
+            return grant._replace(until=max(grant.until, now + window_s + CLOCK_SKEW_S))
+        return grant
 
     def next_size(self, now: float, lease_s: float) -> int:
         """The slice this demand wants next: twice this one when it ran out within its lease (the
@@ -203,6 +250,8 @@ class _Pool:
     def take(self, now: float) -> bool:
         if self.tokens > 0 and now < self.expires:
             self.tokens -= 1
+            self.taken += 1
+            self.unanswered += 1
             return True
         return False
 
@@ -217,11 +266,12 @@ class _Bucket:
     paused_until: float = 0.0
     local_log: deque[float] = field(default_factory=deque)  # fallback: this instance's own sends
     sent: int = 0
+    mine: dict[float, _Pool] = field(default_factory=dict)  # this instance's slices in the log, by `at`
 
-    def take(self, level: Priority, now: float) -> bool:
-        """Live work may use either pool; backfill only its own."""
+    def take(self, level: Priority, now: float) -> _Pool | None:
+        """A token, and the slice it is from: live work may use either pool, backfill only its own."""
         order = (LIVE, BACKFILL) if level == LIVE else (BACKFILL,)
-        return any(self.pools[p].take(now) for p in order)
+        return next((self.pools[p] for p in order if self.pools[p].take(now)), None)
 
 
 class PriorityLimit:
@@ -286,7 +336,7 @@ class BudgetUsage:
 class OrgBudget:
     """The anny budget of the organisation, as seen by one instance (one per event loop).
 
-    `await budget.acquire("writes")` returns when one write may be sent.
+    `async with budget.spending("writes"): ...` sends one write when the budget allows it.
     """
 
     def __init__(self, table: BudgetTable, limits: Limits, *, clock: Callable[[], float] = time.time,
@@ -294,6 +344,7 @@ class OrgBudget:
         self.table = table
         self.limits = limits
         self.instance = instance or instance_id()
+        self.owner = f"{random.getrandbits(16):04x}"  # this budget's slices in the log (short: the log holds L)
         self._clock = clock
         self._sleep = sleep
         self._buckets: dict[Kind, _Bucket] = {kind: _Bucket(kind) for kind in KINDS}
@@ -305,20 +356,30 @@ class OrgBudget:
 
     # -- spending ----------------------------------------------------------------------------------
 
-    async def acquire(self, kind: Kind, level: Priority | None = None) -> None:
-        level = level or current_priority()
+    @asynccontextmanager
+    async def spending(self, kind: Kind, level: Priority | None = None) -> AsyncIterator[None]:
+        """One request to anny, sent within the block when the budget allows it. anny counts a
+        request no later than it answers it: the block's end tells the budget so, and the slice the
+        token came from stops counting a window after its last answer, not after the worst case."""
+        pool = await self._acquire(kind, level or current_priority())
+        try:
+            yield
+        finally:
+            pool.answered(self._clock())
+
+    async def _acquire(self, kind: Kind, level: Priority) -> _Pool:
         bucket = self._buckets[kind]
         bucket.waiting[level] += 1
         try:
             while True:
-                if bucket.take(level, self._clock()):
+                if pool := bucket.take(level, self._clock()):
                     bucket.sent += 1
-                    return
+                    return pool
                 async with bucket.lock:
                     now = self._clock()
-                    if bucket.take(level, now):
+                    if pool := bucket.take(level, now):
                         bucket.sent += 1
-                        return
+                        return pool
                     wait = await self._claim(bucket, level, now)
                 if wait > 0:
                     await self._sleep(wait + random.uniform(0, self.limits.lease_s / 4))
@@ -357,21 +418,38 @@ class OrgBudget:
             if record.paused_until > now:
                 bucket.record, bucket.paused_until = record, record.paused_until
                 return record.paused_until - now
-            grants = live_grants(parse_grants(record.grants), now, limits.horizon_s)
-            free = cap - sum(count for _, count in grants)
+            grants = self._as_spent(bucket, parse_grants(record.grants, limits.horizon_s), now)
+            free = cap - sum(grant.tokens for grant in grants)
             if free <= 0:
                 bucket.record = record
-                return max(wait_for_room(grants, now, limits.horizon_s, cap), limits.lease_s / 10)
+                return max(wait_for_room(grants, now, cap), limits.lease_s / 10)
             granted = min(want, free)
-            record.grants = json.dumps([*grants, (round(now, 3), granted)], separators=(",", ":"))
+            at = round(now, 3)
+            while at in bucket.mine:
+                at = round(at + 0.001, 3)
+            record.grants = format_grants([*grants, Grant(at, granted, now + limits.horizon_s, self.owner)])
             try:
                 bucket.record = await self.table.save_budget(record)
             except ConcurrencyError:
                 bucket.record = None  # someone else wrote: read it again
                 continue
-            bucket.pools[level] = _Pool(granted, now + limits.lease_s, granted)  # what was left had expired
+            # What was left of the last slice had expired.
+            bucket.pools[level] = bucket.mine[at] = _Pool(granted, now + limits.lease_s, granted, at=at)
             return 0.0
         raise ConcurrencyError("the budget log kept changing", kind=kind)
+
+    def _as_spent(self, bucket: _Bucket, grants: Grants, now: float) -> Grants:
+        """The slices that still count, ours as they were spent (`_Pool.as_spent`); written back with
+        the next slice, so that the other instances see them end early too."""
+        counting: Grants = []
+        for grant in grants:
+            pool = bucket.mine.get(grant.at) if grant.owner == self.owner else None
+            spent = pool.as_spent(grant, self.limits.window_s, now) if pool is not None else grant
+            if spent is not None and spent.until > now:
+                counting.append(spent)
+        still_mine = {grant.at for grant in counting if grant.owner == self.owner}
+        bucket.mine = {at: pool for at, pool in bucket.mine.items() if at in still_mine}
+        return counting
 
     def _enter_fallback(self, exc: BaseException, now: float) -> None:
         if self.fallback_since is None:
@@ -472,8 +550,8 @@ class OrgBudget:
         try:
             for kind in KINDS:
                 record = await self.table.get_budget(kind)
-                recent = [(at, n) for at, n in parse_grants(record.grants) if at > now - limits.window_s]
-                used[kind] = sum(n for _, n in recent)
+                used[kind] = sum(grant.tokens for grant in parse_grants(record.grants, limits.horizon_s)
+                                 if grant.at > now - limits.window_s)
                 paused = max(paused, record.paused_until - now)
             throttled = await self.table.throttled_counts()
             spells = {spell.instance: spell for spell in await self.table.list_fallbacks()}

@@ -259,7 +259,7 @@ class Settings:
         "ANNY_LIMIT_WINDOW_SECONDS", "The window of anny's rate limits, in seconds.", _int_between(1, 3600), "60")
     anny_live_reserve_percent: int = setting(
         "ANNY_LIVE_RESERVE_PERCENT", "Share of the anny budget that initial syncs and reconciliations leave "
-        "to live changes, in percent.", _int_between(0, 50), "5")
+        "to live changes, in percent.", _int_between(0, 50), "2")
     table_prefix: str = setting(
         "TABLE_PREFIX", "Prefix of the app's table names.", _table_prefix, "annysync")
     storage: StorageSettings = field(default_factory=StorageSettings, metadata={"env": None})

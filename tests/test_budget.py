@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 import pytest
 from azure.core.exceptions import ServiceResponseError
 
-from sync.budget import BACKFILL, LIVE, Limits, OrgBudget, parse_grants, wait_for_room
+from sync.budget import BACKFILL, LIVE, Grant, Limits, OrgBudget, parse_grants, wait_for_room
 from sync.settings import StorageSettings
 from tests.state_tables import AllTables
 
@@ -32,8 +32,8 @@ async def two_instances(storage: StorageSettings, table_prefix: str) -> AsyncIte
 
 async def spend(budget: OrgBudget, kind: str, count: int, stamps: list[float], level: str = LIVE) -> None:
     async def one() -> None:
-        await budget.acquire(kind, level)  # type: ignore[arg-type]
-        stamps.append(time.time())
+        async with budget.spending(kind, level):  # type: ignore[arg-type]
+            stamps.append(time.time())
 
     await asyncio.gather(*(one() for _ in range(count)))
 
@@ -57,15 +57,15 @@ async def test_backfill_leaves_the_reserve_to_live_changes(two_instances):
     share_used = asyncio.Event()
 
     async def backfill() -> None:
-        await backfill_budget.acquire("writes", BACKFILL)
-        order.append("backfill")
+        async with backfill_budget.spending("writes", BACKFILL):
+            order.append("backfill")
         if len(order) == limits.cap("writes", BACKFILL):
             share_used.set()
 
     tasks = [asyncio.create_task(backfill()) for _ in range(20)]
     await share_used.wait()
-    await live_budget.acquire("writes", LIVE)  # the backfill has used its share of the window
-    order.append("live")
+    async with live_budget.spending("writes", LIVE):  # the backfill has used its share of the window
+        order.append("live")
     await asyncio.sleep(0.2)
     for task in tasks:
         task.cancel()
@@ -76,10 +76,10 @@ async def test_backfill_leaves_the_reserve_to_live_changes(two_instances):
 async def test_a_429_pauses_every_instance_until_retry_after(two_instances):
     limits = Limits(reads=40, writes=10, window_s=1.0)
     first, second = (OrgBudget(store, limits) for store in two_instances)
-    await first.acquire("reads")
+    await spend(first, "reads", 1, [])
     paused_at = time.time()
     await first.throttled(0.6)
-    await second.acquire("reads")
+    await spend(second, "reads", 1, [])
     assert time.time() >= paused_at + 0.6
     assert (await second.usage()).throttled == {"anny": 1}
 
@@ -172,13 +172,13 @@ async def test_another_instances_fallback_is_shown_once_it_reaches_the_table_aga
     cut_off = OrgBudget(first_store, limits, instance="instance-a")
     answering = OrgBudget(second_store, limits, instance="instance-b")
     link.cut()
-    await cut_off.acquire("writes")
+    await spend(cut_off, "writes", 1, [])
     mine = (await cut_off.usage()).fallbacks
     assert [(f["instance"], f["state"], f["this_instance"]) for f in mine] == [("instance-a", "ongoing", True)]
     assert (await answering.usage()).fallbacks == []  # nothing of instance-a can reach the table yet
     link.up = True
     await asyncio.sleep(limits.window_s / 4)  # when a fallen-back instance tries the table again
-    await cut_off.acquire("writes")
+    await spend(cut_off, "writes", 1, [])
     assert cut_off.fallback_since is None
     seen = (await answering.usage()).fallbacks
     assert [(f["instance"], f["state"], f["this_instance"]) for f in seen] == [("instance-a", "ended", False)]
@@ -196,7 +196,7 @@ async def test_an_instance_in_fallback_is_shown_by_the_others_while_it_lasts(two
         raise ServiceResponseError("read timed out")  # TCP cut would take the whole account away)
 
     monkeypatch.setattr(first_store, "get_budget", timed_out)
-    await in_fallback.acquire("reads")
+    await spend(in_fallback, "reads", 1, [])
     await in_fallback.close()  # lets its background record reach the table
     seen = (await answering.usage()).fallbacks
     assert [(f["instance"], f["state"], f["until"]) for f in seen] == [("instance-a", "ongoing", None)]
@@ -210,20 +210,25 @@ async def test_a_steady_stream_of_single_requests_claims_slices_not_one_table_wr
     budget = OrgBudget(store, limits)
     before = store.operations
     for _ in range(40):  # one webhook's read at a time, as a steady 20/s would send them
-        await budget.acquire("reads")
+        await spend(budget, "reads", 1, [])
         await asyncio.sleep(0.005)
     assert store.operations - before <= 7  # slices of 1, 2, 4, 8, 16, 20 (was 40: one per read)
     await asyncio.sleep(limits.lease_s * 2.2)  # idle: the next lone request claims a slice of one
-    await budget.acquire("reads")
-    grants = parse_grants((await store.get_budget("reads")).grants)
-    assert grants[-1][1] == 1 and sum(n for _, n in grants) <= 40 + limits.slice_max("reads") + 1
+    await spend(budget, "reads", 1, [])
+    grants = parse_grants((await store.get_budget("reads")).grants, limits.horizon_s)
+    assert grants[-1].tokens == 1 and sum(g.tokens for g in grants) <= 40 + limits.slice_max("reads") + 1
 
 
-def test_wait_for_room_frees_the_oldest_slices_first():
-    grants = [(10.0, 4), (11.0, 4), (12.0, 2)]
-    assert wait_for_room(grants, now=12.5, horizon_s=5.0, cap=10) == pytest.approx(2.5)  # 10.0 + 5 - 12.5
-    assert wait_for_room(grants, now=12.5, horizon_s=5.0, cap=11) == 0.0
-    assert wait_for_room(grants, now=12.5, horizon_s=5.0, cap=3) == pytest.approx(3.5)  # two slices must go
+def test_wait_for_room_frees_the_slices_that_end_first():
+    grants = [Grant(10.0, 4, 15.0), Grant(11.0, 4, 16.0), Grant(12.0, 2, 14.0)]
+    assert wait_for_room(grants, now=12.5, cap=10) == pytest.approx(1.5)  # the last slice ends first
+    assert wait_for_room(grants, now=12.5, cap=11) == 0.0
+    assert wait_for_room(grants, now=12.5, cap=5) == pytest.approx(2.5)  # two slices must go: 14.0, then 15.0
+
+
+def test_a_log_written_before_slices_carried_their_end_counts_each_for_the_default_horizon():
+    assert parse_grants("[[10.0,4],[11.0,2,13.5,\"ab12\"]]", horizon_s=7.0) == [
+        Grant(10.0, 4, 17.0), Grant(11.0, 2, 13.5, "ab12")]
 
 
 async def test_requests_that_reach_anny_late_on_a_slow_instance_still_fit_any_window(two_instances):
@@ -238,11 +243,42 @@ async def test_requests_that_reach_anny_late_on_a_slow_instance_still_fit_any_wi
 
     async def one() -> None:
         nonlocal spent
-        await budget.acquire("reads")
-        spent += 1
-        if spent <= limits.reads:  # the first window's requests are the slow ones
-            await asyncio.sleep(0.5)
-        arrivals.append(time.time())
+        async with budget.spending("reads"):
+            spent += 1
+            if spent <= limits.reads:  # the first window's requests are the slow ones
+                await asyncio.sleep(0.5)
+            arrivals.append(time.time())
 
     await asyncio.gather(*(one() for _ in range(2 * limits.reads)))
     assert most_in_any_window(arrivals, limits.window_s) <= limits.reads
+
+
+async def test_a_slice_stops_counting_a_window_after_its_last_answer_and_only_for_the_tokens_spent(two_instances):
+    """The worst case (a token sent at the end of its lease, counted a margin later) is what a
+    slice counts for while its requests are out; once anny has answered them all, they were
+    counted by then. Tokens granted and never spent count for nothing."""
+    one, two = two_instances
+    limits = Limits(reads=40, writes=10, window_s=2.0)  # slices of up to 2 writes; the default margin is 1 s
+    budget = OrgBudget(one, limits)
+    await spend(budget, "writes", 3, [])  # slices of 1 and 2: answered at once
+    await asyncio.sleep(limits.lease_s * 1.5)
+    answered = time.time()
+    await spend(budget, "writes", 1, [])  # the next claim writes the finished slices back as spent
+    seen = OrgBudget(two, limits)  # another instance reads them so
+    grants = parse_grants((await two.get_budget("writes")).grants, limits.horizon_s)
+    finished = grants[:-1]
+    assert sum(g.tokens for g in finished) == 3
+    assert all(g.until <= answered + limits.window_s + 0.2 < g.at + limits.horizon_s for g in finished)
+    assert (await seen.usage()).writes_used == 4
+
+
+async def test_tokens_granted_and_not_spent_are_given_back_with_the_next_slice(two_instances):
+    store, _ = two_instances
+    limits = Limits(reads=400, writes=100, window_s=2.0)
+    budget = OrgBudget(store, limits)
+    await spend(budget, "reads", 8, [])  # its slices grow with the demand
+    await spend(budget, "reads", 1, [])  # a slice of twice the last: most of it left unspent
+    await asyncio.sleep(limits.lease_s * 1.5)
+    await spend(budget, "reads", 1, [])
+    grants = parse_grants((await store.get_budget("reads")).grants, limits.horizon_s)
+    assert sum(g.tokens for g in grants) == 10  # what was spent, not what was granted
