@@ -24,6 +24,7 @@ from sync import graph_wire, processed, validation
 from sync.anny import seen_booking, webhook_snapshot
 from sync.decide import is_own_blocker_echo
 from sync.errors import InputError
+from sync.room_runs import signal_run_here
 from sync.settings import Settings
 from sync.state import ProcessedEvents, Subscription, SubscriptionsTable
 from sync.work import BookingWork, LifecycleWork, RoomWork, Work, encode
@@ -277,9 +278,14 @@ async def _graph_post(req: func.HttpRequest, settings: Settings, tables: Ingress
 
 
 def _room_signals(verified: Verified, dropped: int) -> Answer:
+    """A room run for each room changed, unless a run of this process holds the room and runs once
+    more for it anyway (the echoes of a long initial sync's writes would otherwise fill the queue
+    that live changes wait in)."""
     rooms = sorted({sub.room for _, sub in verified})
-    answer = _json_answer(202, rooms=len(rooms), received=len(verified) + dropped, dropped=dropped)
-    answer.work.extend(RoomWork(room) for room in rooms)
+    queued = [room for room in rooms if not signal_run_here(room)]
+    answer = _json_answer(202, rooms=len(rooms), received=len(verified) + dropped, dropped=dropped,
+                          queued=len(queued))
+    answer.work.extend(RoomWork(room) for room in queued)
     return answer
 
 

@@ -31,9 +31,21 @@ class RunningHere:
 
     run_id: str
     signalled: bool = False
+    holding: bool = False  # the lease is taken (not still being acquired)
 
 
 _running_here: dict[str, RunningHere] = {}  # room → the run of this process that holds its lease
+
+
+def signal_run_here(room: str) -> bool:
+    """A change signalled for `room` (a Graph notification), taken by a run of this process that
+    holds the room's lease: it reads once more before it lets go, so the signal needs no work
+    item and no Table request. False when no run here holds the room: queue the signal."""
+    here = _running_here.get(normalise_mailbox(room))
+    if here is None or not here.holding:
+        return False
+    here.signalled = True
+    return True
 
 
 @dataclass
@@ -68,6 +80,7 @@ class RoomLease:
         if state is None:
             outcome.skipped_busy = True
             return outcome
+        here.holding = True
         try:
             while True:
                 state = await self._absorb_signals(state, run_id, here)

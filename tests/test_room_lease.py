@@ -7,10 +7,11 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from sync import room_runs
+from sync import ingress, room_runs
 from sync.inbound import InboundFlow
 from sync.model import SyncWindow
-from sync.state import Link, RoomState
+from sync.state import Link, RoomState, Subscription
+from sync.work import RoomWork
 from tests.state_tables import AllTables
 
 ROOM = "room@contoso.example"
@@ -78,6 +79,31 @@ async def test_signals_that_never_stop_end_in_a_released_lease_and_one_more_sign
     assert result.runs == room_runs.MAX_RUNS_PER_SIGNAL and result.rerun_later
     state = await store.get_room_state(ROOM)
     assert state.running_since is None and not state.rerun_requested
+
+
+def notified(room: str) -> list[RoomWork]:
+    """The work items the notification endpoint queues for one notification about `room`."""
+    sub = Subscription("sub-1", room, datetime.now(UTC) + timedelta(days=1), "state")
+    answer = ingress._room_signals([({"subscriptionId": "sub-1", "changeType": "updated"}, sub)], 0)
+    return [work for work in answer.work if isinstance(work, RoomWork)]
+
+
+async def test_a_notification_for_a_room_whose_run_this_process_holds_queues_nothing_and_the_run_reads_again(
+        store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long initial sync's own writes echo back as notifications; a run here takes them without
+    a queue message, so they do not fill the queue that live changes wait in."""
+    queued: list[list[RoomWork]] = []
+
+    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+        result.runs += 1
+        if result.runs == 1:
+            queued.append(notified(ROOM))
+        return state
+
+    monkeypatch.setattr(InboundFlow, "_run_once", run_once)
+    result = await flow(store).sync_room(ROOM, run_id="first")
+    assert queued == [[]] and result.runs == 2  # nothing queued; one more round read the change
+    assert notified(ROOM) == [RoomWork(ROOM)]  # no run here: the signal is queued
 
 
 async def test_a_failed_run_releases_its_lease(store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
