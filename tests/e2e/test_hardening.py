@@ -268,7 +268,7 @@ def test_work_per_notification_request_is_bounded(app: Live, monkeypatch: pytest
     answer = app.post("graph/notify", {"value": items})
     assert answer.status_code == 202, answer.text
     assert reads["point"] + reads["list"] <= 10  # not one table read per unknown id
-    assert answer.json() == {"rooms": 1, "received": 1501, "dropped": 1500}
+    assert answer.json() == {"rooms": 1, "received": 1501, "dropped": 1500, "queued": 1}
     again = app.post("graph/notify", {"value": unknown_notifications(1500)})
     assert again.json()["dropped"] == 1500
 
