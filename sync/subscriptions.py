@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from sync.errors import RemoteConflict, RemoteGone
+from sync.errors import RemoteConflict, RemoteGone, RemoteThrottled
 from sync.graph import GraphGateway
 from sync.settings import Settings
 from sync.state import Subscription, SubscriptionsTable
@@ -67,11 +67,21 @@ class SubscriptionManager:
         return await self.table.save_subscription(sub)
 
     async def renew_due(self) -> int:
-        """Renew every subscription expiring within two days; returns how many."""
+        """Renew every subscription expiring within two days; returns how many were renewed.
+
+        Graph throttling that outlasted the SDK's retries stops this run's renewals, not the run
+        (the nightly run's reconciliation, an activation): a subscription has two days of margin
+        and one that expires meanwhile is recreated by the sweep (its room read by delta)."""
         due = [s for s in await self.table.list_subscriptions()
                if s.expires_at - datetime.now(UTC) < RENEW_BEFORE]
-        for sub in due:
-            await self.renew(sub)
+        for renewed, sub in enumerate(due):
+            try:
+                await self.renew(sub)
+            except RemoteThrottled as exc:
+                log.warning("Graph throttled subscription renewals; the rest wait for the next run", extra={
+                    "room": sub.room, "subscription_id": sub.subscription_id, "left": len(due) - renewed,
+                    "retry_after_s": exc.context.get("retry_after_s")})
+                return renewed
         return len(due)
 
     async def reauthorize(self, sub: Subscription) -> None:

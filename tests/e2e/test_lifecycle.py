@@ -130,6 +130,24 @@ async def test_first_activation_preview_counts_and_writes_nothing(world: World,
 BRAKE = {"DELETION_BRAKE_MIN_ITEMS": "3"}  # more than 3 and more than 50 %: 4 of 5 holds
 
 
+async def test_a_nightly_run_whose_renewals_graph_throttles_still_reconciles(world: World) -> None:
+    """A 429 that outlasts the SDK's retries on a subscription renewal: the renewal waits for the
+    next run (the sweep recreates a subscription that expires meanwhile), the run goes on."""
+    [sub] = await world.state.list_subscriptions()
+    sub.expires_at = datetime.now(UTC) + timedelta(days=1)  # due for renewal
+    await world.state.save_subscription(sub)
+    world.stack.graph.add_fault(429, route="PATCH /subscriptions/*", count=4, retry_after=1)  # every SDK attempt
+    world.stack.anny.set_webhook_faults(drop_next=1)  # the booking's webhook is lost: the nightly run repairs it
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    assert world.mirror_events() == []
+    nightly = await nightly_now(world)
+    assert nightly["error"] is None and nightly["checked"]["subscriptions renewed"] == 0
+    assert nightly["repaired"] == {"missed booking": 1} and len(world.mirror_events()) == 1  # reconciled all the same
+    [still] = await world.state.list_subscriptions()
+    assert still.expires_at == sub.expires_at  # to be renewed by the next run
+
+
 @pytest.mark.parametrize("stack", [BRAKE], indirect=True)
 async def test_nightly_run_that_would_delete_most_mirror_events_holds_the_rule(world: World) -> None:
     bookings = [world.stack.anny.person_create_booking(world.resource, world.at(2 + i, 9), world.at(2 + i, 10))
