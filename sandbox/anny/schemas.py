@@ -1,4 +1,5 @@
-"""Validate payloads against anny's JSON Schemas (published with anny's n8n node; not in this repository).
+"""Validate payloads against anny's JSON Schemas (published with anny's n8n node under the MIT
+licence; a copy is kept in `schemas/` beside this module, with that licence).
 
 The schemas `$ref` each other by relative file name (`./resource.json`), so all of them are
 loaded into one `referencing.Registry`. Needs the dev packages `jsonschema` and `referencing`.
@@ -31,11 +32,10 @@ SCHEMA_DIR_VARIABLE = "ANNY_SCHEMA_DIR"
 
 
 def default_schema_dir() -> Path:
-    """Where anny's schemas are: `ANNY_SCHEMA_DIR` if set, else `../shared/reference/anny-schemas`
-    beside the repository, where CI's fresh clone finds them."""
+    """Where anny's schemas are: `ANNY_SCHEMA_DIR` if set (a newer copy), else the copy kept here."""
     if configured := os.environ.get(SCHEMA_DIR_VARIABLE):
         return Path(configured)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "reference" / "anny-schemas"
+    return Path(__file__).resolve().parent / "schemas"
 
 
 def _format_checker() -> jsonschema.FormatChecker:
