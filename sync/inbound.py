@@ -78,23 +78,23 @@ class LinkLookups:
 
     async def _read(self) -> None:
         waiting, self._waiting = self._waiting, {}
+        answers = [(event_id, answer) for event_id, futures in waiting.items() for answer in futures]
         try:
             found = await self._links.links_by_events(self._room, list(waiting))
-        except Exception as exc:  # every event waiting for this read fails with it
-            for answers in waiting.values():
-                for answer in answers:
-                    if not answer.done():
-                        answer.set_exception(exc)
-            return
-        except BaseException:
-            for answers in waiting.values():
-                for answer in answers:
+        except BaseException as exc:  # every event waiting for this read fails with it (or is cancelled)
+            for _, answer in answers:
+                if answer.done():
+                    continue
+                if isinstance(exc, Exception):
+                    answer.set_exception(exc)
+                else:
                     answer.cancel()
-            raise
-        for event_id, answers in waiting.items():
-            for answer in answers:
-                if not answer.done():
-                    answer.set_result(found.get(event_id))
+            if not isinstance(exc, Exception):
+                raise
+            return
+        for event_id, answer in answers:
+            if not answer.done():
+                answer.set_result(found.get(event_id))
 
 
 class Unread:
