@@ -212,7 +212,7 @@ async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[s
     items = 2 * scale.rooms * scale.per_room
 
     started, cpu_started, table_started = time.monotonic(), time.process_time(), app_table_operations(stack)
-    timeline: list[tuple[float, int]] = []
+    timeline: list[tuple[float, int, int]] = []
     watching = asyncio.create_task(watch_blockers(stack, started, timeline))
     activation = asyncio.create_task(admin_api(stack, "activate"))  # returns once the inline part is done
     half = scale.rooms * scale.per_room // 2
@@ -230,20 +230,20 @@ async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[s
                    await stack.poison_messages()) | app_cost | pace(timeline, scale)
 
 
-async def watch_blockers(stack: LocalStack, started: float, timeline: list[tuple[float, int]]) -> None:
-    """Blockers POSTed so far, once a second: when the writes started and how full each window was."""
+async def watch_blockers(stack: LocalStack, started: float, timeline: list[tuple[float, int, int]]) -> None:
+    """Blockers and events POSTed so far, once a second: when the writes started and how full each window was."""
     while True:
-        timeline.append((time.monotonic() - started, writes_seen(stack)[0]))
+        timeline.append((time.monotonic() - started, *writes_seen(stack)))
         await asyncio.sleep(1.0)
 
 
-def pace(timeline: list[tuple[float, int]], scale: Scale) -> dict[str, Any]:
+def pace(timeline: list[tuple[float, int, int]], scale: Scale) -> dict[str, Any]:
     """Where the wall time went against the write bound: the wait before the first blocker, and
     the blockers written per window W while the writes ran (the limit allows `scale.writes`)."""
-    first = next((t for t, posted in timeline if posted > 0), None)
+    first = next((t for t, posted, _ in timeline if posted > 0), None)
     per_window = []
-    for t0, earlier in timeline:
-        later = next((posted for t1, posted in timeline if t1 >= t0 + scale.window_s), None)
+    for t0, earlier, _ in timeline:
+        later = next((posted for t1, posted, _ in timeline if t1 >= t0 + scale.window_s), None)
         if first is not None and t0 >= first and later is not None and later < scale.rooms * scale.per_room:
             per_window.append(later - earlier)
     return {"timeline": timeline, "first_blocker_s": first,
