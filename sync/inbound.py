@@ -127,7 +127,7 @@ class RoomRunResult:
     rerun_later: bool = False
     held: bool = False  # the brake on mass deletion held the rule; nothing was written
     failures: list[str] = field(default_factory=list)
-    deferred: list[str] = field(default_factory=list)  # baseline events left to backfill (EventsBackfill)
+    deferred: list[OutlookEvent] = field(default_factory=list)  # baseline events left to backfill (EventsBackfill)
     queued: int = 0  # how many of them were queued as backfill items
 
 
@@ -140,7 +140,7 @@ class InboundFlow:
     anny: AnnyClient
     graph: GraphGateway
     outbound: OutboundFlow
-    backfill: Callable[[str, list[str]], Awaitable[None]] | None = None  # queues what a baseline left
+    backfill: Callable[[str, list[OutlookEvent]], Awaitable[None]] | None = None  # queues what a baseline left
 
     # -- the room's runs (sync.room_runs) ---------------------------------------------------------------
 
@@ -260,7 +260,7 @@ class InboundFlow:
         async def one(event: OutlookEvent) -> list[Action]:
             link = await lookups.get(event.id)  # read when the event's turn comes: the link is current
             if baseline and self._needs_backfill(ctx, event, link):
-                result.deferred.append(event.id)
+                result.deferred.append(event)
                 return []
             try:
                 return await self.sync_event(room, rule, ctx, event, link)
@@ -282,9 +282,16 @@ class InboundFlow:
             return True  # is it? a lookup of our property, done by the backfill
         return not all(isinstance(action, Skip) for action in decide_event(event, None, ctx))
 
-    async def backfill_events(self, room: str, event_ids: Sequence[str]) -> RoomRunResult:
+    async def backfill_events(self, room: str, event_ids: Sequence[str], span: SyncWindow | None = None
+                              ) -> RoomRunResult:
         """Write the blockers a baseline left to backfill. Each event is read again (it may have
-        changed or gone since), and one that a live run linked meanwhile is left alone."""
+        changed or gone since), and one that a live run linked meanwhile is left alone.
+
+        With the `span` the baseline saw the events in, one calendarView read of it finds them as
+        they are now: one Graph request per item instead of one per event, which matters because
+        an initial sync's items come a room at a time and Graph serves a mailbox 4 requests at
+        once. An event not found there (moved or deleted since), or one that looks like our own
+        mirror event (our extended property decides), is read alone as before."""
         result = RoomRunResult(room)
         rule = await self.rules.get_rule_for_room(room, cached=True)
         if rule is None or rule.removing:
@@ -292,11 +299,17 @@ class InboundFlow:
         ctx = inbound_context(self.settings, rule.time_zone or await self.resource_zone(rule), rule=rule)
 
         linked = await self.links.links_by_events(room, event_ids) if event_ids else {}
+        unlinked = [event_id for event_id in event_ids if event_id not in linked]
+        current = await self._events_in(room, span) if span is not None and len(unlinked) > 1 else {}
 
         async def one(event_id: str) -> list[Action]:
             if event_id in linked:
                 return []
-            found = await self.graph.anny_id_of_event(room, event_id)
+            event = current.get(event_id)
+            if event is not None and not event.looks_like_ours:
+                found: tuple[OutlookEvent, str] | None = (event, "")
+            else:
+                found = await self.graph.anny_id_of_event(room, event_id)
             if found is None or found[1]:
                 return []  # deleted since the baseline, or one of our mirror events
             try:
@@ -308,6 +321,9 @@ class InboundFlow:
 
         await self._each(room, list(event_ids), lambda i: i, one, result)
         return result
+
+    async def _events_in(self, room: str, span: SyncWindow) -> dict[str, OutlookEvent]:
+        return {e.id: e for e in await self.graph.calendar_view(room, span, self.settings.delta_page_size)}
 
     async def _each(self, room: str, items: list[T], key: Callable[[T], str],
                     sync_one: Callable[[T], Awaitable[list[Action]]], result: RoomRunResult) -> None:

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
 
 from sync.anny_wire import BookingSnapshot
 from sync.errors import SyncError
+from sync.model import OutlookEvent, SyncWindow
 
 WORK_QUEUE = "sync-work"  # live changes: webhooks, notifications, lifecycle events
 POISON_QUEUE = f"{WORK_QUEUE}-poison"
@@ -57,10 +60,43 @@ class LifecycleWork:
 
 @dataclass(frozen=True)
 class EventsBackfill:
-    """Block anny for these events of a room's calendar, found by a baseline and not linked yet."""
+    """Block anny for these events of a room's calendar, found by a baseline and not linked yet.
+    `span_start`/`span_end` (UTC, ISO 8601): where the baseline saw them, so that one read of
+    that span finds them as they are now (items written before the span existed: one read each)."""
 
     room: str
     event_ids: tuple[str, ...]
+    span_start: str = ""
+    span_end: str = ""
+
+
+def backfill_items(room: str, events: Sequence[OutlookEvent]) -> list[EventsBackfill]:
+    """A baseline's events to backfill, EVENTS_PER_BACKFILL_ITEM per item in the order of their
+    start, so that each item's span is short (a few hours of the room's calendar)."""
+    earliest = datetime.min.replace(tzinfo=UTC)
+    in_order = sorted(events, key=lambda e: (e.start or earliest, e.id))
+    return [_backfill_item(room, in_order[first:first + EVENTS_PER_BACKFILL_ITEM])
+            for first in range(0, len(in_order), EVENTS_PER_BACKFILL_ITEM)]
+
+
+def _backfill_item(room: str, events: Sequence[OutlookEvent]) -> EventsBackfill:
+    ids = tuple(e.id for e in events)
+    starts = [e.start for e in events if e.start is not None]
+    ends = [e.end for e in events if e.end is not None]
+    if len(starts) < len(events) or len(ends) < len(events):
+        return EventsBackfill(room, ids)
+    return EventsBackfill(room, ids, min(starts).astimezone(UTC).isoformat(), max(ends).astimezone(UTC).isoformat())
+
+
+def span_of(work: EventsBackfill) -> SyncWindow | None:
+    """The span an item's events lay in at the baseline; None without one (then each is read alone)."""
+    try:
+        span = SyncWindow(datetime.fromisoformat(work.span_start), datetime.fromisoformat(work.span_end))
+    except (TypeError, ValueError):
+        return None
+    if span.start.tzinfo is None or span.end.tzinfo is None or span.end <= span.start:
+        return None
+    return span
 
 
 @dataclass(frozen=True)

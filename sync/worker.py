@@ -12,13 +12,13 @@ from sync.budget import BACKFILL, LIVE, priority
 from sync.continuation import continue_rule_sync
 from sync.errors import RemoteAuthError, RemoteThrottled, SyncError
 from sync.inbound import InboundFlow, RoomRunResult
+from sync.model import OutlookEvent
 from sync.outbound import OutboundFlow
 from sync.services import Services
 from sync.state import IntegrationStatus, RoomState
 from sync.subscriptions import SubscriptionManager
 from sync.work import (
     BACKFILL_QUEUE,
-    EVENTS_PER_BACKFILL_ITEM,
     WORK_QUEUE,
     BadWorkItem,
     BookingWork,
@@ -27,7 +27,9 @@ from sync.work import (
     RoomWork,
     RuleSync,
     Work,
+    backfill_items,
     decode,
+    span_of,
 )
 
 log = logging.getLogger(__name__)
@@ -97,7 +99,7 @@ class Worker:
                 await self._after_room_run(result)
                 return [RoomWork(room, reason="more changes")] if result.rerun_later else []
             case EventsBackfill(room=room, event_ids=event_ids):
-                await self._after_room_run(await self.inbound.backfill_events(room, event_ids))
+                await self._after_room_run(await self.inbound.backfill_events(room, event_ids, span_of(work)))
                 await progress.advance(self.services.status, room, "to_anny", len(event_ids))
                 return []
             case LifecycleWork():
@@ -112,15 +114,14 @@ class Worker:
             await self._record_error(f"{len(result.failures)} event(s) of {result.room} could not be synced: "
                                      f"{result.failures[-1]}", result.room)
 
-    async def _backfill_later(self, room: str, event_ids: list[str]) -> None:
-        """Events a baseline left to backfill, queued in items of EVENTS_PER_BACKFILL_ITEM."""
-        if not event_ids:
+    async def _backfill_later(self, room: str, events: list[OutlookEvent]) -> None:
+        """Events a baseline left to backfill, queued in items (`backfill_items`)."""
+        if not events:
             return
-        await progress.start(self.services.status, room, "to_anny", len(event_ids))
-        for first in range(0, len(event_ids), EVENTS_PER_BACKFILL_ITEM):
-            chunk = tuple(event_ids[first:first + EVENTS_PER_BACKFILL_ITEM])
-            await self.services.queues.send(EventsBackfill(room, chunk), queue=BACKFILL_QUEUE)
-        log.info("baseline events queued for backfill", extra={"room": room, "events": len(event_ids)})
+        await progress.start(self.services.status, room, "to_anny", len(events))
+        for item in backfill_items(room, events):
+            await self.services.queues.send(item, queue=BACKFILL_QUEUE)
+        log.info("baseline events queued for backfill", extra={"room": room, "events": len(events)})
 
     async def _lifecycle(self, work: LifecycleWork) -> list[Work]:
         sub = await self.services.subscriptions.get_subscription(work.subscription_id)

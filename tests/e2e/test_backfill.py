@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from devhost.azurite import Azurite
-from devhost.stack import Emulators, start_stack
+from devhost.stack import Emulators, LocalStack, start_stack
 from sync.settings import StorageSettings
 from tests.e2e.conftest import ROOM, World, run_admin
 from tests.state_tables import AllTables
@@ -92,3 +92,48 @@ async def test_live_changes_overtake_a_long_initial_sync(busy_room: World) -> No
     assert not done["in_progress"] and done["to_anny"] == {"done": MEETINGS, "to_do": 0, "total": MEETINGS}
     assert done["to_outlook"]["to_do"] == 0
     assert live["id"]
+
+
+async def test_a_backfill_item_reads_its_span_once_and_alone_only_what_changed_since(stack: LocalStack,
+                                                                                     state: AllTables) -> None:
+    """The baseline queues the room's meetings with the span they lie in. People move, delete and
+    rename some before the item runs: the item finds them as they are now with one calendarView
+    read of the span, reads alone only the two that left it, and blocks exactly what is there."""
+    parent = stack.anny.add_resource("Room Alpha", timezone="Europe/Berlin")
+    stack.anny.add_service("Meeting")
+    stack.graph.add_room(ROOM, "Room Alpha")
+    world = World(stack, state, parent["id"], parent["id"])
+
+    def meeting(n: int) -> str:
+        start = world.utc(2, 8 + n)
+        return str(stack.graph.person_create_event(ROOM, subject=f"Meeting {n}", start=start.isoformat()[:19],
+                                                   end=(start + timedelta(minutes=30)).isoformat()[:19],
+                                                   time_zone="UTC")["id"])
+
+    moved, gone, renamed, *_ = [meeting(n) for n in range(6)]
+    await run_admin(stack, "rules.add", anny_resource=parent["id"], room=ROOM)
+    stack.subscribe_anny_webhooks()
+    answer = await run_admin(stack, "activate")
+    assert answer["rules"][0]["Outlook → anny"]["create (queued)"] == 6
+    assert blockers(world) == []  # queued on the backfill queue, not run yet
+
+    later = world.utc(9, 15)
+    stack.graph.person_update_event(ROOM, moved, start=later.isoformat()[:19],
+                                    end=(later + timedelta(minutes=30)).isoformat()[:19], time_zone="UTC")
+    stack.graph.person_delete_event(ROOM, gone)
+    stack.graph.person_update_event(ROOM, renamed, subject="Renamed")
+    await stack.graph.wait_deliveries()  # their room run waits on the live queue
+    stack.graph.reset_counters()
+    await stack.host.run(stack.host.process_queue_once("sync_backfill"))
+
+    calls = stack.graph.call_counts()
+    assert calls.get("GET /users/{mailbox}/calendarView") == 1
+    assert calls.get("GET /users/{mailbox}/events/{id}") == 2  # the moved and the deleted meeting
+    titles = sorted(b["title"] for b in blockers(world))
+    assert titles == ["Meeting 0", "Meeting 3", "Meeting 4", "Meeting 5", "Renamed"]
+    [moved_blocker] = [b for b in blockers(world) if b["title"] == "Meeting 0"]
+    assert datetime.fromisoformat(moved_blocker["start_date"]).astimezone(UTC) == later
+
+    await world.settle()  # the live room run then finds everything linked: nothing doubled
+    assert sorted(b["title"] for b in blockers(world)) == titles
+    assert await stack.poison_messages() == []
