@@ -144,8 +144,10 @@ class InboundFlow:
 
     # -- the room's runs (sync.room_runs) ---------------------------------------------------------------
 
-    async def sync_room(self, room: str, run_id: str = "", allow_deletions: bool = False) -> RoomRunResult:
-        """Run the room's delta until no signal arrived meanwhile; return at once if another run holds it.
+    async def sync_room(self, room: str, run_id: str = "", allow_deletions: bool = False,
+                        signalled_at: datetime | None = None) -> RoomRunResult:
+        """Run the room's delta until no signal arrived meanwhile; return at once if another run holds
+        it, or if a round that began to read after `signalled_at` covered the signal already.
 
         `run_id` should be the queue message's id: a message redelivered after its worker died
         takes its own lease back instead of waiting for it to expire. `allow_deletions`: the
@@ -153,7 +155,7 @@ class InboundFlow:
         """
         result = RoomRunResult(room)
         outcome = await RoomLease(self.rooms).run(
-            room, lambda state: self._run_once(state, result, allow_deletions), run_id)
+            room, lambda state: self._run_once(state, result, allow_deletions), run_id, signalled_at)
         result.skipped_busy, result.rerun_later = outcome.skipped_busy, outcome.rerun_later
         return result
 

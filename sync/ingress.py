@@ -285,7 +285,8 @@ def _room_signals(verified: Verified, dropped: int) -> Answer:
     queued = [room for room in rooms if not signal_run_here(room)]
     answer = _json_answer(202, rooms=len(rooms), received=len(verified) + dropped, dropped=dropped,
                           queued=len(queued))
-    answer.work.extend(RoomWork(room) for room in queued)
+    now = datetime.now(UTC).isoformat()
+    answer.work.extend(RoomWork(room, signalled_at=now) for room in queued)
     return answer
 
 

@@ -4,8 +4,12 @@ A run holds a lease on the room's state row (an ETag-guarded marker whose id is 
 message's, so a message redelivered after its worker died takes its own lease back). A signal
 that finds the room busy sets `rerun_requested`, and the running worker runs once more before it
 lets go: a burst of notifications costs a few delta rounds, and none is lost. A signal reaching
-the process that holds the lease only sets a flag in memory (no Table request). What one round
-does is the caller's (`sync.inbound.InboundFlow`).
+the process that holds the lease only sets a flag in memory (no Table request). A queued signal
+older than the start of the room's last successful round (`read_from`, with a margin for clock
+skew between instances) is covered by that round's read and ends with the one Table read: a
+long initial sync's echoes queue hundreds of signals per room, which would otherwise each cost
+a lease and a delta read while live changes wait behind them. What one round does is the
+caller's (`sync.inbound.InboundFlow`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from sync.state import RoomsTable, RoomState
 LEASE = timedelta(minutes=15)  # longer than functionTimeout (10 min): a lease this old belongs to a dead run
 MAX_RUNS_PER_SIGNAL = 10
 COALESCE_S = 0.25  # a burst's notifications arrive over a second or so; one read covers many
+COVERED_MARGIN = timedelta(seconds=1)  # a round read this much after a signal covers it (clock skew)
 
 
 @dataclass
@@ -52,6 +57,7 @@ def signal_run_here(room: str) -> bool:
 class LeaseOutcome:
     rounds: int = 0
     skipped_busy: bool = False  # another run holds the room; it runs once more for this signal
+    covered: bool = False  # the room's last round began to read after this signal: nothing to do
     rerun_later: bool = False  # still signalled after MAX_RUNS_PER_SIGNAL rounds: queue one more signal
 
 
@@ -60,8 +66,9 @@ class RoomLease:
     rooms: RoomsTable
 
     async def run(self, room: str, one_round: Callable[[RoomState], Awaitable[RoomState]],
-                  run_id: str = "") -> LeaseOutcome:
-        """Run `one_round` until no signal arrived meanwhile; return at once if another run holds the room."""
+                  run_id: str = "", signalled_at: datetime | None = None) -> LeaseOutcome:
+        """Run `one_round` until no signal arrived meanwhile; return at once if another run holds the
+        room, or if its last round began to read after `signalled_at` (when the signal was given)."""
         outcome = LeaseOutcome()
         run_id = run_id or uuid.uuid4().hex
         key = normalise_mailbox(room)
@@ -73,12 +80,12 @@ class RoomLease:
         here = _running_here[key] = RunningHere(run_id)  # signals meanwhile wait for this acquisition
         state: RoomState | None = None
         try:
-            state = await self._acquire(room, run_id)
+            state = await self._acquire(room, run_id, signalled_at, outcome)
         finally:
             if state is None and _running_here.get(key) is here:
                 del _running_here[key]  # busy elsewhere: the rerun asked for there covers them too
         if state is None:
-            outcome.skipped_busy = True
+            outcome.skipped_busy = not outcome.covered
             return outcome
         here.holding = True
         try:
@@ -99,9 +106,14 @@ class RoomLease:
             if _running_here.get(state.room) is here:
                 del _running_here[state.room]
 
-    async def _acquire(self, room: str, run_id: str) -> RoomState | None:
+    async def _acquire(self, room: str, run_id: str, signalled_at: datetime | None,
+                       outcome: LeaseOutcome) -> RoomState | None:
         while True:
             state = await self.rooms.get_room_state(room)
+            if signalled_at is not None and state.read_from is not None \
+                    and state.read_from >= signalled_at + COVERED_MARGIN:
+                outcome.covered = True
+                return None
             now = datetime.now(UTC)
             held = state.running_since is not None and now - state.running_since < LEASE
             busy = held and state.run_id != run_id
@@ -146,6 +158,7 @@ class RoomLease:
                 raise ConcurrencyError("room lease was taken over", room=state.room)
             again = state.rerun_requested or here.signalled
             state.rerun_requested = False
+            state.read_from = state.running_since  # set when this round's signals were absorbed
             if release or not again:
                 if _running_here.get(state.room) is here:
                     del _running_here[state.room]
@@ -158,7 +171,8 @@ class RoomLease:
                 fresh = await self.rooms.get_room_state(state.room)
                 fresh.delta_link, fresh.window_start, fresh.window_end, fresh.covered_end = (
                     state.delta_link, state.window_start, state.window_end, state.covered_end)
-                fresh.last_run_at, fresh.time_keys = state.last_run_at, state.time_keys
+                fresh.last_run_at, fresh.time_keys, fresh.read_from = (
+                    state.last_run_at, state.time_keys, state.read_from)
                 state = fresh
 
     async def _release_after_failure(self, room: str, run_id: str) -> None:

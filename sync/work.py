@@ -44,10 +44,12 @@ class BookingWork:
 
 @dataclass(frozen=True)
 class RoomWork:
-    """The room's calendar changed: read its changes by delta."""
+    """The room's calendar changed: read its changes by delta. `signalled_at` (UTC, ISO 8601): when
+    the notification arrived; a round that began to read after it covers it (`sync.room_runs`)."""
 
     room: str
     reason: str = "notification"
+    signalled_at: str = ""
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,15 @@ class EventsBackfill:
     event_ids: tuple[str, ...]
     span_start: str = ""
     span_end: str = ""
+
+
+def signal_time(work: RoomWork) -> datetime | None:
+    """When the room's change was signalled; None when not known (then the room is read in any case)."""
+    try:
+        at = datetime.fromisoformat(work.signalled_at)
+    except (TypeError, ValueError):
+        return None
+    return at if at.tzinfo is not None else None
 
 
 def backfill_items(room: str, events: Sequence[OutlookEvent]) -> list[EventsBackfill]:

@@ -29,6 +29,7 @@ from sync.work import (
     Work,
     backfill_items,
     decode,
+    signal_time,
     span_of,
 )
 
@@ -92,7 +93,7 @@ class Worker:
                 return []
             case RoomWork(room=room):
                 try:
-                    result = await self.inbound.sync_room(room, run_id=message_id)
+                    result = await self.inbound.sync_room(room, run_id=message_id, signalled_at=signal_time(work))
                 except SyncError as exc:
                     await self._record_error(str(exc), room)
                     raise

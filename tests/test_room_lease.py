@@ -11,7 +11,7 @@ from sync import ingress, room_runs
 from sync.inbound import InboundFlow
 from sync.model import SyncWindow
 from sync.state import Link, RoomState, Subscription
-from sync.work import RoomWork
+from sync.work import RoomWork, decode, encode, signal_time
 from tests.state_tables import AllTables
 
 ROOM = "room@contoso.example"
@@ -103,7 +103,7 @@ async def test_a_notification_for_a_room_whose_run_this_process_holds_queues_not
     monkeypatch.setattr(InboundFlow, "_run_once", run_once)
     result = await flow(store).sync_room(ROOM, run_id="first")
     assert queued == [[]] and result.runs == 2  # nothing queued; one more round read the change
-    assert notified(ROOM) == [RoomWork(ROOM)]  # no run here: the signal is queued
+    assert [work.room for work in notified(ROOM)] == [ROOM]  # no run here: the signal is queued
 
 
 async def test_a_failed_run_releases_its_lease(store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -152,3 +152,39 @@ async def test_a_batch_of_signals_for_an_idle_room_starts_one_run(store: AllTabl
     results = await asyncio.gather(*(flow(store).sync_room(ROOM, run_id=f"message-{i}") for i in range(16)))
     assert sum(not r.skipped_busy for r in results) == 1 and sum(r.runs for r in results) == 1
     assert (await store.get_room_state(ROOM)).running_since is None
+
+
+async def test_a_queued_signal_that_the_rooms_last_round_read_after_costs_no_round(
+        store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A long initial sync's echoes queue hundreds of signals per room. One given before the room's
+    last successful round began to read is covered by that read: no lease, no delta read. One
+    given after it (or within the margin for clock skew), or of unknown time, gets its round."""
+    runs: list[str] = []
+
+    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+        runs.append(state.run_id)
+        result.runs += 1
+        return state
+
+    monkeypatch.setattr(InboundFlow, "_run_once", run_once)
+    signalled = datetime.now(UTC) - timedelta(seconds=30)  # queued behind others meanwhile
+    await flow(store).sync_room(ROOM, run_id="a round since")
+    state = await store.get_room_state(ROOM)
+    assert state.read_from is not None and state.read_from > signalled
+
+    covered = await flow(store).sync_room(ROOM, run_id="old signal", signalled_at=signalled)
+    assert not covered.runs and not covered.skipped_busy
+    assert (await store.get_room_state(ROOM)).etag == state.etag  # nothing written either
+
+    within_margin = state.read_from - room_runs.COVERED_MARGIN / 2
+    await flow(store).sync_room(ROOM, run_id="signal at the read", signalled_at=within_margin)
+    await flow(store).sync_room(ROOM, run_id="unknown time")
+    assert runs == ["a round since", "signal at the read", "unknown time"]
+
+
+def test_a_notification_queues_its_rooms_signal_with_the_time_it_came() -> None:
+    before = datetime.now(UTC)
+    [work] = notified(ROOM)
+    at = signal_time(decode(encode(work)))  # as the worker reads it from the queue
+    assert at is not None and before <= at <= datetime.now(UTC)
+    assert signal_time(RoomWork(ROOM)) is None and signal_time(RoomWork(ROOM, signalled_at="soon")) is None

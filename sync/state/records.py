@@ -92,6 +92,8 @@ class RoomState:
     category_ensured: bool = False
     time_keys: bool = False  # its link rows all carry sortable time keys (LinksTable.add_time_keys)
     last_run_at: datetime | None = None  # last successful Outlook → anny run
+    # when the last successful round began to read: it covers every signal given before then
+    read_from: datetime | None = None
     last_outbound_at: datetime | None = None  # last successful anny → Outlook reconciliation
     last_error: str = ""
     last_error_at: datetime | None = None
