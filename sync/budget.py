@@ -35,6 +35,10 @@ next claim gives it back. The log holds at most L entries (≤ 16 KiB). Backfill
 L minus a reserve kept for live changes (2 % by default), so a live change gets its requests
 within seconds during a long initial sync.
 
+Requests that find no token wait in line, per priority, first come first served: only the
+first in line claims (or sleeps until the log leaves room), so a crowd of waiters does not wake
+together and each re-read the log, and a queue's earliest work items finish first.
+
 An anny 429 that arrives anyway (another client of the organisation) pauses every
 instance: `paused_until` is written to both logs. With the budget table unreachable, an
 instance falls back to a conservative local rate (a tenth of L) and says so in `status`.
@@ -262,6 +266,12 @@ class _Bucket:
     pools: dict[Priority, _Pool] = field(default_factory=lambda: {LIVE: _Pool(), BACKFILL: _Pool()})
     waiting: dict[Priority, int] = field(default_factory=lambda: {LIVE: 0, BACKFILL: 0})
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    # Requests that found no token wait in line, first come first served, per priority (asyncio's
+    # Lock wakes its waiters in order): a burst's earliest work finishes first, so a queue's
+    # work items end one after another and the host hands out the next ones while the rest
+    # still wait, instead of every item ending at once and the budget idling until new ones start.
+    lines: dict[Priority, asyncio.Lock] = field(
+        default_factory=lambda: {LIVE: asyncio.Lock(), BACKFILL: asyncio.Lock()})
     record: BudgetRecord | None = None  # the log as last written by us (with its ETag)
     paused_until: float = 0.0
     local_log: deque[float] = field(default_factory=deque)  # fallback: this instance's own sends
@@ -369,22 +379,30 @@ class OrgBudget:
 
     async def _acquire(self, kind: Kind, level: Priority) -> _Pool:
         bucket = self._buckets[kind]
+        line = bucket.lines[level]
+        if not line.locked() and (pool := bucket.take(level, self._clock())):
+            bucket.sent += 1
+            return pool
         bucket.waiting[level] += 1
         try:
-            while True:
-                if pool := bucket.take(level, self._clock()):
-                    bucket.sent += 1
-                    return pool
-                async with bucket.lock:
-                    now = self._clock()
-                    if pool := bucket.take(level, now):
-                        bucket.sent += 1
-                        return pool
-                    wait = await self._claim(bucket, level, now)
-                if wait > 0:
-                    await self._sleep(wait + random.uniform(0, self.limits.lease_s / 4))
+            async with line:
+                return await self._acquire_first_in_line(bucket, level)
         finally:
             bucket.waiting[level] -= 1
+
+    async def _acquire_first_in_line(self, bucket: _Bucket, level: Priority) -> _Pool:
+        while True:
+            if pool := bucket.take(level, self._clock()):
+                bucket.sent += 1
+                return pool
+            async with bucket.lock:
+                now = self._clock()
+                if pool := bucket.take(level, now):
+                    bucket.sent += 1
+                    return pool
+                wait = await self._claim(bucket, level, now)
+            if wait > 0:
+                await self._sleep(wait + random.uniform(0, self.limits.lease_s / 4))
 
     async def _claim(self, bucket: _Bucket, level: Priority, now: float) -> float:
         """Claim a slice for `level`; 0 when claimed, else the seconds to wait before trying again."""

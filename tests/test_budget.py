@@ -282,3 +282,25 @@ async def test_tokens_granted_and_not_spent_are_given_back_with_the_next_slice(t
     await spend(budget, "reads", 1, [])
     grants = parse_grants((await store.get_budget("reads")).grants, limits.horizon_s)
     assert sum(g.tokens for g in grants) == 10  # what was spent, not what was granted
+
+
+async def test_requests_waiting_for_the_budget_are_served_in_the_order_they_came(two_instances):
+    """A queue's work items wait for the budget side by side. Served in the order they asked, the
+    earliest items finish first and the host hands out new ones while the rest still wait; served
+    at random, every item ended at about the same moment and the budget idled until new ones asked.
+    Only the first in line claims and sleeps: a crowd woken together once each re-read the log."""
+    store, _ = two_instances
+    limits = Limits(reads=40, writes=4, window_s=0.5)
+    budget = OrgBudget(store, limits)
+    served: list[int] = []
+
+    async def one(n: int) -> None:
+        async with budget.spending("writes", BACKFILL):
+            served.append(n)
+
+    asking = []
+    for n in range(16):
+        asking.append(asyncio.create_task(one(n)))
+        await asyncio.sleep(0)  # each asks before the next
+    await asyncio.gather(*asking)
+    assert served == list(range(16))
