@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from typing import Any
 
 import azure.functions as func
 
 from sync.admin import run_command
-from sync.errors import ConfirmationNeeded, InputError, RuleError, SyncError
+from sync.errors import ConfirmationNeeded, InputError, RemoteThrottled, RuleError, SyncError
 from sync.validation import json_object, text
 from sync.worker import Worker
 
@@ -48,8 +49,9 @@ def command_for(method: str, path: str) -> tuple[str, dict[str, str]] | None:
     return None
 
 
-def _json(status: int, body: Any) -> func.HttpResponse:
-    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json")
+def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> func.HttpResponse:
+    return func.HttpResponse(json.dumps(body, default=str), status_code=status, mimetype="application/json",
+                             headers=headers)
 
 
 def _body_params(req: func.HttpRequest) -> dict[str, str]:
@@ -83,6 +85,13 @@ async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
         return _json(exc.status, {"error": str(exc), "field": exc.field, "problem": exc.problem})
     except RuleError as exc:
         return _json(400, {"error": str(exc), **exc.context})
+    except RemoteThrottled as exc:
+        # What an admin command syncs continues in the background after a 429 (sync.continuation);
+        # what reaches here is a read the answer needs (a preview, a listing): say when to ask again.
+        wait = max(1, math.ceil(float(exc.context.get("retry_after_s") or 0)))
+        log.warning("admin command throttled", extra={"command": command, "retry_after_s": wait})
+        return _json(503, {"error": f"{exc}: try again in {wait} s", **exc.context, "retry_after_s": wait},
+                     headers={"Retry-After": str(wait)})
     except SyncError as exc:
         log.error("admin command failed", extra={"command": command, "error": str(exc)})
         return _json(502, {"error": str(exc), **exc.context})

@@ -6,6 +6,7 @@ The command answers with what it did; what is left continues from the backfill q
 
 from __future__ import annotations
 
+import httpx
 import pytest
 
 from devhost.stack import LocalStack
@@ -87,3 +88,18 @@ async def test_an_anny_429_with_a_long_retry_after_during_resync_fails_nothing(m
     status = await world.admin_status()
     assert not status["initial_sync"]["in_progress"]
     assert status["runs"][0]["kind"] == "resync (continued)" and not status["runs"][0]["error"]
+
+
+async def test_a_preview_that_anny_throttles_says_when_to_try_again(mapped: World) -> None:
+    """A `--dry-run` reads both sides and writes nothing; when anny answers 429 there is nothing to
+    continue in the background, so the preview answers 503 with anny's Retry-After, not a 502."""
+    world = mapped
+    world.stack.anny.fail_next(429, count=3, route="GET /api/v1/bookings", retry_after=42)
+    async with httpx.AsyncClient(base_url=world.stack.host.url, timeout=60) as client:
+        answer = await client.post("/api/manage/activate", json={"dry_run": True},
+                                   headers={"x-functions-key": world.stack.keys.master})
+    assert answer.status_code == 503 and answer.headers["Retry-After"] == "42"
+    body = answer.json()
+    assert body["error"].endswith("try again in 42 s") and body["retry_after_s"] == 42
+    assert mirrors(world) == []
+    assert (await world.admin_status())["state"] == "inactive"  # a preview never activates
