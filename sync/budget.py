@@ -266,10 +266,7 @@ class _Bucket:
     pools: dict[Priority, _Pool] = field(default_factory=lambda: {LIVE: _Pool(), BACKFILL: _Pool()})
     waiting: dict[Priority, int] = field(default_factory=lambda: {LIVE: 0, BACKFILL: 0})
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    # Requests that found no token wait in line, first come first served, per priority (asyncio's
-    # Lock wakes its waiters in order): a burst's earliest work finishes first, so a queue's
-    # work items end one after another and the host hands out the next ones while the rest
-    # still wait, instead of every item ending at once and the budget idling until new ones start.
+    # the line of requests that found no token, per priority (asyncio's Lock wakes in order)
     lines: dict[Priority, asyncio.Lock] = field(
         default_factory=lambda: {LIVE: asyncio.Lock(), BACKFILL: asyncio.Lock()})
     record: BudgetRecord | None = None  # the log as last written by us (with its ETag)
@@ -281,7 +278,10 @@ class _Bucket:
     def take(self, level: Priority, now: float) -> _Pool | None:
         """A token, and the slice it is from: live work may use either pool, backfill only its own."""
         order = (LIVE, BACKFILL) if level == LIVE else (BACKFILL,)
-        return next((self.pools[p] for p in order if self.pools[p].take(now)), None)
+        pool = next((self.pools[p] for p in order if self.pools[p].take(now)), None)
+        if pool is not None:
+            self.sent += 1
+        return pool
 
 
 class PriorityLimit:
@@ -381,7 +381,6 @@ class OrgBudget:
         bucket = self._buckets[kind]
         line = bucket.lines[level]
         if not line.locked() and (pool := bucket.take(level, self._clock())):
-            bucket.sent += 1
             return pool
         bucket.waiting[level] += 1
         try:
@@ -393,12 +392,10 @@ class OrgBudget:
     async def _acquire_first_in_line(self, bucket: _Bucket, level: Priority) -> _Pool:
         while True:
             if pool := bucket.take(level, self._clock()):
-                bucket.sent += 1
                 return pool
-            async with bucket.lock:
+            async with bucket.lock:  # the other priority's first in line may be claiming
                 now = self._clock()
                 if pool := bucket.take(level, now):
-                    bucket.sent += 1
                     return pool
                 wait = await self._claim(bucket, level, now)
             if wait > 0:
