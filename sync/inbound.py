@@ -301,8 +301,8 @@ class InboundFlow:
         ctx = inbound_context(self.settings, rule.time_zone or await self.resource_zone(rule), rule=rule)
 
         linked = await self.links.links_by_events(room, event_ids) if event_ids else {}
-        unlinked = [event_id for event_id in event_ids if event_id not in linked]
-        current = await self._events_in(room, span) if span is not None and len(unlinked) > 1 else {}
+        unlinked = len(event_ids) - len(linked)  # one alone costs a single GET, as the span would
+        current = await self._events_in(room, span) if span is not None and unlinked > 1 else {}
 
         async def one(event_id: str) -> list[Action]:
             if event_id in linked:

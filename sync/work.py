@@ -72,13 +72,18 @@ class EventsBackfill:
     span_end: str = ""
 
 
-def signal_time(work: RoomWork) -> datetime | None:
-    """When the room's change was signalled; None when not known (then the room is read in any case)."""
+def _aware_time(text: str) -> datetime | None:
+    """An ISO 8601 time with its zone, as the app writes into work items; None for anything else."""
     try:
-        at = datetime.fromisoformat(work.signalled_at)
+        at = datetime.fromisoformat(text)
     except (TypeError, ValueError):
         return None
     return at if at.tzinfo is not None else None
+
+
+def signal_time(work: RoomWork) -> datetime | None:
+    """When the room's change was signalled; None when not known (then the room is read in any case)."""
+    return _aware_time(work.signalled_at)
 
 
 def backfill_items(room: str, events: Sequence[OutlookEvent]) -> list[EventsBackfill]:
@@ -101,13 +106,10 @@ def _backfill_item(room: str, events: Sequence[OutlookEvent]) -> EventsBackfill:
 
 def span_of(work: EventsBackfill) -> SyncWindow | None:
     """The span an item's events lay in at the baseline; None without one (then each is read alone)."""
-    try:
-        span = SyncWindow(datetime.fromisoformat(work.span_start), datetime.fromisoformat(work.span_end))
-    except (TypeError, ValueError):
+    start, end = _aware_time(work.span_start), _aware_time(work.span_end)
+    if start is None or end is None or end <= start:
         return None
-    if span.start.tzinfo is None or span.end.tzinfo is None or span.end <= span.start:
-        return None
-    return span
+    return SyncWindow(start, end)
 
 
 @dataclass(frozen=True)

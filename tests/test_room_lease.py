@@ -188,3 +188,4 @@ def test_a_notification_queues_its_rooms_signal_with_the_time_it_came() -> None:
     at = signal_time(decode(encode(work)))  # as the worker reads it from the queue
     assert at is not None and before <= at <= datetime.now(UTC)
     assert signal_time(RoomWork(ROOM)) is None and signal_time(RoomWork(ROOM, signalled_at="soon")) is None
+    assert signal_time(RoomWork(ROOM, signalled_at="2026-12-07T08:00:00")) is None  # no zone: not ours
