@@ -50,6 +50,7 @@ from sync.errors import (
     SyncStateExpired,
     error_for_status,
 )
+from sync.graph_transport import MailboxTransports
 from sync.model import ANNY_CATEGORY, ANNY_CATEGORY_COLOR, DesiredEvent, OutlookEvent, SyncWindow
 from sync.settings import Settings, environment_proxy
 from sync.state import BudgetTable
@@ -68,9 +69,6 @@ ItemT = TypeVar("ItemT")
 ANNY_PROPERTY_ID = "String {8e1d1c7a-3b9f-4a52-9d6e-5a1f2b7c4e90} Name AnnyBookingId"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"  # app-only: the permissions granted to the app
 MAILBOX_CONCURRENCY = 4  # Outlook's limit per app and mailbox; a 5th concurrent request answers 429
-# httpx keeps 20 idle connections by default: with more mailboxes busy at once, every request
-# beyond them opened a connection (and a TLS handshake, on Azure) and closed it after.
-POOL_LIMITS = httpx.Limits(max_connections=200, max_keepalive_connections=200, keepalive_expiry=30)
 GRAPH_DEFAULT_RETRY_AFTER_S = 10.0
 GRAPH_MAX_RETRY_AFTER_S = 300.0
 UTC_TIMES = 'outlook.timezone="UTC"'  # Prefer header: every time we read is in UTC
@@ -177,10 +175,10 @@ class GraphGateway:
     def from_settings(cls, settings: Settings, max_retries: int = 3, budget_log: BudgetTable | None = None
                       ) -> GraphGateway:
         """The SDK's middleware that acts on the app's requests (`_middleware`) around an httpx
-        client whose pool keeps its connections (`POOL_LIMITS`); auth from the settings."""
+        client with a small connection pool per mailbox (`sync.graph_transport`); auth from the settings."""
         base = settings.graph_base_url.rstrip("/")
-        client = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), limits=POOL_LIMITS,
-                                   trust_env=environment_proxy())
+        client = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), trust_env=environment_proxy(),
+                                   transport=MailboxTransports(2 * MAILBOX_CONCURRENCY))
         http = GraphClientFactory.create_with_custom_middleware(_middleware(max_retries), client=client)
         adapter = BaseGraphRequestAdapter(_auth_provider(settings), http_client=http)
         adapter.base_url = base

@@ -5,12 +5,16 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
+import httpcore
+import httpx
 import pytest
 
 from devhost.stack import GRAPH_TOKEN, Emulators
 from sync.errors import RemoteGone
 from sync.graph import GraphGateway
+from sync.graph_transport import POOL_IDLE_S, MailboxTransports
 from sync.keys import transaction_id
 from sync.model import DesiredEvent
 from sync.settings import Settings
@@ -70,22 +74,56 @@ def test_query_names_go_out_as_graph_documents_them(gateway: GraphGateway) -> No
                    "?$select=id%2Csubject&startDateTime=2026-12-01T00%3A00%3A00%2B01%3A00&x=a%2Fb%20c")
 
 
-async def test_many_busy_mailboxes_keep_their_connections(gateway: GraphGateway, emulators: Emulators) -> None:
-    """httpx keeps 20 idle connections by default; with 10 mailboxes writing 4 at a time, the 20
-    beyond them were opened and closed for every request (a TLS handshake each, on Azure)."""
+async def test_many_busy_mailboxes_keep_their_connections(gateway: GraphGateway, emulators: Emulators,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """With one pool for all mailboxes, httpx kept 20 connections: 10 mailboxes writing 4 at a
+    time opened a new connection for nearly every request (a TLS handshake each, on Azure)."""
     rooms = [f"pool-{i}@contoso.example" for i in range(10)]
     for room in rooms:
         emulators.graph.add_room(room, room)
     emulators.graph.set_latency(50)
+    opened = count_connections_opened(monkeypatch)
 
     def writes(round_: int) -> list[Awaitable[object]]:
         return [gateway.create_event(room, desired(i), transaction_id(f"{room}-{round_}-{i}", 0))
                 for room in rooms for i in range(4)]
 
     await asyncio.gather(*writes(0))
-    pool = gateway.http._transport.transport._pool  # type: ignore[attr-defined]  # httpcore's pool, to count sockets
-    opened = list(pool.connections)
-    await asyncio.gather(*writes(1))
     assert len(opened) == 40
-    assert set(map(id, pool.connections)) == set(map(id, opened))  # the second round opened none
-    assert sum(len(emulators.graph.events(room)) for room in rooms) == 80
+    await asyncio.gather(*writes(1))
+    await asyncio.gather(*writes(2))
+    assert len(opened) == 40  # the later rounds reused every one
+    assert sum(len(emulators.graph.events(room)) for room in rooms) == 120
+
+
+async def test_a_mailbox_pool_unused_for_a_minute_is_closed(emulators: Emulators,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    emulators.reset()
+    now = [0.0]
+    transport = MailboxTransports(8, clock=lambda: now[0])
+    opened = count_connections_opened(monkeypatch)
+    bearer = {"Authorization": f"Bearer {GRAPH_TOKEN}"}
+    async with httpx.AsyncClient(base_url=emulators.graph.base_url, transport=transport, headers=bearer) as client:
+        for room in ("a@contoso.example", "b@contoso.example"):
+            emulators.graph.add_room(room, room)
+            await client.get(f"/users/{room}/outlook/masterCategories")
+        now[0] = POOL_IDLE_S - 1
+        await client.get("/users/A@contoso.example/outlook/masterCategories")  # same mailbox, any case
+        assert transport.mailboxes == ["b@contoso.example", "a@contoso.example"] and len(opened) == 2
+        now[0] = POOL_IDLE_S + 1
+        await client.get("/subscriptions")
+        assert transport.mailboxes == ["a@contoso.example", ""]  # b's pool (and its connection) closed
+        assert len(opened) == 3
+
+
+def count_connections_opened(monkeypatch: pytest.MonkeyPatch) -> list[object]:
+    """Every connection httpcore opens from now on (a spy: the connection still opens)."""
+    opened: list[object] = []
+    original = httpcore.AsyncHTTPConnection.__init__
+
+    def spy(self: httpcore.AsyncHTTPConnection, *args: Any, **kwargs: Any) -> None:
+        opened.append(self)
+        original(self, *args, **kwargs)
+
+    monkeypatch.setattr(httpcore.AsyncHTTPConnection, "__init__", spy)
+    return opened
