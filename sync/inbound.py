@@ -472,22 +472,18 @@ class InboundFlow:
         link.event_change_key, link.fingerprint = event.change_key, desired.fingerprint
         link.start, link.end = desired.start.isoformat(), desired.end.isoformat()
         try:
+            # The link row exists (its pending write was guarded), so this replace by ETag needs no
+            # marker: a rule's removal that began since deletes the row, and the replace fails.
             return await self.links.save_link(link, previous_index=previous_index, guarded=True)
         except ConcurrencyError:
             winner = await self.links.link_by_event(link.room, event.id)
-            if winner is None or winner.anny_id != anny_id:  # nobody else will ever find this blocker
+            if winner is None or winner.anny_id != anny_id:
+                # Nobody will ever find this blocker: another worker's link won, or the rule's
+                # removal deleted the link (behaviour: rules, activation and removal).
                 log.info("lost a link race; removing the blocker it wrote",
                          extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
                 await self.anny.delete_booking(anny_id)
             raise
-        except RoomNotMapped:
-            # The rule was removed during this run: its removal may have scanned the links before
-            # this one was recorded, so what we wrote is ours to remove (behaviour: rules, activation and removal).
-            log.info("rule removed during the run; removing the blocker",
-                     extra={"room": link.room, "event_id": event.id, "booking_id": anny_id})
-            await self.anny.delete_booking(anny_id)
-            await self.links.delete_link(link)
-            return link
 
     async def find_our_blocker(self, rule: Rule, note: str, desired: DesiredBlocker | None = None) -> str | None:
         """Our blocker with this note, after a crash between its POST and the link write."""

@@ -7,12 +7,14 @@ at that moment; nothing else is replaced.
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
 import pytest
 
 from sandbox.graph.person import recurrence
+from sync import admin
 from sync.admin import remove_rule, run_command
 from sync.anny import AnnyClient
 from sync.graph import ANNY_PROPERTY_ID, GraphGateway
@@ -229,6 +231,39 @@ async def test_rule_removed_while_a_room_run_writes_leaves_no_blocker_or_link(
     meeting(world, 2, 9)
     await world.settle()
     await assert_the_removal_left_nothing(world, removed, blockers(world))
+
+
+async def test_rule_removed_after_a_blocker_is_written_and_before_its_link_leaves_no_blocker_or_link(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The link's last write is a replace by ETag, without the room's marker: the removal has
+    already deleted the pending link (and the blocker it found by its note), so the replace fails
+    and the room run removes what it wrote."""
+    removed = remove_rule_during(world, monkeypatch, AnnyClient, "create_blocker", after=True)
+    meeting(world, 2, 9)
+    await world.settle()
+    await assert_the_removal_left_nothing(world, removed, blockers(world))
+
+
+async def test_a_link_written_after_the_removal_read_it_is_removed_as_it_is_now(world: World) -> None:
+    """The other half of the replace without a marker: a worker's replace lands between the
+    removal's scan and its delete, so the delete (by the scanned ETag) fails, and the removal
+    reads the link again and removes the blocker it names now."""
+    meeting(world, 2, 9)
+    await world.settle()
+    [scanned] = await world.state.all_links_of_room(world.room)
+    [blocker] = blockers(world)
+    assert scanned.anny_id == blocker["id"]
+    current = await world.state.owner_link(scanned)
+    current.anny_version = "written by a worker after the scan"
+    await world.state.save_link(current, guarded=True)
+    services = await get_services()
+    rule = await services.rules.get_rule(world.resource)
+    await services.rules.save_rule(dataclasses.replace(rule, removing=True))
+    await services.links.mark_room_unmapped(world.room)
+    await admin._remove_link(Worker(services), scanned, rule, admin.Removal())
+    assert blocker["id"] not in {b["id"] for b in blockers(world)}
+    assert blockers(world) == []
+    assert await world.state.all_links() == []
 
 
 async def test_rule_removed_while_an_outbound_create_is_in_flight_leaves_no_event_or_link(
