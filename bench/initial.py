@@ -26,12 +26,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
+from azure.storage.queue.aio import QueueClient
 
 from bench.common import app_table_operations, emit, graph_time, percentile, running_stack
 from devhost.logs import configure_logging
 from devhost.stack import LocalStack
 from sync.admin_api import ROUTE_PREFIX, ROUTES
 from sync.graph import ANNY_PROPERTY_ID
+from sync.work import WORK_QUEUE
 
 
 @dataclass(frozen=True)
@@ -212,8 +214,8 @@ async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[s
     items = 2 * scale.rooms * scale.per_room
 
     started, cpu_started, table_started = time.monotonic(), time.process_time(), app_table_operations(stack)
-    timeline: list[tuple[float, int, int]] = []
-    watching = asyncio.create_task(watch_blockers(stack, started, timeline))
+    timeline: list[Tick] = []
+    watching = asyncio.create_task(watch(stack, started, timeline))
     activation = asyncio.create_task(admin_api(stack, "activate"))  # returns once the inline part is done
     half = scale.rooms * scale.per_room // 2
     await until(lambda: writes_seen(stack)[0] >= half or activation.done(), 900, "half of the blockers", poll_s)
@@ -230,23 +232,46 @@ async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[s
                    await stack.poison_messages()) | app_cost | pace(timeline, scale)
 
 
-async def watch_blockers(stack: LocalStack, started: float, timeline: list[tuple[float, int, int]]) -> None:
-    """Blockers and events POSTed so far, once a second: when the writes started and how full each window was."""
-    while True:
-        timeline.append((time.monotonic() - started, *writes_seen(stack)))
-        await asyncio.sleep(1.0)
+Tick = tuple[float, int, int, int, float]  # seconds, blockers and events posted, live queue depth, app loop lag (ms)
 
 
-def pace(timeline: list[tuple[float, int, int]], scale: Scale) -> dict[str, Any]:
+async def watch(stack: LocalStack, started: float, timeline: list[Tick]) -> None:
+    """Once a second: blockers and events POSTed so far (when the writes started and how full each
+    window was), the live queue's depth and how late the app's event loop runs a callback: what a
+    live change made at that moment would wait behind."""
+    live_queue = QueueClient.from_connection_string(stack.env["AzureWebJobsStorage"], WORK_QUEUE)
+    try:
+        while True:
+            depth = (await live_queue.get_queue_properties()).approximate_message_count or 0
+            timeline.append((time.monotonic() - started, *writes_seen(stack), depth, await app_loop_lag_ms(stack)))
+            await asyncio.sleep(1.0)
+    finally:
+        await live_queue.close()
+
+
+async def app_loop_lag_ms(stack: LocalStack) -> float:
+    """How long the app's event loop (the runner's) takes to run a callback handed to it now."""
+    async def noop() -> None:
+        return None
+
+    began = time.monotonic()
+    await stack.host.run(noop())
+    return round((time.monotonic() - began) * 1000, 1)
+
+
+def pace(timeline: list[Tick], scale: Scale) -> dict[str, Any]:
     """Where the wall time went against the write bound: the wait before the first blocker, and
-    the blockers written per window W while the writes ran (the limit allows `scale.writes`)."""
-    first = next((t for t, posted, _ in timeline if posted > 0), None)
+    the blockers written per window W while the writes ran (the limit allows `scale.writes`);
+    the live queue's deepest and the app loop's latest moment."""
+    first = next((t for t, posted, *_ in timeline if posted > 0), None)
     per_window = []
-    for t0, earlier, _ in timeline:
-        later = next((posted for t1, posted, _ in timeline if t1 >= t0 + scale.window_s), None)
+    for t0, earlier, *_ in timeline:
+        later = next((posted for t1, posted, *_ in timeline if t1 >= t0 + scale.window_s), None)
         if first is not None and t0 >= first and later is not None and later < scale.rooms * scale.per_room:
             per_window.append(later - earlier)
     return {"timeline": timeline, "first_blocker_s": first,
+            "live_queue_max": max((tick[3] for tick in timeline), default=None),
+            "app_loop_lag_ms_max": max((tick[4] for tick in timeline), default=None),
             "blockers_per_window_p50": percentile(per_window, 50) if per_window else None,
             "blockers_per_window_min": min(per_window) if per_window else None}
 
@@ -301,7 +326,8 @@ def main() -> None:
     parser.add_argument("--per-room", type=int, default=int(os.environ.get("BENCH_PER_ROOM", Scale.per_room)))
     parser.add_argument("--window-s", type=int, default=Scale.window_s)
     parser.add_argument("--log", action="store_true", help="the app's log lines on stderr")
-    parser.add_argument("--timeline", help="write the blockers posted, once a second, to this file (JSON)")
+    parser.add_argument("--timeline", help="write, once a second, the seconds, blockers and events posted, live "
+                                           "queue depth and app loop lag (ms) to this file (JSON)")
     args = parser.parse_args()
     if args.log:
         configure_logging(verbose=False)
