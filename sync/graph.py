@@ -175,10 +175,14 @@ class GraphGateway:
     def from_settings(cls, settings: Settings, max_retries: int = 3, budget_log: BudgetTable | None = None
                       ) -> GraphGateway:
         """The SDK's middleware that acts on the app's requests (`_middleware`) around an httpx
-        client with a small connection pool per mailbox (`sync.graph_transport`); auth from the settings."""
+        client with a small connection pool per mailbox (`sync.graph_transport`), or the
+        environment's proxy; auth from the settings."""
         base = settings.graph_base_url.rstrip("/")
-        client = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), trust_env=environment_proxy(),
-                                   transport=MailboxTransports(2 * MAILBOX_CONCURRENCY))
+        # httpx applies the environment's proxy only to its own transport: behind one, every request
+        # goes through the proxy's pool anyway, so the per-mailbox pools are for direct connections.
+        proxied = environment_proxy()
+        client = httpx.AsyncClient(timeout=httpx.Timeout(30, connect=10), trust_env=proxied,
+                                   transport=None if proxied else MailboxTransports(2 * MAILBOX_CONCURRENCY))
         http = GraphClientFactory.create_with_custom_middleware(_middleware(max_retries), client=client)
         adapter = BaseGraphRequestAdapter(_auth_provider(settings), http_client=http)
         adapter.base_url = base

@@ -6,12 +6,16 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import quote
 
+import aiohttp
 import httpcore
 import httpx
 import pytest
+from aiohttp import web
 
 from devhost.stack import GRAPH_TOKEN, Emulators
+from sandbox.serve import BackgroundServer
 from sync.errors import RemoteGone
 from sync.graph import GraphGateway
 from sync.graph_transport import POOL_IDLE_S, MailboxTransports
@@ -127,3 +131,38 @@ def count_connections_opened(monkeypatch: pytest.MonkeyPatch) -> list[object]:
 
     monkeypatch.setattr(httpcore.AsyncHTTPConnection, "__init__", spy)
     return opened
+
+
+async def test_graph_requests_go_through_the_environments_proxy(emulators: Emulators,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A tenant behind a proxy sets HTTPS_PROXY / HTTP_PROXY: httpx applies it only to its own
+    transport, so the per-mailbox pools must give way to it."""
+    emulators.reset()
+    emulators.graph.add_room(ROOM, "Gateway Room")
+    seen: list[str] = []
+
+    async def forward(request: web.Request) -> web.Response:  # a plain HTTP forward proxy
+        seen.append(str(request.url))
+        async with aiohttp.ClientSession() as session, session.request(
+                request.method, str(request.url), headers=request.headers, data=await request.read()) as answer:
+            return web.Response(status=answer.status, body=await answer.read(),
+                                content_type=answer.content_type)
+
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", forward)
+    proxy = BackgroundServer(app).start()
+    try:
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        settings = Settings.from_env({**REQUIRED, "GRAPH_BASE_URL": emulators.graph.base_url,
+                                      "GRAPH_AUTH_MODE": "static_token", "GRAPH_STATIC_TOKEN": GRAPH_TOKEN})
+        gateway = GraphGateway.from_settings(settings)
+        try:
+            await gateway.create_event(ROOM, desired(0), transaction_id("b-0", 0))
+        finally:
+            await gateway.close()
+    finally:
+        proxy.stop()
+    assert [url.split("?")[0] for url in seen] == [f"{emulators.graph.base_url}/users/{quote(ROOM)}/events"]
+    assert len(emulators.graph.events(ROOM)) == 1
