@@ -49,7 +49,7 @@ async def graph_calls(room: str) -> dict[str, float]:
                   "cpu_ms_per_graph_write": await cpu_ms_per_write(write, MAILBOX_CONCURRENCY, WRITES + 1)}
     finally:
         await gateway.close()
-    return result | await raw_httpx_floor(room)
+    return result | await raw_httpx_floor(gateway.url("users", room, "events"))
 
 
 async def cpu_ms_per_write(write: Callable[[int], Awaitable[None]], in_flight: int, first: int) -> float:
@@ -62,11 +62,10 @@ async def cpu_ms_per_write(write: Callable[[int], Awaitable[None]], in_flight: i
     return (time.process_time() - cpu) * 1000 / WRITES
 
 
-async def raw_httpx_floor(room: str) -> dict[str, float]:
-    """The same writes as bare httpx POSTs (no SDK, no middleware): the floor the gateway's CPU is
-    compared with, measured the same two ways in the same process."""
+async def raw_httpx_floor(url: str) -> dict[str, float]:
+    """The same writes to `url` as bare httpx POSTs (no SDK, no middleware): the floor the gateway's
+    CPU is compared with, measured the same two ways in the same process."""
     settings = Settings.from_env()
-    url = f"{settings.graph_base_url.rstrip('/')}/users/{room}/events"
     headers = {"Authorization": f"Bearer {settings.graph_static_token}", "Content-Type": "application/json",
                "Accept": "application/json"}
     async with httpx.AsyncClient(headers=headers) as client:

@@ -28,13 +28,16 @@ REQUIRED = {"ANNY_API_TOKEN": "t", "ANNY_ORGANIZATION_ID": "o", "ANNY_WEBHOOK_SE
             "PUBLIC_BASE_URL": "https://sync.example.org", "AzureWebJobsStorage": "UseDevelopmentStorage=true"}
 
 
+def gateway_settings(emulators: Emulators) -> Settings:
+    return Settings.from_env({**REQUIRED, "GRAPH_BASE_URL": emulators.graph.base_url,
+                              "GRAPH_AUTH_MODE": "static_token", "GRAPH_STATIC_TOKEN": GRAPH_TOKEN})
+
+
 @pytest.fixture
 async def gateway(emulators: Emulators) -> AsyncIterator[GraphGateway]:
     emulators.reset()
     emulators.graph.add_room(ROOM, "Gateway Room")
-    settings = Settings.from_env({**REQUIRED, "GRAPH_BASE_URL": emulators.graph.base_url,
-                                  "GRAPH_AUTH_MODE": "static_token", "GRAPH_STATIC_TOKEN": GRAPH_TOKEN})
-    gateway = GraphGateway.from_settings(settings)
+    gateway = GraphGateway.from_settings(gateway_settings(emulators))
     yield gateway
     await gateway.close()
 
@@ -155,9 +158,7 @@ async def test_graph_requests_go_through_the_environments_proxy(emulators: Emula
         monkeypatch.setenv("HTTP_PROXY", proxy.url)
         monkeypatch.delenv("NO_PROXY", raising=False)
         monkeypatch.delenv("no_proxy", raising=False)
-        settings = Settings.from_env({**REQUIRED, "GRAPH_BASE_URL": emulators.graph.base_url,
-                                      "GRAPH_AUTH_MODE": "static_token", "GRAPH_STATIC_TOKEN": GRAPH_TOKEN})
-        gateway = GraphGateway.from_settings(settings)
+        gateway = GraphGateway.from_settings(gateway_settings(emulators))
         try:
             await gateway.create_event(ROOM, desired(0), transaction_id("b-0", 0))
         finally:
