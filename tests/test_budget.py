@@ -272,6 +272,29 @@ async def test_a_slice_stops_counting_a_window_after_its_last_answer_and_only_fo
     assert (await seen.usage()).writes_used == 4
 
 
+async def test_each_token_spent_counts_until_a_window_after_its_own_answer(two_instances):
+    """On a busy instance the answers of one slice are read far apart: the slowest must not hold
+    the others' places in the window (before, the whole slice counted until its last answer)."""
+    one, two = two_instances
+    limits = Limits(reads=400, writes=100, window_s=60.0)  # a lease of 1 s, slices of up to 20 reads
+    budget = OrgBudget(one, limits)
+    await spend(budget, "reads", 1, [])  # a slice of one, spent within its lease: the next is of two
+    answers: list[float] = []
+
+    async def read(answer_after_s: float) -> None:
+        async with budget.spending("reads"):
+            await asyncio.sleep(answer_after_s)
+        answers.append(time.time())
+
+    await asyncio.gather(read(0.0), read(0.4))  # both from the slice of two
+    await spend(budget, "reads", 1, [])  # the next claim writes the finished slice back
+    grants = parse_grants((await two.get_budget("reads")).grants, limits.horizon_s)
+    pair = sorted((g for g in grants if g.at == grants[1].at), key=lambda g: g.until)
+    assert [g.tokens for g in pair] == [1, 1]
+    for grant, answered in zip(pair, sorted(answers), strict=True):
+        assert answered + limits.window_s <= grant.until <= answered + limits.window_s + 0.2
+
+
 async def test_tokens_granted_and_not_spent_are_given_back_with_the_next_slice(two_instances):
     store, _ = two_instances
     limits = Limits(reads=400, writes=100, window_s=2.0)
