@@ -23,7 +23,7 @@ from typing import Any, cast
 import httpx
 
 from sync import anny_wire as wire
-from sync.budget import OrgBudget, kind_of
+from sync.budget import OrgBudget, current_priority, kind_of
 from sync.errors import RemoteGone, RemoteThrottled, RemoteUnavailable, error_for_status
 from sync.model import AnnyBooking, DesiredBlocker, SeenBooking, booking_version
 from sync.throttling import retry_after_s
@@ -55,6 +55,7 @@ class AnnyClient:
         self._org = organization_id
         self._budget = budget
         self.throttled = 0  # 429s received by this client
+        self._reads_in_flight: dict[str, asyncio.Task[Any]] = {}  # identical GETs under way, by priority and URL
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/api/v1", timeout=timeout,
             headers={"Authorization": f"Bearer {token}", "Accept": JSONAPI})
@@ -219,6 +220,24 @@ class AnnyClient:
 
     async def _request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None,
                        json: Any = None, **context: Any) -> Any:
+        """One Admin API request (`_send`). anny refuses more than 4 identical requests a second
+        (429, https://developers.anny.co/guides/rate-limiting): identical reads asked for while one
+        is under way wait for its answer instead of sending their own. A fresh instance taking a
+        batch of one room's work items at once would otherwise read the room's resource, or a
+        booking redelivered by several webhooks, up to 16 times in the same instant. A caller
+        that is cancelled leaves the read to the others; a live read never waits behind a backfill one."""
+        query = {"o": self._org, **(params or {})}
+        if method != "GET":
+            return await self._send(method, path, query, json, context)
+        key = f"{current_priority()} {self._http.build_request(method, path, params=query).url}"
+        shared = self._reads_in_flight.get(key)
+        if shared is None:
+            shared = self._reads_in_flight[key] = asyncio.ensure_future(self._send(method, path, query, None, context))
+            shared.add_done_callback(lambda _: self._reads_in_flight.pop(key, None))
+        return await asyncio.shield(shared)
+
+    async def _send(self, method: str, path: str, query: Mapping[str, Any], json: Any,
+                    context: dict[str, Any]) -> Any:
         """One Admin API request within the organisation's budget (sync.budget, told when anny
         answered: anny has counted the request by then); `path` comes from
         `url_path`, so every id in it is escaped. The answer's JSON:API document ({} when it has
@@ -232,7 +251,6 @@ class AnnyClient:
         long; a short wait is taken here, a long one raises RemoteThrottled with `retry_after_s`,
         and the worker puts the work item back on the queue for that long.
         """
-        query = {"o": self._org, **(params or {})}
         headers = {"Content-Type": JSONAPI} if json is not None else {}
         for attempt in range(MAX_THROTTLE_RETRIES + 1):
             try:

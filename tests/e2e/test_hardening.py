@@ -6,6 +6,7 @@ active room with its real Graph subscription, so verified notifications reach th
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import time
@@ -203,6 +204,23 @@ async def test_anny_client_escapes_every_path_segment(app: Live) -> None:
         for hostile in ("../resources", f"../bookings/{app.resource}", "1#x", "1?o=x"):
             assert await client.get_booking(hostile) is None  # anny answers 404 for the escaped id
     assert set(anny.counters()) == {"GET /api/v1/bookings/{id}"}
+
+
+async def test_identical_reads_at_once_send_one_request_and_trip_no_identical_request_guard(app: Live) -> None:
+    """anny refuses more than 4 identical requests a second. A fresh instance that takes a batch of
+    16 work items of one room reads the room's resource for each of them at the same moment."""
+    anny = app.stack.anny
+    anny.set_rate_limits(reads_per_window=400, writes_per_window=100, rate_window_s=60, identical_per_second=4)
+    anny.reset_counters()
+    try:
+        async with anny_client(app) as client:
+            found = await asyncio.gather(*(client.get_resource(app.resource) for _ in range(16)))
+            assert {r.time_zone for r in found if r is not None} == {"Europe/Berlin"} and None not in found
+            assert await client.get_resource(app.resource) is not None  # later reads send their own
+        assert anny.counters() == {"GET /api/v1/resources/{id}": 2}
+        assert anny.rate_limits()["counters"].get("429", 0) == 0
+    finally:
+        anny.set_rate_limits(enabled=False)
 
 
 async def test_anny_client_refuses_dot_segments(app: Live) -> None:
