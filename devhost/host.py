@@ -200,8 +200,15 @@ class LocalFunctionsHost:
         self.server.call(self._start_background())
         return self
 
+    def disabled(self, name: str) -> bool:
+        """The app setting `AzureWebJobs.<name>.Disabled` (true or 1), as the host reads it: the
+        function's trigger does not run on this instance (an HTTP one answers 404)."""
+        return self._env.get(f"AzureWebJobs.{name}.Disabled", "").strip().lower() in ("true", "1")
+
     async def _start_background(self) -> None:
         for f in self.functions:
+            if self.disabled(f.name):
+                continue
             if f.trigger["type"] == "queueTrigger":
                 await self.ensure_queue(self._resolve(f.trigger["queueName"]))
                 if self._poll:
@@ -269,7 +276,8 @@ class LocalFunctionsHost:
         if not path.startswith("/api/"):
             return web.Response(status=404)
         tail = path[len("/api/"):]
-        matches = [(r, m) for r in self.routes if (m := r.pattern.fullmatch(tail))]
+        matches = [(r, m) for r in self.routes
+                   if (m := r.pattern.fullmatch(tail)) and not self.disabled(r.function.name)]
         if not matches:
             return web.Response(status=404)
         allowed = [(r, m) for r, m in matches if request.method in r.methods]
@@ -427,8 +435,10 @@ class LocalFunctionsHost:
         await client.delete_message(message)
 
     async def drain(self, timeout: float = 30) -> None:
-        """Process queue-triggered functions until their queues are empty (tests, on demand)."""
-        queue_functions = [f for f in self.functions if f.trigger["type"] == "queueTrigger"]
+        """Process queue-triggered functions until their queues are empty (tests, on demand); a
+        disabled function's queue is another instance's."""
+        queue_functions = [f for f in self.functions
+                           if f.trigger["type"] == "queueTrigger" and not self.disabled(f.name)]
         deadline = asyncio.get_running_loop().time() + timeout
         while asyncio.get_running_loop().time() < deadline:
             handled = 0

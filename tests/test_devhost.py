@@ -111,6 +111,28 @@ async def test_timer_fires_on_demand_and_on_schedule(azurite: Azurite) -> None:
         runner.stop()
 
 
+async def test_a_function_disabled_by_its_app_setting_does_not_run_here(azurite: Azurite) -> None:
+    """`AzureWebJobs.<name>.Disabled`, as Azure reads it: the HTTP trigger answers 404 and the
+    queue's messages stay for an instance where the function runs."""
+    trivial_app.seen["queue"].clear()
+    env = {"TRIVIAL_QUEUE": QUEUE, "AzureWebJobs.echo.Disabled": "true", "AzureWebJobs.consume.Disabled": "1"}
+    runner = LocalFunctionsHost(trivial_app.app, azurite.connection_string, keys=HostKeys(default="f-key"),
+                                env=env, poll_queues=True).start()
+    try:
+        await runner.run(_clear_queues(runner))
+        async with httpx.AsyncClient(base_url=runner.url) as client:
+            assert (await client.post("/api/echo/ada?code=f-key")).status_code == 404
+            assert (await client.get("/api/open")).status_code == 200  # the others still run
+        async with QueueClient.from_connection_string(azurite.connection_string, QUEUE) as raw:
+            await raw.send_message(base64.b64encode(json.dumps({"name": "grace"}).encode()).decode())
+        await runner.run(runner.drain())
+        await asyncio.sleep(0.5)  # the listener would have taken it by now
+        assert trivial_app.seen["queue"] == []
+        assert len(await runner.run(runner.queue_messages(QUEUE))) == 1
+    finally:
+        runner.stop()
+
+
 def test_queue_options_come_from_host_json() -> None:
     options = QueueOptions.from_host_json()
     assert options.max_dequeue_count == 5 and options.max_polling_interval == 2.0
