@@ -117,6 +117,9 @@ class RemoteAnny(_Control):
     def throttled_count(self) -> int:
         return int(self.call("GET", "/rate-limits")["counters"].get("429", 0))
 
+    def rate_limits(self) -> dict[str, Any]:
+        return dict(self.call("GET", "/rate-limits"))
+
     def add_resource(self, name: str, **fields: Any) -> dict[str, Any]:
         return dict(self.call("POST", "/resources", {"name": name, **fields}))
 

@@ -29,11 +29,14 @@ import httpx
 from azure.storage.queue.aio import QueueClient
 
 from bench.common import app_table_operations, emit, graph_time, percentile, running_stack
+from bench.instance import disabled_settings, instance_running
 from devhost.logs import configure_logging
 from devhost.stack import LocalStack
 from sync.admin_api import ROUTE_PREFIX, ROUTES
 from sync.graph import ANNY_PROPERTY_ID
 from sync.work import WORK_QUEUE
+
+BACKFILL_FUNCTION = "sync_backfill"  # function_app's worker of the backfill queue
 
 
 @dataclass(frozen=True)
@@ -45,11 +48,13 @@ class Scale:
     window_s: int = 6
     latency_ms: int = 100
     live: int = 10
+    backfill_apart: bool = True  # sync_backfill in an instance of its own, as Flex Consumption runs it
 
     @property
     def settings(self) -> dict[str, str]:
+        apart = disabled_settings([BACKFILL_FUNCTION]) if self.backfill_apart else {}
         return {"ANNY_READ_LIMIT": str(self.reads), "ANNY_WRITE_LIMIT": str(self.writes),
-                "ANNY_LIMIT_WINDOW_SECONDS": str(self.window_s)}
+                "ANNY_LIMIT_WINDOW_SECONDS": str(self.window_s), **apart}
 
 
 def room_address(n: int) -> str:
@@ -198,7 +203,14 @@ def bound(scale: Scale, writes_needed: int, reads: int, graph_calls_per_room: fl
 async def run(scale: Scale) -> dict[str, Any]:
     with running_stack(graph_latency_ms=scale.latency_ms, anny_latency_ms=scale.latency_ms, emulators_apart=True,
                        **scale.settings) as stack:
-        return await run_on(stack, scale, poll_s=0.2)
+        if not scale.backfill_apart:
+            return await run_on(stack, scale, poll_s=0.2) | {"instances": 1}
+        with instance_running(stack, [BACKFILL_FUNCTION]) as backfill:
+            result = await run_on(stack, scale, poll_s=0.2)
+        items = 2 * scale.rooms * scale.per_room  # the other instance's cost, added to this one's (run_on)
+        result["process_cpu_ms_per_item"] += backfill.cpu_s * 1000 / items
+        result["table_ops_per_item"] += backfill.table_ops / items
+        return result | {"instances": 2, "backfill_instance_cpu_s": backfill.cpu_s}
 
 
 async def run_on(stack: LocalStack, scale: Scale, poll_s: float = 0.5) -> dict[str, Any]:
@@ -309,6 +321,7 @@ def measure(stack: LocalStack, scale: Scale, wall: float, items: int, live_booki
         "anny_limits": f"{scale.reads} reads, {scale.writes} writes per {scale.window_s} s",
         "wall_s": wall, **limits, "bound_over_wall": limits["bound_s"] / wall,
         "anny_429": stack.anny.throttled_count(),
+        "anny_429_by": {reason: n for reason, n in stack.anny.rate_limits()["counters"].items() if reason != "429"},
         "graph_429": sum(stack.graph.throttled_counts().values()),
         "anny_reads": anny_reads, "anny_writes": anny_writes,
         "anny_reads_per_item": anny_reads / (items + 2 * scale.live), "anny_calls": counts,
@@ -325,13 +338,17 @@ def main() -> None:
     parser.add_argument("--rooms", type=int, default=int(os.environ.get("BENCH_ROOMS", Scale.rooms)))
     parser.add_argument("--per-room", type=int, default=int(os.environ.get("BENCH_PER_ROOM", Scale.per_room)))
     parser.add_argument("--window-s", type=int, default=Scale.window_s)
+    parser.add_argument("--one-instance", action="store_true",
+                        help="every function in the benchmark's process (one instance); by default sync_backfill "
+                             "runs in a second one, as Flex Consumption scales it on instances of its own")
     parser.add_argument("--log", action="store_true", help="the app's log lines on stderr")
     parser.add_argument("--timeline", help="write, once a second, the seconds, blockers and events posted, live "
                                            "queue depth and app loop lag (ms) to this file (JSON)")
     args = parser.parse_args()
     if args.log:
         configure_logging(verbose=False)
-    result = asyncio.run(run(Scale(rooms=args.rooms, per_room=args.per_room, window_s=args.window_s)))
+    result = asyncio.run(run(Scale(rooms=args.rooms, per_room=args.per_room, window_s=args.window_s,
+                                   backfill_apart=not args.one_instance)))
     timeline = result.pop("timeline")
     if args.timeline:
         with open(args.timeline, "w") as out:
