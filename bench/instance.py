@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -30,7 +31,8 @@ from devhost.stack import LocalStack
 from sync.services import _by_loop, close_services
 
 ROOT = Path(__file__).resolve().parent.parent
-READY_TIMEOUT_S = 60
+READY_TIMEOUT_S = 60  # to import the app and start the runner
+STOP_TIMEOUT_S = 30  # to stop once told (SIGTERM); killed after that
 
 
 def disabled_settings(names: list[str]) -> dict[str, str]:
@@ -57,15 +59,19 @@ def instance_running(stack: LocalStack, functions: list[str]) -> Iterator[Instan
     cost = InstanceCost()
     try:
         assert process.stdout is not None
-        ready = process.stdout.readline()
-        if not ready:
-            raise RuntimeError("bench.instance: the second instance exited before it was ready")
+        answered, _, _ = select.select([process.stdout], [], [], READY_TIMEOUT_S)
+        if not answered or not process.stdout.readline():
+            raise RuntimeError(f"bench.instance: the second instance was not ready within {READY_TIMEOUT_S} s")
         yield cost
     finally:
         process.send_signal(signal.SIGTERM)
-        out, _ = process.communicate(timeout=READY_TIMEOUT_S)
-        if out.strip():
-            spent = json.loads(out.strip().splitlines()[-1])
+        try:
+            out, _ = process.communicate(timeout=STOP_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            out, _ = process.communicate()
+        spent = json.loads(out.strip().splitlines()[-1]) if out.strip() else {}
+        if "cpu_s" in spent:  # not when it was killed
             cost.cpu_s, cost.table_ops = spent["cpu_s"], spent["table_ops"]
 
 
