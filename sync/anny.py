@@ -18,7 +18,9 @@ from collections.abc import Mapping
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, cast
+from urllib.parse import urlencode
 
 import httpx
 
@@ -229,12 +231,19 @@ class AnnyClient:
         query = {"o": self._org, **(params or {})}
         if method != "GET":
             return await self._send(method, path, query, json, context)
-        key = f"{current_priority()} {self._http.build_request(method, path, params=query).url}"
+        key = f"{current_priority()} {path}?{urlencode(sorted(query.items()), doseq=True)}"
         shared = self._reads_in_flight.get(key)
         if shared is None:
             shared = self._reads_in_flight[key] = asyncio.ensure_future(self._send(method, path, query, None, context))
-            shared.add_done_callback(lambda _: self._reads_in_flight.pop(key, None))
+            shared.add_done_callback(partial(self._read_done, key))
         return await asyncio.shield(shared)
+
+    def _read_done(self, key: str, read: asyncio.Task[Any]) -> None:
+        """A shared read is over: later reads send their own. Its failure is taken here too, so that
+        one whose callers were all cancelled is not reported as never retrieved."""
+        self._reads_in_flight.pop(key, None)
+        if not read.cancelled():
+            read.exception()
 
     async def _send(self, method: str, path: str, query: Mapping[str, Any], json: Any,
                     context: dict[str, Any]) -> Any:
