@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from devhost.host import LocalFunctionsHost, QueueOptions
+from devhost.host import LocalFunctionsHost, QueueOptions, disabled_setting
 from devhost.stack import LocalStack
 from sync.services import _by_loop, close_services
 
@@ -36,7 +36,7 @@ STOP_TIMEOUT_S = 30  # to stop once told (SIGTERM); killed after that
 
 
 def disabled_settings(names: list[str]) -> dict[str, str]:
-    return {f"AzureWebJobs.{name}.Disabled": "true" for name in names}
+    return {disabled_setting(name): "true" for name in names}
 
 
 @dataclass
@@ -53,7 +53,7 @@ def instance_running(stack: LocalStack, functions: list[str]) -> Iterator[Instan
     others = [f.name for f in stack.host.functions if f.name not in functions]
     env = {**os.environ, **stack.env, **disabled_settings(others)}
     for name in functions:
-        env.pop(f"AzureWebJobs.{name}.Disabled", None)
+        env.pop(disabled_setting(name), None)
     process = subprocess.Popen([sys.executable, "-m", "bench.instance"], cwd=ROOT, env=env,
                                stdout=subprocess.PIPE, text=True)
     cost = InstanceCost()

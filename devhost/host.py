@@ -164,6 +164,11 @@ class _HttpRoute:
     auth_level: str
 
 
+def disabled_setting(function_name: str) -> str:
+    """The app setting that disables a function on an instance."""
+    return f"AzureWebJobs.{function_name}.Disabled"
+
+
 class LocalFunctionsHost:
     """Loads a FunctionApp and drives its triggers as the Functions host would."""
 
@@ -203,7 +208,7 @@ class LocalFunctionsHost:
     def disabled(self, name: str) -> bool:
         """The app setting `AzureWebJobs.<name>.Disabled` (true or 1), as the host reads it: the
         function's trigger does not run on this instance (an HTTP one answers 404)."""
-        return self._env.get(f"AzureWebJobs.{name}.Disabled", "").strip().lower() in ("true", "1")
+        return self._env.get(disabled_setting(name), "").strip().lower() in ("true", "1")
 
     async def _start_background(self) -> None:
         for f in self.functions:
