@@ -403,9 +403,15 @@ async def test_next_day_keeps_the_delta_token_and_blocks_what_came_into_the_wind
     today = datetime.now(UTC).date()
     first = add_months(today.replace(day=1), 1)  # days 1 and 2 of next month: the same delta window
     original = SyncWindow.now.__func__  # type: ignore[attr-defined]
-    shift = {"days": (first - today).days}
-    monkeypatch.setattr(SyncWindow, "now", classmethod(
-        lambda cls, now, months, zone: original(cls, now + timedelta(days=shift["days"]), months, zone)))
+    shift = {"days": 0}
+
+    def shifted(cls, now, months, zone):  # type: ignore[no-untyped-def]
+        # The window's day is the zone's (in the last hour of a UTC day it is already tomorrow in
+        # Berlin): the shift lands on `first` there, whatever the hour.
+        local_today = now.astimezone(ZoneInfo(zone)).date()
+        return original(cls, now + timedelta(days=(first - local_today).days + shift["days"]), months, zone)
+
+    monkeypatch.setattr(SyncWindow, "now", classmethod(shifted))
     links_used: list[str] = []
     delta_pages = GraphGateway.delta_pages
 
