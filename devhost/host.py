@@ -6,11 +6,11 @@ The real host (Core Tools) cannot be installed on these machines, so this runner
 * HTTP triggers served on a loopback port under `/api/<route>`, auth levels honoured
   (function key as `?code=` or `x-functions-key`; admin level needs the master key);
 * queue triggers fed from Azurite with the host's semantics: base64 messages, dequeue
-  count, retry after `visibilityTimeout`, `<queue>-poison` after `maxDequeueCount`
-  (host.json), up to `batchSize` messages at once, the next batch fetched as soon as no more
-  than `newBatchThreshold` are still running, and an idle listener's randomised exponential
-  backoff from 100 ms to `maxPollingInterval` — which an output-binding write wakes only on
-  the instance that made it (see `QueueListener`);
+  count, a 10-minute lease renewed while the function runs, retry after `visibilityTimeout`,
+  `<queue>-poison` after `maxDequeueCount` (host.json), up to `batchSize` messages at once,
+  the next batch fetched as soon as no more than `newBatchThreshold` are still running, and
+  an idle listener's randomised exponential backoff from 100 ms to `maxPollingInterval` —
+  which an output-binding write wakes only on the instance that made it (see `QueueListener`);
 * timer triggers on their NCRONTAB schedule, or fired on demand;
 * queue output bindings written to Azurite after the function returns.
 """
@@ -26,7 +26,8 @@ import os
 import random
 import re
 import weakref
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -78,7 +79,7 @@ class QueueOptions:
     """The host.json `extensions.queues` values the runner honours."""
 
     max_dequeue_count: int = 5
-    visibility_timeout: float = 0.0
+    visibility_timeout: float = 0.0  # how long a failed message stays invisible before its retry
     batch_size: int = 16
     max_polling_interval: float = 2.0
     new_batch_threshold: int | None = None  # the host's default: batchSize / 2
@@ -86,6 +87,9 @@ class QueueOptions:
     # start`). On Flex Consumption (the deployment target) functions scale per function, HTTP
     # triggers on instances of their own: a webhook's queue write cannot wake the queue listener.
     shared_instance: bool = False
+    # Not a host.json setting: the host receives each message invisible for 10 minutes and, while
+    # its function runs, renews that at half-time (QueueListener's `_visibilityTimeout`); tests shorten it.
+    message_lease_s: int = 600
 
     @property
     def refill_at(self) -> int:
@@ -398,7 +402,7 @@ class LocalFunctionsHost:
         options = self.queue_options
         return [m async for m in client.receive_messages(
             messages_per_page=options.batch_size, max_messages=options.batch_size,
-            visibility_timeout=max(30, int(options.visibility_timeout) + 30))]
+            visibility_timeout=options.message_lease_s)]
 
     async def _run_counted(self, f: _Function, client: QueueClient, message: Any) -> None:
         self._in_flight += 1
@@ -424,7 +428,8 @@ class LocalFunctionsHost:
             expiration_time=message.expires_on, pop_receipt=message.pop_receipt)
         outputs = {o["name"]: _Out() for o in f.outputs}
         try:
-            await self._invoke(f, {f.trigger["name"]: queue_message, **outputs})
+            async with self._leased(client, message):
+                await self._invoke(f, {f.trigger["name"]: queue_message, **outputs})
             await self._write_outputs(f, outputs)
         except Exception:
             self.failures[f.name] += 1
@@ -438,6 +443,34 @@ class LocalFunctionsHost:
                 await client.update_message(message, visibility_timeout=visibility or 0)
             return
         await client.delete_message(message)
+
+    @asynccontextmanager
+    async def _leased(self, client: QueueClient, message: Any) -> AsyncIterator[None]:
+        """The host's `UpdateQueueMessageVisibilityCommand`: while the function runs, the message's
+        invisibility is renewed at half its lease, and its new pop receipt kept for the delete. A
+        renewal under way when the function ends is let finish (its receipt is the valid one)."""
+        lease = self.queue_options.message_lease_s
+        done = asyncio.Event()
+
+        async def renew() -> None:
+            while True:
+                try:
+                    await asyncio.wait_for(done.wait(), lease / 2)
+                    return
+                except TimeoutError:
+                    pass
+                try:
+                    renewed = await client.update_message(message, visibility_timeout=lease)
+                    message.pop_receipt, message.next_visible_on = renewed.pop_receipt, renewed.next_visible_on
+                except Exception:
+                    log.warning("renewing the lease of message %s failed", message.id, exc_info=True)
+
+        renewing = asyncio.create_task(renew())
+        try:
+            yield
+        finally:
+            done.set()
+            await renewing
 
     async def drain(self, timeout: float = 30) -> None:
         """Process queue-triggered functions until their queues are empty (tests, on demand); a

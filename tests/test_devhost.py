@@ -191,6 +191,43 @@ async def test_next_batch_is_fetched_once_no_more_than_new_batch_threshold_run(a
         trivial_app.gates.clear()
 
 
+async def test_a_message_stays_invisible_while_its_function_outlasts_the_lease(azurite: Azurite) -> None:
+    """The host renews a running message's invisibility at half its lease: a slow work item is
+    never handed to a second invocation while the first still runs, and is deleted once done."""
+    trivial_app.seen["queue"].clear()
+    trivial_app.seen["attempts"].clear()
+    queue = "trivial-lease"
+    async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
+        try:
+            await raw.create_queue()
+        except ResourceExistsError:
+            await raw.clear_messages()
+        await raw.send_message(base64.b64encode(json.dumps({"name": "hold-long"}).encode()).decode())
+    runner = LocalFunctionsHost(
+        trivial_app.app, azurite.connection_string, env={"TRIVIAL_QUEUE": queue},
+        queues=QueueOptions(visibility_timeout=0, max_polling_interval=0.2, message_lease_s=2)).start()
+    try:
+        for _ in range(100):
+            if trivial_app.seen["attempts"]:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(3.5)  # beyond the lease: an unrenewed message would be visible and fetched again
+        assert trivial_app.seen["attempts"] == [("hold-long", 1)]
+        await runner.run(_open_gate("hold-long"))
+        await runner.run(runner.drain())
+        assert trivial_app.seen["queue"] == ["hold-long"]
+        await asyncio.sleep(2.5)  # deleted with the renewed pop receipt: nothing comes back after the lease
+        assert trivial_app.seen["attempts"] == [("hold-long", 1)]
+        assert await runner.run(runner.queue_messages(queue)) == []
+    finally:
+        runner.stop()
+        trivial_app.gates.clear()
+
+
+async def _open_gate(name: str) -> None:
+    trivial_app.gates.setdefault(name, asyncio.Event()).set()
+
+
 def test_unset_binding_expression_is_reported(azurite: Azurite) -> None:
     runner = LocalFunctionsHost(trivial_app.app, azurite.connection_string, env={}, poll_queues=False)
     with pytest.raises(KeyError, match="TRIVIAL_QUEUE"):
