@@ -69,6 +69,7 @@ ItemT = TypeVar("ItemT")
 ANNY_PROPERTY_ID = "String {8e1d1c7a-3b9f-4a52-9d6e-5a1f2b7c4e90} Name AnnyBookingId"
 GRAPH_SCOPE = "https://graph.microsoft.com/.default"  # app-only: the permissions granted to the app
 MAILBOX_CONCURRENCY = 4  # Outlook's limit per app and mailbox; a 5th concurrent request answers 429
+TENANT_SLOTS = ""  # the slots of calls on a tenant-wide resource (the places list)
 GRAPH_DEFAULT_RETRY_AFTER_S = 10.0
 GRAPH_MAX_RETRY_AFTER_S = 300.0
 UTC_TIMES = 'outlook.timezone="UTC"'  # Prefer header: every time we read is in UTC
@@ -224,10 +225,11 @@ class GraphGateway:
             raise _failure(response)
         return json.loads(response.content) if response.content else None
 
-    async def _call(self, room: str, call: Callable[[], Awaitable[T]], **context: Any) -> T:
-        """A call within the mailbox's concurrency slots; Graph's failures become typed errors
-        with the room and `context`, and a 429 that outlasted the SDK's retries is counted."""
-        limit = self._limits.setdefault(room, PriorityLimit(MAILBOX_CONCURRENCY))  # live calls go first
+    async def _call(self, room: str | None, call: Callable[[], Awaitable[T]], **context: Any) -> T:
+        """A call within the mailbox's concurrency slots (`room`; None: a tenant-wide resource, whose
+        calls share slots of their own); Graph's failures become typed errors with the room and
+        `context`, and a 429 that outlasted the SDK's retries is counted."""
+        limit = self._limits.setdefault(room or TENANT_SLOTS, PriorityLimit(MAILBOX_CONCURRENCY))  # live calls go first
         async with limit:
             try:
                 return await call()
@@ -388,7 +390,7 @@ class GraphGateway:
         prefer = (f"odata.maxpagesize={page_size}", UTC_TIMES)
         return [parse_event(e) async for e in self._pages(room, url, wire.Event, prefer)]
 
-    async def _pages(self, room: str, url: str, shape: type[ItemT], prefer: tuple[str, ...] = ()
+    async def _pages(self, room: str | None, url: str, shape: type[ItemT], prefer: tuple[str, ...] = ()
                      ) -> AsyncIterator[ItemT]:
         """The items of a paged collection, following `@odata.nextLink` (https://learn.microsoft.com/graph/paging)."""
         while url:
@@ -403,7 +405,7 @@ class GraphGateway:
         Room mailboxes only (not room lists), 100 a page; needs Place.Read.All. Addresses are
         lower-cased: they key the app's state."""
         return [Room(wire.text(r.get("emailAddress")).lower(), wire.text(r.get("displayName")))
-                async for r in self._pages("places", self.url("places", "microsoft.graph.room"), wire.Room)]
+                async for r in self._pages(None, self.url("places", "microsoft.graph.room"), wire.Room)]
 
     # -- subscriptions ----------------------------------------------------------------------------------
 
@@ -437,32 +439,33 @@ class GraphGateway:
                 return str(sub["id"])
         return None
 
-    async def renew_subscription(self, subscription_id: str, expires_at: datetime) -> datetime:
+    async def renew_subscription(self, room: str, subscription_id: str, expires_at: datetime) -> datetime:
         """PATCH /subscriptions/{id} {expirationDateTime} — https://learn.microsoft.com/graph/api/subscription-update
 
         Outlook event subscriptions without resource data live at most 10,080 minutes (older
         pages say 4,230; https://learn.microsoft.com/graph/api/resources/subscription#subscription-lifetime):
-        the caller asks for less. The expiry Graph answers is kept."""
+        the caller asks for less. The expiry Graph answers is kept. `room`: whose subscription it is
+        (its calls take the room's slots, and its errors name the room)."""
         renewed: wire.Subscription | None = await self._call(
-            "subscriptions", lambda: self._send(Method.PATCH, self.url("subscriptions", subscription_id),
-                                                {"expirationDateTime": _instant(expires_at)}),
+            room, lambda: self._send(Method.PATCH, self.url("subscriptions", subscription_id),
+                                     {"expirationDateTime": _instant(expires_at)}),
             subscription_id=subscription_id)
         return _parse_instant(_object(renewed).get("expirationDateTime")) or expires_at
 
-    async def reauthorize_subscription(self, subscription_id: str) -> None:
+    async def reauthorize_subscription(self, room: str, subscription_id: str) -> None:
         """POST /subscriptions/{id}/reauthorize — https://learn.microsoft.com/graph/api/subscription-reauthorize
 
         The answer to a `reauthorizationRequired` lifecycle event
         (https://learn.microsoft.com/graph/change-notifications-lifecycle-events)."""
-        await self._call("subscriptions", lambda: self._send(
+        await self._call(room, lambda: self._send(
             Method.POST, self.url("subscriptions", subscription_id, "reauthorize")), subscription_id=subscription_id)
 
-    async def delete_subscription(self, subscription_id: str) -> None:
+    async def delete_subscription(self, room: str, subscription_id: str) -> None:
         """DELETE /subscriptions/{id} — https://learn.microsoft.com/graph/api/subscription-delete
 
         One that is gone already (expired or removed by Graph) counts as deleted."""
         try:
-            await self._call("subscriptions", lambda: self._send(
+            await self._call(room, lambda: self._send(
                 Method.DELETE, self.url("subscriptions", subscription_id)), subscription_id=subscription_id)
         except RemoteGone:
             pass

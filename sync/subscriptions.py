@@ -52,7 +52,7 @@ class SubscriptionManager:
             stale = await self.graph.find_subscription(room)
             if stale is None:
                 raise
-            await self.graph.delete_subscription(stale)
+            await self.graph.delete_subscription(room, stale)
             created = await self.graph.create_subscription(room, notify, lifecycle, client_state, self._expiry())
         sub = Subscription(created.subscription_id, room, created.expires_at, client_state)
         log.info("subscription created", extra={"room": room, "subscription_id": sub.subscription_id})
@@ -60,7 +60,7 @@ class SubscriptionManager:
 
     async def renew(self, sub: Subscription) -> Subscription:
         try:
-            sub.expires_at = await self.graph.renew_subscription(sub.subscription_id, self._expiry())
+            sub.expires_at = await self.graph.renew_subscription(sub.room, sub.subscription_id, self._expiry())
         except RemoteGone:
             await self.table.delete_subscription(sub.subscription_id)
             return await self._create(sub.room)
@@ -86,7 +86,7 @@ class SubscriptionManager:
 
     async def reauthorize(self, sub: Subscription) -> None:
         try:
-            await self.graph.reauthorize_subscription(sub.subscription_id)
+            await self.graph.reauthorize_subscription(sub.room, sub.subscription_id)
         except RemoteGone:
             await self.replace(sub)
             return
@@ -100,6 +100,6 @@ class SubscriptionManager:
     async def remove(self, room: str) -> int:
         subs = await self.table.subscriptions_of_room(room)
         for sub in subs:
-            await self.graph.delete_subscription(sub.subscription_id)
+            await self.graph.delete_subscription(room, sub.subscription_id)
             await self.table.delete_subscription(sub.subscription_id)
         return len(subs)

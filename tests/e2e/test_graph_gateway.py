@@ -72,6 +72,13 @@ async def test_graph_errors_become_typed_errors_with_context(gateway: GraphGatew
     await gateway.delete_event(ROOM, "no-such-event")  # deleting what is gone already is fine
 
 
+async def test_a_subscription_call_that_fails_names_its_room(gateway: GraphGateway) -> None:
+    with pytest.raises(RemoteGone) as gone:
+        await gateway.renew_subscription(ROOM, "no-such-subscription", datetime.now(UTC) + timedelta(days=2))
+    assert gone.value.context["room"] == ROOM and gone.value.context["subscription_id"] == "no-such-subscription"
+    await gateway.delete_subscription(ROOM, "no-such-subscription")  # deleting what is gone already is fine
+
+
 def test_query_names_go_out_as_graph_documents_them(gateway: GraphGateway) -> None:
     """The SDK's decoding handler is not in the chain, so `$select` must not leave as `%24select`;
     values are escaped whole (`:` `+` `,` `/` too)."""
