@@ -10,6 +10,7 @@ from typing import Any
 import azure.functions as func
 
 from sync.admin import run_command
+from sync.continuation import answering_within
 from sync.errors import ConfirmationNeeded, InputError, RemoteThrottled, RuleError, SyncError
 from sync.validation import json_object, text
 from sync.worker import Worker
@@ -77,7 +78,8 @@ async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
     try:
         query = {k: str(v) for k, v in req.params.items()}
         params = {**query, **_body_params(req), **params}  # the path wins over the body, the body over the query
-        return _json(200, await run_command(command, params, worker))
+        with answering_within(worker.services.settings.admin_answer_s):
+            return _json(200, await run_command(command, params, worker))
     except ConfirmationNeeded as exc:
         return _json(400, {"error": str(exc), "needs_confirmation": True, **exc.context})
     except InputError as exc:

@@ -260,6 +260,10 @@ class Settings:
     anny_live_reserve_percent: int = setting(
         "ANNY_LIVE_RESERVE_PERCENT", "Share of the anny budget that initial syncs and reconciliations leave "
         "to live changes, in percent.", _int_between(0, 50), "2")
+    admin_answer_s: int = setting(
+        "ADMIN_ANSWER_SECONDS", "How long the admin API's activate, resync and rules add sync inline before "
+        "they answer; what is left continues from the backfill queue (`status` shows it). Azure ends an HTTP "
+        "request after 230 s.", _int_between(1, 225), "200")
     table_prefix: str = setting(
         "TABLE_PREFIX", "Prefix of the app's table names.", _table_prefix, "annysync")
     storage: StorageSettings = field(default_factory=StorageSettings, metadata={"env": None})

@@ -248,7 +248,7 @@ def _progress_lines(sync: dict[str, Any] | None) -> list[str]:
     lines = [f"initial sync   anny → Outlook {_done(sync['to_outlook'])}, Outlook → anny {_done(sync['to_anny'])}; "
              f"{left}"]
     for room in sync["rooms"]:
-        waiting = (f"; throttled, continues at {_when(room['continues_at'])} ({room['continues_reason']})"
+        waiting = (f"; continues at {_when(room['continues_at'])} ({room['continues_reason']})"
                    if room.get("continues_at") else "")
         lines.append(f"               {room['room']}: anny → Outlook {_done(room['to_outlook'])}, "
                      f"Outlook → anny {_done(room['to_anny'])}{waiting}")

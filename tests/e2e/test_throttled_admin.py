@@ -103,3 +103,24 @@ async def test_a_preview_that_anny_throttles_says_when_to_try_again(mapped: Worl
     assert body["error"].endswith("try again in 42 s") and body["retry_after_s"] == 42
     assert mirrors(world) == []
     assert (await world.admin_status())["state"] == "inactive"  # a preview never activates
+
+
+@pytest.mark.parametrize("stack", [{"ADMIN_ANSWER_SECONDS": "1"}], indirect=True)
+async def test_activation_through_the_admin_api_answers_before_azure_ends_the_request(mapped: World) -> None:
+    """Azure ends an HTTP request after 230 s: an activation that would sync longer answers in time,
+    with what continues in the background, and the rest is synced from the backfill queue."""
+    world = mapped
+    world.stack.graph.set_latency(400)  # the inline sync takes seconds: longer than the answer may wait
+    async with httpx.AsyncClient(base_url=world.stack.host.url, timeout=60) as client:
+        answer = await client.post("/api/manage/activate", headers={"x-functions-key": world.stack.keys.master})
+    assert answer.status_code == 200
+    body = answer.json()
+    assert body["state"] == "active" and "230 s" in body["rules"][0]["continues"]["reason"]
+    assert "continues in the background" in body["note"]
+    assert (await world.admin_status())["initial_sync"]["in_progress"]
+    world.stack.graph.set_latency(0)
+    await world.settle(rounds=40)
+    assert sorted(e["start"]["dateTime"][:10] for e in mirrors(world)) == [
+        world.day(d).isoformat() for d in (2, 3, 4)]  # each booking once: nothing lost, nothing twice
+    assert await world.stack.poison_messages() == []
+    assert not (await world.admin_status())["initial_sync"]["in_progress"]
