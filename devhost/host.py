@@ -57,15 +57,18 @@ class HostKeys:
     default: str = "local-function-key"
     per_function: dict[str, str] = field(default_factory=dict)
 
+    def is_master(self, given: str | None) -> bool:
+        return bool(given) and _same(str(given).encode(errors="replace"), self.master)
+
     def allows(self, level: str, function_name: str, given: str | None) -> bool:
         """Whether `given` opens a function of this auth level; every comparison takes constant time."""
         if level == "anonymous":
             return True
         if not given:
             return False
-        offered = given.encode(errors="replace")
-        if _same(offered, self.master):
+        if self.is_master(given):
             return True
+        offered = given.encode(errors="replace")
         candidates = [self.default, self.per_function.get(function_name) or ""]
         return level == "function" and any([_same(offered, key) for key in candidates if key])
 
@@ -210,9 +213,12 @@ class LocalFunctionsHost:
         return self
 
     def disabled(self, name: str) -> bool:
-        """The app setting `AzureWebJobs.<name>.Disabled` (true or 1), as the host reads it: the
-        function's trigger does not run on this instance (an HTTP one answers 404)."""
-        return self._env.get(disabled_setting(name), "").strip().lower() in ("true", "1")
+        """The app setting `AzureWebJobs.<name>.Disabled` (true or 1; also with `_` for `.`, as
+        environments without dots in names have it), as the host reads it: the function's trigger
+        does not run on this instance; an HTTP one answers 404 to all but the master key."""
+        setting = disabled_setting(name)
+        value = self._env.get(setting) or self._env.get(setting.replace(".", "_")) or ""
+        return value.strip().lower() in ("true", "1")
 
     async def _start_background(self) -> None:
         for f in self.functions:
@@ -284,20 +290,20 @@ class LocalFunctionsHost:
         path = request.path
         if not path.startswith("/api/"):
             return web.Response(status=404)
-        tail = path[len("/api/"):]
-        matches = [(r, m) for r in self.routes
-                   if (m := r.pattern.fullmatch(tail)) and not self.disabled(r.function.name)]
+        tail = path[len("/api/"):].removesuffix("/")  # ASP.NET routing: a trailing slash matches too
+        # The methods are a route constraint: a request whose method no route takes matches none (404).
+        matches = [(r, m) for r in self.routes if (m := r.pattern.fullmatch(tail)) and request.method in r.methods]
         if not matches:
             return web.Response(status=404)
-        allowed = [(r, m) for r, m in matches if request.method in r.methods]
-        if not allowed:
-            return web.Response(status=405)
-        route, match = allowed[0]
-        key = request.query.get("code") or request.headers.get("x-functions-key")
+        route, match = matches[0]
+        header = request.headers.get("x-functions-key")
+        key = header if header is not None else request.query.get("code")  # the header wins, even empty
         if not self.keys.allows(route.auth_level, route.function.name, key):
             return web.Response(status=401)
+        if self.disabled(route.function.name) and not self.keys.is_master(key):
+            return web.Response(status=404)  # a disabled function still runs for the master key
         body = await request.read()
-        params = {k: v for k, v in request.query.items() if k != "code"}
+        params = dict(request.query)  # every query parameter reaches the function, `code` too
         http_request = func.HttpRequest(
             request.method, str(request.url), headers=dict(request.headers), params=params,
             route_params={k: v for k, v in match.groupdict().items() if v is not None}, body=body)
@@ -422,6 +428,13 @@ class LocalFunctionsHost:
     async def _run_message(self, f: _Function, client: QueueClient, message: Any,
                            visibility: int | None) -> None:
         body = message.content
+        if message.dequeue_count > self.queue_options.max_dequeue_count:
+            # The host's QueueProcessor.BeginProcessingMessageAsync: its attempts were lost (an
+            # instance stopped while running it), not failed; it goes to the poison queue unrun.
+            log.warning("message %s dequeued %s times: moved to the poison queue without running %s",
+                        message.id, message.dequeue_count, f.name)
+            await self._poison(client, message)
+            return
         # azure-functions leaves QueueMessage.__init__ unannotated.
         queue_message = QueueMessage(  # type: ignore[no-untyped-call]
             id=message.id, body=body, dequeue_count=message.dequeue_count, insertion_time=message.inserted_on,
@@ -436,12 +449,15 @@ class LocalFunctionsHost:
             log.exception("function %s failed on message %s (dequeue count %s)", f.name, message.id,
                           message.dequeue_count)
             if message.dequeue_count >= self.queue_options.max_dequeue_count:
-                poison = await self.ensure_queue(f"{client.queue_name}-poison")
-                await poison.send_message(body)
-                await client.delete_message(message)
+                await self._poison(client, message)
             else:
                 await client.update_message(message, visibility_timeout=visibility or 0)
             return
+        await client.delete_message(message)
+
+    async def _poison(self, client: QueueClient, message: Any) -> None:
+        poison = await self.ensure_queue(f"{client.queue_name}-poison")
+        await poison.send_message(message.content)
         await client.delete_message(message)
 
     @asynccontextmanager
@@ -552,7 +568,7 @@ def _route_regex(template: str) -> re.Pattern[str]:
                 parts.append(f"(?P<{name.rstrip('?')}>[^/]+){'?' if name.endswith('?') else ''}")
         else:
             parts.append(re.escape(piece))
-    return re.compile("".join(parts))
+    return re.compile("".join(parts), re.IGNORECASE)  # ASP.NET routing ignores case
 
 
 def _body_bytes(answer: web.Response) -> bytes:

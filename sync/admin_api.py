@@ -70,14 +70,20 @@ def _body_params(req: func.HttpRequest) -> dict[str, str]:
     return params
 
 
+def command_params(req: func.HttpRequest, from_path: dict[str, str]) -> dict[str, str]:
+    """A command's parameters: the path's win over the body's, the body's over the query's. The
+    host hands every query parameter over, its key (`code`) too: that one is not the command's."""
+    query = {k: str(v) for k, v in req.params.items() if k != "code"}
+    return {**query, **_body_params(req), **from_path}
+
+
 async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
     matched = command_for(req.method, req.route_params.get("path", ""))
     if matched is None:
         return _json(404, {"error": "unknown admin command", "commands": sorted(ROUTES)})
     command, params = matched
     try:
-        query = {k: str(v) for k, v in req.params.items()}
-        params = {**query, **_body_params(req), **params}  # the path wins over the body, the body over the query
+        params = command_params(req, params)
         with answering_within(worker.services.settings.admin_answer_s):
             return _json(200, await run_command(command, params, worker))
     except ConfirmationNeeded as exc:

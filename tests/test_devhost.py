@@ -56,9 +56,19 @@ async def test_http_auth_levels_are_honoured(host: LocalFunctionsHost) -> None:
         assert (await client.get("/api/secret?code=f-key")).status_code == 401
         assert (await client.get("/api/secret?code=m-key")).text == "admin only"
         assert (await client.get("/api/open", params={"a": "1"})).json() == {"a": "1"}
-        assert (await client.get("/api/echo/x?code=f-key")).status_code == 405
+        assert (await client.get("/api/echo/x?code=f-key")).status_code == 404  # no route takes GET
         assert (await client.get("/api/nothing-here")).status_code == 404
     assert await host.run(host.queue_messages(QUEUE)) != []
+
+
+async def test_http_routing_and_keys_as_the_host_has_them(host: LocalFunctionsHost) -> None:
+    """ASP.NET routing ignores case and a trailing slash; the `x-functions-key` header wins over
+    `?code=`, even when empty; every query parameter reaches the function, `code` too."""
+    async with httpx.AsyncClient(base_url=host.url) as client:
+        assert (await client.post("/api/ECHO/x/?code=f-key")).status_code == 202
+        assert (await client.post("/api/echo/x?code=wrong", headers={"x-functions-key": "f-key"})).status_code == 202
+        assert (await client.post("/api/echo/x?code=f-key", headers={"x-functions-key": ""})).status_code == 401
+        assert (await client.get("/api/open", params={"a": "1", "code": "k"})).json() == {"a": "1", "code": "k"}
 
 
 def test_host_keys_compare_whole_keys_of_any_text() -> None:
@@ -115,20 +125,50 @@ async def test_a_function_disabled_by_its_app_setting_does_not_run_here(azurite:
     """`AzureWebJobs.<name>.Disabled`, as Azure reads it: the HTTP trigger answers 404 and the
     queue's messages stay for an instance where the function runs."""
     trivial_app.seen["queue"].clear()
-    env = {"TRIVIAL_QUEUE": QUEUE, "AzureWebJobs.echo.Disabled": "true", "AzureWebJobs.consume.Disabled": "1"}
-    runner = LocalFunctionsHost(trivial_app.app, azurite.connection_string, keys=HostKeys(default="f-key"),
-                                env=env, poll_queues=True).start()
+    env = {"TRIVIAL_QUEUE": QUEUE, "AzureWebJobs.echo.Disabled": "true", "AzureWebJobs_consume_Disabled": "1"}
+    runner = LocalFunctionsHost(trivial_app.app, azurite.connection_string,
+                                keys=HostKeys(master="m-key", default="f-key"), env=env, poll_queues=True).start()
     try:
         await runner.run(_clear_queues(runner))
         async with httpx.AsyncClient(base_url=runner.url) as client:
             assert (await client.post("/api/echo/ada?code=f-key")).status_code == 404
+            assert (await client.post("/api/echo/ada")).status_code == 401  # the key is checked first
             assert (await client.get("/api/open")).status_code == 200  # the others still run
+            assert (await client.post("/api/echo/ada?code=m-key")).status_code == 202  # the master key runs it
+        await runner.run(_clear_queues(runner))
         async with QueueClient.from_connection_string(azurite.connection_string, QUEUE) as raw:
             await raw.send_message(base64.b64encode(json.dumps({"name": "grace"}).encode()).decode())
         await runner.run(runner.drain())
         await asyncio.sleep(0.5)  # the listener would have taken it by now
         assert trivial_app.seen["queue"] == []
         assert len(await runner.run(runner.queue_messages(QUEUE))) == 1
+    finally:
+        runner.stop()
+
+
+async def test_a_message_whose_attempts_were_lost_goes_to_the_poison_queue_unrun(azurite: Azurite) -> None:
+    """Dequeued more than `maxDequeueCount` times without failing (its instances stopped while
+    running it): the host moves it to the poison queue without running it again."""
+    trivial_app.seen["attempts"].clear()
+    queue = "trivial-lost"
+    async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
+        for name in (queue, f"{queue}-poison"):
+            async with QueueClient.from_connection_string(azurite.connection_string, name) as each:
+                try:
+                    await each.create_queue()
+                except ResourceExistsError:
+                    await each.clear_messages()
+        await raw.send_message(base64.b64encode(json.dumps({"name": "lost"}).encode()).decode())
+        for _ in range(3):  # three attempts whose instance stopped before it finished
+            assert [m async for m in raw.receive_messages(visibility_timeout=1)]
+            await asyncio.sleep(1.1)
+    runner = LocalFunctionsHost(trivial_app.app, azurite.connection_string, env={"TRIVIAL_QUEUE": queue},
+                                queues=QueueOptions(max_dequeue_count=2, visibility_timeout=0),
+                                poll_queues=False).start()
+    try:
+        await runner.run(runner.drain())
+        assert trivial_app.seen["attempts"] == []
+        assert [json.loads(m) for m in await runner.run(runner.queue_messages(f"{queue}-poison"))] == [{"name": "lost"}]
     finally:
         runner.stop()
 

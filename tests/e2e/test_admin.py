@@ -3,9 +3,11 @@ against it, deactivate, delete."""
 
 from __future__ import annotations
 
+import azure.functions as func
 import httpx
 import pytest
 
+from sync.admin_api import command_params
 from sync.cli import main
 from tests.e2e.conftest import World
 from tests.e2e.test_inbound import blockers, meeting
@@ -16,6 +18,12 @@ async def manage(world: World, method: str, path: str, key: str | None = "master
     headers = {"x-functions-key": world.stack.keys.master if key == "master" else key} if key else {}
     async with httpx.AsyncClient(base_url=world.stack.host.url, timeout=60) as client:
         return await client.request(method, f"/api/manage/{path}", headers=headers, **kwargs)
+
+
+def test_the_hosts_key_in_the_query_is_not_a_command_parameter() -> None:
+    request = func.HttpRequest("POST", "https://sync.example.org/api/manage/resync", body=b'{"rule": "r-1"}',
+                               params={"code": "the-master-key", "dry_run": "true"})
+    assert command_params(request, {}) == {"dry_run": "true", "rule": "r-1"}
 
 
 async def test_admin_api_needs_the_admin_key(world: World) -> None:
