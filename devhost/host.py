@@ -302,7 +302,8 @@ class LocalFunctionsHost:
             return web.Response(status=401)
         if self.disabled(route.function.name) and not self.keys.is_master(key):
             return web.Response(status=404)  # a disabled function still runs for the master key
-        body = await request.read()
+        # The host hands the worker a body only when the request says its length (not when chunked).
+        body = await request.read() if request.content_length else b""
         params = dict(request.query)  # every query parameter reaches the function, `code` too
         http_request = func.HttpRequest(
             request.method, str(request.url), headers=dict(request.headers), params=params,

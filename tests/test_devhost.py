@@ -6,7 +6,7 @@ import asyncio
 import base64
 import itertools
 import json
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
@@ -59,6 +59,18 @@ async def test_http_auth_levels_are_honoured(host: LocalFunctionsHost) -> None:
         assert (await client.get("/api/echo/x?code=f-key")).status_code == 404  # no route takes GET
         assert (await client.get("/api/nothing-here")).status_code == 404
     assert await host.run(host.queue_messages(QUEUE)) != []
+
+
+async def test_a_body_sent_in_chunks_does_not_reach_the_function(host: LocalFunctionsHost) -> None:
+    """The host hands an out-of-process worker a body only when the request says its length."""
+    async def chunks() -> AsyncIterator[bytes]:
+        yield b"pay"
+        yield b"load"
+
+    async with httpx.AsyncClient(base_url=host.url) as client:
+        assert (await client.post("/api/echo/chunked?code=f-key", content=chunks())).status_code == 202
+    messages = [json.loads(m) for m in await host.run(host.queue_messages(QUEUE))]
+    assert {"name": "chunked", "body": ""} in messages
 
 
 async def test_http_routing_and_keys_as_the_host_has_them(host: LocalFunctionsHost) -> None:

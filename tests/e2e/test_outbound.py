@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import AsyncIterator
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
@@ -209,7 +211,8 @@ def envelope(booking_id: str = "b-1", event: str = "bookings.created", event_id:
 
 
 async def post_webhook(world: World, body: bytes | dict, *, key: str | None = "default",
-                       secret: str | None = WEBHOOK_SECRET, headers: dict | None = None) -> httpx.Response:
+                       secret: str | None = WEBHOOK_SECRET, headers: dict | None = None,
+                       content: AsyncIterator[bytes] | None = None) -> httpx.Response:
     url = f"{world.stack.host.url}/api/anny/webhook"
     params = {"code": world.stack.keys.default if key == "default" else key} if key else {}
     sent = dict(headers or {})
@@ -218,7 +221,7 @@ async def post_webhook(world: World, body: bytes | dict, *, key: str | None = "d
     async with httpx.AsyncClient() as client:
         if isinstance(body, dict):
             return await client.post(url, params=params, json=body, headers=sent)
-        return await client.post(url, params=params, content=body, headers=sent)
+        return await client.post(url, params=params, content=content or body, headers=sent)
 
 
 async def queued(world: World) -> list[bytes]:
@@ -242,6 +245,19 @@ async def test_malformed_json_is_400(world: World) -> None:
 async def test_oversized_body_is_413(world: World) -> None:
     answer = await post_webhook(world, b"{" + b" " * 300_000 + b"}")
     assert answer.status_code == 413 and await queued(world) == []
+
+
+async def test_a_chunked_body_is_411_and_says_what_to_fix(world: World) -> None:
+    """Azure Functions hands a Python function no body sent in chunks: say so, rather than "not JSON"."""
+    body = json.dumps(envelope()).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body[:10]
+        yield body[10:]
+
+    answer = await post_webhook(world, b"", content=chunks())
+    assert answer.status_code == 411 and "Content-Length" in answer.json()["problem"]
+    assert await queued(world) == []
 
 
 async def test_unknown_event_type_is_acknowledged_and_ignored(world: World) -> None:
