@@ -33,6 +33,17 @@ def host(azurite: Azurite) -> Iterator[LocalFunctionsHost]:
     runner.stop()
 
 
+async def _queue_holding(azurite: Azurite, queue: str, *names: str) -> None:
+    """The queue, created or emptied, then holding a message per name (base64, as the host writes them)."""
+    async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
+        try:
+            await raw.create_queue()
+        except ResourceExistsError:
+            await raw.clear_messages()
+        for name in names:
+            await raw.send_message(base64.b64encode(json.dumps({"name": name}).encode()).decode())
+
+
 async def _clear_queues(runner: LocalFunctionsHost) -> None:
     for name in (QUEUE, f"{QUEUE}-poison"):
         await (await runner.ensure_queue(name)).clear_messages()
@@ -163,14 +174,9 @@ async def test_a_message_whose_attempts_were_lost_goes_to_the_poison_queue_unrun
     running it): the host moves it to the poison queue without running it again."""
     trivial_app.seen["attempts"].clear()
     queue = "trivial-lost"
+    await _queue_holding(azurite, f"{queue}-poison")
+    await _queue_holding(azurite, queue, "lost")
     async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
-        for name in (queue, f"{queue}-poison"):
-            async with QueueClient.from_connection_string(azurite.connection_string, name) as each:
-                try:
-                    await each.create_queue()
-                except ResourceExistsError:
-                    await each.clear_messages()
-        await raw.send_message(base64.b64encode(json.dumps({"name": "lost"}).encode()).decode())
         for _ in range(3):  # three attempts whose instance stopped before it finished
             assert [m async for m in raw.receive_messages(visibility_timeout=1)]
             await asyncio.sleep(1.1)
@@ -205,13 +211,8 @@ async def test_next_batch_is_fetched_once_no_more_than_new_batch_threshold_run(a
     trivial_app.seen["queue"].clear()
     trivial_app.seen["attempts"].clear()
     queue = "trivial-refill"
-    async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
-        try:
-            await raw.create_queue()
-        except ResourceExistsError:
-            await raw.clear_messages()
-        for i in range(8):  # all waiting before the listener starts: its first batch is a full one
-            await raw.send_message(base64.b64encode(json.dumps({"name": f"hold-{i}"}).encode()).decode())
+    # all waiting before the listener starts: its first batch is a full one
+    await _queue_holding(azurite, queue, *(f"hold-{i}" for i in range(8)))
     runner = LocalFunctionsHost(
         trivial_app.app, azurite.connection_string, env={"TRIVIAL_QUEUE": queue},
         queues=QueueOptions(visibility_timeout=0, batch_size=4, new_batch_threshold=2,
@@ -249,12 +250,7 @@ async def test_a_message_stays_invisible_while_its_function_outlasts_the_lease(a
     trivial_app.seen["queue"].clear()
     trivial_app.seen["attempts"].clear()
     queue = "trivial-lease"
-    async with QueueClient.from_connection_string(azurite.connection_string, queue) as raw:
-        try:
-            await raw.create_queue()
-        except ResourceExistsError:
-            await raw.clear_messages()
-        await raw.send_message(base64.b64encode(json.dumps({"name": "hold-long"}).encode()).decode())
+    await _queue_holding(azurite, queue, "hold-long")
     runner = LocalFunctionsHost(
         trivial_app.app, azurite.connection_string, env={"TRIVIAL_QUEUE": queue},
         queues=QueueOptions(visibility_timeout=0, max_polling_interval=0.2, message_lease_s=2)).start()
