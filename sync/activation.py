@@ -12,20 +12,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.continuation import InlineSync
+from sync.continuation import InlineSync, answer_due
 from sync.errors import RuleError
 from sync.nightly import local_day
-from sync.reconcile import preview_rule
+from sync.reconcile import RuleReport, preview_rule, side_by_side
 from sync.runs import RunLog
 from sync.state import IntegrationStatus, Rule, RulesTable
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
+NOT_PREVIEWED = ("the answer was due (ADMIN_ANSWER_SECONDS; Azure ends an HTTP request after 230 s): "
+                 "preview this rule alone with `resync --rule {rule} --dry-run`")
 UNSYNCED_NOTE = ("items created while the integration was deactivated stay unsynced ('left unsynced'); "
                  "`resync` brings them over")
 
@@ -56,9 +59,23 @@ async def _rules(rules: RulesTable, only: str = "") -> list[Rule]:
 
 
 async def _preview(worker: Worker, rules: list[tuple[Rule, str]]) -> list[dict[str, Any]]:
+    """Each rule's preview, rooms side by side. Through the admin API a rule whose preview is not
+    done when the answer is due (`continuation.answer_due`) is reported as not previewed."""
     resources = await worker.services.anny.list_resources()
-    return [{"mode": mode, **(await preview_rule(worker, rule, resources)).view(with_items=True)}
-            for rule, mode in rules]
+    modes, due = {rule.anny_resource_id: mode for rule, mode in rules}, answer_due()
+
+    async def one(rule: Rule) -> dict[str, Any]:
+        mode = modes[rule.anny_resource_id]
+        try:
+            async with asyncio.timeout_at(due) as deadline:
+                return {"mode": mode, **(await preview_rule(worker, rule, resources)).view(with_items=True)}
+        except TimeoutError:
+            if not deadline.expired():
+                raise
+            return {"mode": mode, **RuleReport(rule).view(),
+                    "not_previewed": NOT_PREVIEWED.format(rule=rule.anny_resource_id)}
+
+    return await side_by_side([rule for rule, _ in rules], one)
 
 
 async def activate(worker: Worker, dry_run: bool = False) -> dict[str, Any]:

@@ -43,6 +43,11 @@ ANSWER_DUE = "the admin API answers within ADMIN_ANSWER_SECONDS (Azure ends an H
 _answer_due: ContextVar[float | None] = ContextVar("admin_answer_due", default=None)
 
 
+def answer_due() -> float | None:
+    """When the admin API's answer is due (event-loop time), or None: no limit (the CLI run locally, a queue item)."""
+    return _answer_due.get()
+
+
 @contextmanager
 def answering_within(seconds: float) -> Iterator[None]:
     """Inline syncs started within this block hand what is left to the backfill queue after `seconds`."""
@@ -64,7 +69,7 @@ class InlineSync:
     continues_at: datetime | None = None  # set by the first 429 or the answer's due time: later rules wait too
     reason: str = ""
     throttled: bool = False
-    answer_due: float | None = field(default_factory=_answer_due.get)  # event-loop time; None: no limit
+    answer_due: float | None = field(default_factory=answer_due)  # event-loop time; None: no limit
     _resources: list[AnnyResource] | None = field(default=None, repr=False)
 
     async def sync_all(self, rules: list[Rule], run: RunLog) -> list[dict[str, Any]]:

@@ -192,6 +192,8 @@ def _rule_report(rule: dict[str, Any]) -> list[str]:
         lines.append(f"  {direction:<16} {_counts(rule.get(direction) or {})}")
         for item in (rule.get("first_items") or {}).get(direction, []):
             lines.append("      " + "  ".join(f"{k}={v}" for k, v in item.items() if v))
+    if rule.get("not_previewed"):
+        lines.append(f"  NOT PREVIEWED: {rule['not_previewed']}")
     if rule.get("continues"):
         lines.append(f"  CONTINUES in the background from {_when(rule['continues']['at'])} "
                      f"({rule['continues']['reason']}); `status` shows it")

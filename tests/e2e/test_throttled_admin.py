@@ -124,3 +124,19 @@ async def test_activation_through_the_admin_api_answers_before_azure_ends_the_re
         world.day(d).isoformat() for d in (2, 3, 4)]  # each booking once: nothing lost, nothing twice
     assert await world.stack.poison_messages() == []
     assert not (await world.admin_status())["initial_sync"]["in_progress"]
+
+
+@pytest.mark.parametrize("stack", [{"ADMIN_ANSWER_SECONDS": "1"}], indirect=True)
+async def test_a_preview_through_the_admin_api_answers_before_azure_ends_the_request(mapped: World) -> None:
+    """A preview has nothing to continue in the background: what was not previewed when the answer
+    was due is said so, with how to preview that rule alone; nothing is written."""
+    world = mapped
+    world.stack.graph.set_latency(1500)  # the room's delta read alone outlasts the answer's due time
+    async with httpx.AsyncClient(base_url=world.stack.host.url, timeout=60) as client:
+        answer = await client.post("/api/manage/activate", json={"dry_run": True},
+                                   headers={"x-functions-key": world.stack.keys.master})
+    world.stack.graph.set_latency(0)
+    assert answer.status_code == 200
+    [rule] = answer.json()["rules"]
+    assert f"resync --rule {world.resource} --dry-run" in rule["not_previewed"]
+    assert mirrors(world) == [] and (await world.admin_status())["state"] == "inactive"
