@@ -69,7 +69,7 @@ class InlineSync:
     continues_at: datetime | None = None  # set by the first 429 or the answer's due time: later rules wait too
     reason: str = ""
     throttled: bool = False
-    answer_due: float | None = field(default_factory=answer_due)  # event-loop time; None: no limit
+    due_at: float | None = field(default_factory=answer_due)  # when the answer is due (event-loop time); None: never
     _resources: list[AnnyResource] | None = field(default=None, repr=False)
 
     async def sync_all(self, rules: list[Rule], run: RunLog) -> list[dict[str, Any]]:
@@ -84,12 +84,12 @@ class InlineSync:
         """Sync the rule now; after a 429 (now or earlier in this command), or once the answer is due,
         hand it to the backfill queue."""
         report = RuleReport(rule)
-        if self.continues_at is None and self.answer_due is not None \
-                and asyncio.get_running_loop().time() >= self.answer_due:
+        if self.continues_at is None and self.due_at is not None \
+                and asyncio.get_running_loop().time() >= self.due_at:
             self._answer_now(rule)
         if self.continues_at is None:
             try:
-                async with asyncio.timeout_at(self.answer_due) as due:
+                async with asyncio.timeout_at(self.due_at) as due:
                     if self._resources is None:
                         self._resources = await self.worker.services.anny.list_resources()
                     await reconcile_rule(self.worker, rule, run, self._resources,
