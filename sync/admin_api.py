@@ -12,7 +12,7 @@ import azure.functions as func
 from sync.admin import run_command
 from sync.continuation import answering_within
 from sync.errors import ConfirmationNeeded, InputError, RemoteThrottled, RuleError, SyncError
-from sync.validation import json_object, text
+from sync.validation import json_object, request_body, text
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
@@ -57,7 +57,7 @@ def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> func
 
 def _body_params(req: func.HttpRequest) -> dict[str, str]:
     """The JSON object body's fields as command parameters: strings, whole numbers (ids) or booleans (flags)."""
-    raw = req.get_body()
+    raw = request_body(req)
     if not raw:
         return {}
     params: dict[str, str] = {}

@@ -52,13 +52,6 @@ class BodyTooLarge(InputError):
     status = 413
 
 
-class LengthRequired(InputError):
-    """A body sent in chunks: the Functions host hands an out-of-process worker (Python's) no body
-    then (azure-functions-host#7930), so what was sent cannot be read; the sender must say its length."""
-
-    status = 411
-
-
 class StaleDelivery(InputError):
     """A delivery stamped outside the replay tolerance: answered like a wrong signature."""
 
@@ -95,10 +88,7 @@ def _refusing(endpoint: str) -> Callable[[Handler], Handler]:
 
 
 def _body(req: func.HttpRequest, limit: int) -> bytes:
-    body = req.get_body() or b""
-    if not body and "chunked" in (req.headers.get("transfer-encoding") or "").lower():
-        raise LengthRequired("body", "sent with Transfer-Encoding: chunked, which Azure Functions does not hand "
-                                     "to a Python function; send it with a Content-Length header")
+    body = validation.request_body(req)
     if len(body) > limit:
         raise BodyTooLarge("body", f"larger than {limit} bytes")
     return body

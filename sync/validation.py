@@ -14,6 +14,8 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote
 
+import azure.functions as func
+
 from sync.errors import InputError
 
 # anny's schemas say "string"; anny emits numeric ids (UUIDs fit the same pattern).
@@ -34,6 +36,23 @@ _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.{0,40}")
 
 MAX_JSON_DEPTH = 64  # anny's and Graph's bodies nest a handful of levels
 _TOO_DEEP = "JSON nested too deeply; send a flat JSON document"
+
+
+class LengthRequired(InputError):
+    """A body sent in chunks: the Functions host hands an out-of-process worker (Python's) no body
+    then (azure-functions-host#7930), so what was sent cannot be read; the sender must say its length."""
+
+    status = 411
+
+
+def request_body(req: func.HttpRequest) -> bytes:
+    """The body of a request to any endpoint; one that was sent in chunks arrives empty, which is a
+    LengthRequired (411) rather than a misleading "not JSON" or a command without its parameters."""
+    body = req.get_body() or b""
+    if not body and "chunked" in (req.headers.get("transfer-encoding") or "").lower():
+        raise LengthRequired("body", "sent with Transfer-Encoding: chunked, which Azure Functions does not hand "
+                                     "to a Python function; send it with a Content-Length header")
+    return body
 
 
 def json_body(raw: bytes) -> Any:

@@ -3,6 +3,9 @@ against it, deactivate, delete."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
+
 import azure.functions as func
 import httpx
 import pytest
@@ -46,6 +49,20 @@ async def test_admin_api_refuses_bad_input_clearly(world: World) -> None:
     assert duplicate.status_code == 400 and "mapped already" in duplicate.json()["error"]
     assert (await manage(world, "POST", "rules", content=b"{nope")).status_code == 400
     assert (await manage(world, "POST", "nonsense")).status_code == 404
+
+
+async def test_admin_api_refuses_a_body_sent_in_chunks_with_what_to_fix(world: World) -> None:
+    """Azure Functions hands a Python function no body sent in chunks: a command must not run
+    without the parameters it was sent."""
+    other = world.stack.anny.add_resource("Room Beta", timezone="Europe/Berlin")
+    body = json.dumps({"anny_resource": other["id"], "room": "room.beta@contoso.example"}).encode()
+
+    async def chunks() -> AsyncIterator[bytes]:
+        yield body
+
+    answer = await manage(world, "POST", "rules", content=chunks())
+    assert answer.status_code == 411 and "Content-Length" in answer.json()["problem"]
+    assert [r["anny_resource_id"] for r in (await manage(world, "GET", "rules")).json()] == [world.resource]
 
 
 async def test_rule_added_while_active_is_synced_at_once(world: World) -> None:
