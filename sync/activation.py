@@ -12,13 +12,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 from datetime import UTC, datetime
 from typing import Any
 
-from sync.continuation import InlineSync, answer_due
+from sync.continuation import InlineSync, answer_due, until_due
 from sync.errors import RuleError
 from sync.nightly import local_day
 from sync.reconcile import RuleReport, preview_rule, side_by_side
@@ -65,15 +64,12 @@ async def _preview(worker: Worker, rules: list[tuple[Rule, str]]) -> list[dict[s
     modes, due = {rule.anny_resource_id: mode for rule, mode in rules}, answer_due()
 
     async def one(rule: Rule) -> dict[str, Any]:
-        mode = modes[rule.anny_resource_id]
-        try:
-            async with asyncio.timeout_at(due) as deadline:
-                return {"mode": mode, **(await preview_rule(worker, rule, resources)).view(with_items=True)}
-        except TimeoutError:
-            if not deadline.expired():
-                raise
-            return {"mode": mode, **RuleReport(rule).view(),
-                    "not_previewed": NOT_PREVIEWED.format(rule=rule.anny_resource_id)}
+        mode, report = modes[rule.anny_resource_id], RuleReport(rule)
+        async with until_due(due) as cutoff:
+            report = await preview_rule(worker, rule, resources)
+        if cutoff.reached:
+            return {"mode": mode, **report.view(), "not_previewed": NOT_PREVIEWED.format(rule=rule.anny_resource_id)}
+        return {"mode": mode, **report.view(with_items=True)}
 
     return await side_by_side([rule for rule, _ in rules], one)
 

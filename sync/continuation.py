@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -59,6 +59,27 @@ def answering_within(seconds: float) -> Iterator[None]:
 
 
 @dataclass
+class Cutoff:
+    """Whether `until_due` stopped its block because the answer was due."""
+
+    reached: bool = False
+
+
+@asynccontextmanager
+async def until_due(due_at: float | None) -> AsyncIterator[Cutoff]:
+    """Run the block until `due_at` (event-loop time; None: to its end). Stopped then, as a crash
+    at that point would stop it, the block's caller sees `reached` instead of an exception."""
+    cutoff = Cutoff()
+    try:
+        async with asyncio.timeout_at(due_at) as deadline:
+            yield cutoff
+    except TimeoutError:
+        if not deadline.expired():
+            raise  # a timeout of the block's own
+        cutoff.reached = True
+
+
+@dataclass
 class InlineSync:
     """The rule syncs of one admin command (`kind`: activate, resync, rule added)."""
 
@@ -89,12 +110,14 @@ class InlineSync:
             self._answer_now(rule)
         if self.continues_at is None:
             try:
-                async with asyncio.timeout_at(self.due_at) as due:
+                async with until_due(self.due_at) as cutoff:
                     if self._resources is None:
                         self._resources = await self.worker.services.anny.list_resources()
                     await reconcile_rule(self.worker, rule, run, self._resources,
                                          allow_deletions=self.allow_deletions, baseline=self.baseline, report=report)
-                return report.view()
+                if not cutoff.reached:
+                    return report.view()
+                self._answer_now(rule)
             except RemoteThrottled as exc:
                 wait = float(exc.context.get("retry_after_s") or DEFAULT_WAIT_S)
                 self.continues_at = max(self.continues_at or datetime.now(UTC),
@@ -103,10 +126,6 @@ class InlineSync:
                 log.warning("throttled during an inline sync; the rest continues from the backfill queue",
                             extra={"run": self.kind, "room": rule.room, "anny_resource": rule.anny_resource_id,
                                    "wait_s": round(wait, 1), "error": str(exc)[:300]})
-            except TimeoutError:
-                if not due.expired():
-                    raise
-                self._answer_now(rule)
         return {**report.view(), "continues": await self._hand_over(rule)}
 
     def _answer_now(self, rule: Rule) -> None:
