@@ -13,7 +13,7 @@ from zoneinfo import ZoneInfo
 
 from bench.emulators import RemoteEmulators
 from devhost.azurite import start_azurite
-from devhost.host import QueueOptions
+from devhost.host import LocalFunctionsHost, QueueOptions
 from devhost.stack import Emulators, LocalStack, start_stack
 from sync.admin import activate, run_command
 from sync.services import Services, _by_loop
@@ -81,7 +81,12 @@ def local_time(days: int, minutes: int) -> str:
 
 def app_table_operations(stack: LocalStack) -> int:
     """Table requests made so far by the app inside the runner."""
-    services = _by_loop.get(stack.host.server.loop)
+    return host_table_operations(stack.host)
+
+
+def host_table_operations(host: LocalFunctionsHost) -> int:
+    """Table requests made so far by the app inside this runner (an instance of the app)."""
+    services = _by_loop.get(host.server.loop)
     return services.tables.operations if services else 0
 
 

@@ -26,9 +26,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from bench.common import host_table_operations
 from devhost.host import LocalFunctionsHost, QueueOptions, disabled_setting
 from devhost.stack import LocalStack
-from sync.services import _by_loop, close_services
+from sync.services import close_services
 
 ROOT = Path(__file__).resolve().parent.parent
 READY_TIMEOUT_S = 60  # to import the app and start the runner
@@ -75,11 +76,6 @@ def instance_running(stack: LocalStack, functions: list[str]) -> Iterator[Instan
             cost.cpu_s, cost.table_ops = spent["cpu_s"], spent["table_ops"]
 
 
-def _table_operations(host: LocalFunctionsHost) -> int:
-    services = _by_loop.get(host.server.loop)
-    return services.tables.operations if services else 0
-
-
 def main() -> None:
     app = importlib.import_module("function_app").app
     host = LocalFunctionsHost(app, os.environ["AzureWebJobsStorage"], queues=QueueOptions.from_host_json(),
@@ -89,7 +85,7 @@ def main() -> None:
     cpu_ready = time.process_time()
     print(json.dumps({"ready": True}), flush=True)
     stop.wait()
-    operations = _table_operations(host)
+    operations = host_table_operations(host)
     host.call(close_services())
     host.stop()
     print(json.dumps({"cpu_s": time.process_time() - cpu_ready, "table_ops": operations}), flush=True)
