@@ -17,10 +17,11 @@ While its requests are out, a slice counts against the budget for the worst case
 grant until `lease + W + margin` later (the last token may be sent at the end of the lease;
 `margin` absorbs network delay and clock skew between instances; at least 1 s, whatever W).
 anny counts a request no later than it answers it, so once all of a slice's requests are
-answered its instance knows better: each token spent counts until W after its own answer, plus
-CLOCK_SKEW_S (rounded up to ANSWER_GRAIN_S, so a slice's answers share a few log entries), and
-unspent tokens are given back. The instance writes its finished slices back so with its next
-claim (no extra Table operation): every instance sees them end early. A request still
+answered its instance knows better: each token spent counts until W after its own answer
+(rounded up to ANSWER_GRAIN_S, so a slice's answers share a few log entries), and unspent
+tokens are given back. The instance writes its finished slices back so with its next claim (no
+extra Table operation): every instance sees them end early. Those ends were read on the writer's
+clock, so every other instance counts them CLOCK_SKEW_S longer, the most two clocks may differ. A request still
 unanswered keeps its slice counting whole until at least W from now (a stalled event loop
 cannot slip a late request into a full window). So any W-second interval sees at most L
 requests, whatever anny's window is, and at saturation a token holds its place in the window
@@ -89,7 +90,7 @@ WRITE_METHODS = frozenset({"POST", "PATCH", "PUT", "DELETE"})
 CLAIM_ATTEMPTS = 5
 FALLBACK_SHOWN_S = 24 * 3600  # how long `status` lists a spell on the fallback rate after it ended
 SEND_ALLOWANCE_S = 1.0  # the least margin for a token's request to reach anny after its lease
-CLOCK_SKEW_S = 0.1  # between instances' clocks (NTP-synchronised): added to a slice's end known from its answers
+CLOCK_SKEW_S = 0.1  # between instances' clocks (NTP-synchronised): added to the ends another instance wrote
 ANSWER_GRAIN_S = 0.02  # a spent token's end is rounded up to this: a slice's answers share a few log entries
 
 
@@ -242,11 +243,11 @@ class _Pool:
         (measured in an initial sync: 0.73–1.27 s beyond the window per token on average, 0.43–0.83 s
         by their own)."""
         if self.finished(now):
-            ends = Counter(math.ceil((answer + window_s + CLOCK_SKEW_S) / ANSWER_GRAIN_S) * ANSWER_GRAIN_S
+            ends = Counter(math.ceil((answer + window_s) / ANSWER_GRAIN_S) * ANSWER_GRAIN_S
                            for answer in self.answers)
             return [grant._replace(tokens=count, until=round(until, 3)) for until, count in sorted(ends.items())]
         if self.unanswered:
-            return [grant._replace(until=max(grant.until, now + window_s + CLOCK_SKEW_S))]
+            return [grant._replace(until=max(grant.until, now + window_s))]
         return [grant]
 
     def next_size(self, now: float, lease_s: float) -> int:
@@ -445,7 +446,8 @@ class OrgBudget:
             free = cap - sum(grant.tokens for grant in grants)
             if free <= 0:
                 bucket.record = record
-                return max(wait_for_room(grants, now, cap), limits.lease_s / 10)
+                seen = [grant._replace(until=self._counts_until(grant)) for grant in grants]
+                return max(wait_for_room(seen, now, cap), limits.lease_s / 10)
             granted = min(want, free)
             at = round(now, 3)
             while at in bucket.mine:
@@ -476,10 +478,15 @@ class OrgBudget:
             else:
                 taken.add(grant.at)
                 spent = pool.as_spent(grant, self.limits.window_s, now)
-            counting.extend(entry for entry in spent if entry.until > now)
+            counting.extend(entry for entry in spent if self._counts_until(entry) > now)
         still_mine = {grant.at for grant in counting if grant.owner == self.owner}
         bucket.mine = {at: pool for at, pool in bucket.mine.items() if at in still_mine}
         return counting
+
+    def _counts_until(self, grant: Grant) -> float:
+        """When a slice in the log stops counting, on this instance's clock: as written for our own,
+        CLOCK_SKEW_S later for another instance's (its ends were read on that instance's clock)."""
+        return grant.until if grant.owner == self.owner else grant.until + CLOCK_SKEW_S
 
     def _enter_fallback(self, exc: BaseException, now: float) -> None:
         if self.fallback_since is None:

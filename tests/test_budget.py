@@ -9,7 +9,17 @@ from collections.abc import AsyncIterator
 import pytest
 from azure.core.exceptions import ServiceResponseError
 
-from sync.budget import BACKFILL, LIVE, Grant, Limits, OrgBudget, parse_grants, wait_for_room
+from sync.budget import (
+    ANSWER_GRAIN_S,
+    BACKFILL,
+    CLOCK_SKEW_S,
+    LIVE,
+    Grant,
+    Limits,
+    OrgBudget,
+    parse_grants,
+    wait_for_room,
+)
 from sync.settings import StorageSettings
 from tests.state_tables import AllTables
 
@@ -327,3 +337,53 @@ async def test_requests_waiting_for_the_budget_are_served_in_the_order_they_came
         await asyncio.sleep(0)  # each asks before the next
     await asyncio.gather(*asking)
     assert served == list(range(16))
+
+
+class SharedClock:
+    """One clock for both instances, moved on by their sleeps: when a token is granted is exact."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.now += seconds
+
+
+async def spent_writes_in_the_log(store: AllTables, limits: Limits, clock: SharedClock) -> tuple[OrgBudget, float]:
+    """An instance spends the whole window (one write now, one after its lease, both answered at
+    once) and writes the first back as spent with its second claim; returns it and the first answer."""
+    budget = OrgBudget(store, limits, clock=clock, sleep=clock.sleep)
+    answered = clock.now
+    await spend(budget, "writes", 1, [])
+    clock.now += limits.lease_s * 2
+    await spend(budget, "writes", 1, [])
+    return budget, answered
+
+
+async def granted_at(budget: OrgBudget, clock: SharedClock) -> float:
+    async with budget.spending("writes"):
+        return clock.now
+
+
+async def test_an_instance_sends_again_one_window_after_its_own_answer(two_instances):
+    """Its own answers were read on its own clock: no allowance for another clock's skew is due
+    (one was, and at saturation every token held its place 0.1 s beyond the window)."""
+    store, _ = two_instances
+    limits = Limits(reads=40, writes=2, window_s=10.0)  # slices of one write
+    clock = SharedClock(1_000.0)
+    budget, answered = await spent_writes_in_the_log(store, limits, clock)
+    clock.now = answered + limits.window_s + ANSWER_GRAIN_S
+    assert await granted_at(budget, clock) == answered + limits.window_s + ANSWER_GRAIN_S
+
+
+async def test_another_instance_counts_those_answers_a_clock_skew_longer(two_instances):
+    one, two = two_instances
+    limits = Limits(reads=40, writes=2, window_s=10.0)
+    clock = SharedClock(1_000.0)
+    _, answered = await spent_writes_in_the_log(one, limits, clock)
+    clock.now = answered + limits.window_s + ANSWER_GRAIN_S
+    assert await granted_at(OrgBudget(two, limits, clock=clock, sleep=clock.sleep), clock) >= (
+        answered + limits.window_s + CLOCK_SKEW_S)
