@@ -36,6 +36,7 @@ JSONAPI = "application/vnd.api+json"
 BOOKING_INCLUDE = "resource,service"  # the parent id comes with the included resource
 DATE_FILTER_MARGIN = timedelta(days=1)  # anny does not say whether its date filters mean overlap
 PAGE_SIZE = 30  # anny's own n8n client pages by 30; the maximum page size is not documented
+PAGES_AT_ONCE = 4  # pages of one list read side by side, once the first has said how many there are
 MAX_THROTTLE_RETRIES = 2
 RETRY_IN_PROCESS_S = 2.0  # a longer Retry-After puts the work item back on the queue instead
 
@@ -105,16 +106,8 @@ class AnnyClient:
             "include": BOOKING_INCLUDE, "page[size]": PAGE_SIZE}
         if hide_blockers:
             params["filter[hide_blocker]"] = 1
-        found: list[AnnyBooking] = []
-        page = 1
-        while True:
-            document: wire.CollectionDocument = await self._request(
-                "GET", url_path("bookings"), params={**params, "page[number]": page})
-            included = _included(document)
-            found.extend(parse_booking(item, included) for item in _items(document))
-            if not _has_next_page(document, page):
-                break
-            page += 1
+        found = [parse_booking(item, _included(document))
+                 for document in await self._every_page(url_path("bookings"), params) for item in _items(document)]
         return [b for b in found if b.start < end and b.end > start]
 
     async def bookings_changed_since(self, since: datetime, max_pages: int) -> tuple[list[AnnyBooking], bool]:
@@ -198,15 +191,36 @@ class AnnyClient:
         each stating its parent in `meta.parent_id`. Every page is read (`links.next`, else the
         page counters in `meta`)."""
         params = {"filter[exclude_child_resources]": "false", "page[size]": PAGE_SIZE}
-        resources: list[AnnyResource] = []
-        page = 1
-        while True:
-            document: wire.CollectionDocument = await self._request(
-                "GET", url_path("resources"), params={**params, "page[number]": page})
-            resources.extend(parse_resource(item) for item in _items(document))
-            if not _has_next_page(document, page):
-                return resources
-            page += 1
+        return [parse_resource(item) for document in await self._every_page(url_path("resources"), params)
+                for item in _items(document)]
+
+    async def _every_page(self, path: str, params: Mapping[str, Any]) -> list[wire.CollectionDocument]:
+        """Every page of a collection, in order (`page[number]` from 1). When the first page states
+        the last one (`meta` page counters), the rest are read PAGES_AT_ONCE at a time instead of
+        one after another (a room of 300 bookings is 10 pages: 1 s at anny's 100 ms each); with
+        `links.next` alone they are followed one by one. A page that still has a next one (the
+        collection grew meanwhile) is followed the same way."""
+        async def read(number: int) -> wire.CollectionDocument:
+            return cast(wire.CollectionDocument,
+                        await self._request("GET", path, params={**params, "page[number]": number}))
+
+        async def reader() -> None:
+            for number in numbers:  # shared: each page is read by one reader
+                pages[number] = await read(number)
+
+        pages = {1: await read(1)}
+        numbers = iter(range(2, (_last_page(pages[1]) or 1) + 1))
+        readers = [asyncio.ensure_future(reader()) for _ in range(PAGES_AT_ONCE)]
+        try:
+            await asyncio.gather(*readers)
+        except BaseException:
+            for task in readers:  # one page failed: the list cannot be had, stop reading the others
+                task.cancel()
+            raise
+        while _has_next_page(pages[len(pages)], len(pages)):
+            following = len(pages) + 1
+            pages[following] = await read(following)
+        return [pages[number] for number in sorted(pages)]
 
     async def get_resource(self, resource_id: str) -> AnnyResource | None:
         """GET /api/v1/resources/{id} — one resource, a JSON:API resource object
@@ -310,14 +324,24 @@ def _error_detail(response: httpx.Response) -> str:
 
 def _has_next_page(document: wire.CollectionDocument, page: int) -> bool:
     """Quirk: anny's page metadata is not documented consistently — `links.next` when present,
-    else the page counters in `meta` (or `meta.page`), spelt `last_page`, `last-page` or `lastPage`."""
+    else the page counters in `meta` (`_last_page`)."""
     if (document.get("links") or {}).get("next"):
         return True
+    last = _last_page(document)
+    return last is not None and page < last
+
+
+def _last_page(document: wire.CollectionDocument) -> int | None:
+    """The last page's number from the page counters in `meta` (or `meta.page`), spelt `last_page`,
+    `last-page` or `lastPage`; None when the page does not say."""
     meta = document.get("meta") or {}
     nested = meta.get("page")
     counters: wire.PageMeta = nested if isinstance(nested, dict) else meta
     last = counters.get("last_page", counters.get("last-page", counters.get("lastPage")))
-    return last is not None and page < int(last)
+    try:
+        return int(last) if last is not None else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _data(document: wire.Document) -> wire.ResourceObject:

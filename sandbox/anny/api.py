@@ -171,7 +171,8 @@ class AnnyApi:
         sortable: dict[str, str],
     ) -> web.Response:
         ordered = sort_items(items, query.sort, lambda item, field: getattr(item, sortable[field]))
-        return respond(page_document(ordered, render, query, request.url, self.emu.render.lookup))
+        return respond(page_document(ordered, render, query, request.url, self.emu.render.lookup,
+                                     self.emu.config.page_metadata))
 
     # ---- resources -------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from typing import Any
 from .limits import RateLimits
 
 BOOKING_EVENTS = ("bookings.created", "bookings.updated", "bookings.deleted")
+PAGE_METADATA = ("links and meta", "links", "meta")
 
 
 @dataclass
@@ -18,6 +19,9 @@ class AnnyConfig:
     currency: str = "EUR"
     default_page_size: int = 30
     max_page_size: int = 100
+    # What a list page says of its neighbours (anny documents it inconsistently): "links and meta"
+    # (default), "links" (links.next and no page counters) or "meta" (counters and no links).
+    page_metadata: str = "links and meta"
     # What a cancellation sends: "bookings.deleted" (default) or "bookings.updated" (status canceled).
     cancel_event: str = "bookings.deleted"
     # Header carrying hex HMAC-SHA256(signing_key, raw body); None sends no signature.
@@ -38,6 +42,8 @@ class AnnyConfig:
     def __post_init__(self) -> None:
         if self.rate_window not in ("rolling", "fixed"):
             raise ValueError("rate_window must be 'rolling' or 'fixed'")
+        if self.page_metadata not in PAGE_METADATA:
+            raise ValueError(f"page_metadata must be one of {', '.join(map(repr, PAGE_METADATA))}")
         if min(self.reads_per_window, self.writes_per_window, self.identical_per_second) < 1 or self.rate_window_s <= 0:
             raise ValueError("rate limits must be positive")
 

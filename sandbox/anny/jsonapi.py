@@ -136,9 +136,11 @@ def single_document(obj: JsonObject, query: Query, lookup: Lookup) -> JsonObject
 
 
 def page_document(
-    items: Sequence[T], render: Callable[[T], JsonObject], query: Query, url: URL, lookup: Lookup
+    items: Sequence[T], render: Callable[[T], JsonObject], query: Query, url: URL, lookup: Lookup,
+    metadata: str = "links and meta",
 ) -> JsonObject:
-    """One page of a collection with `meta` page counters and `links` (next/prev only where they exist)."""
+    """One page of a collection with `meta` page counters and `links` (next/prev only where they
+    exist), or only one of the two (`metadata`: "links" or "meta")."""
     size, number, total = query.page_size, query.page_number, len(items)
     last = max(1, -(-total // size))
     window = items[(number - 1) * size : number * size]
@@ -153,6 +155,10 @@ def page_document(
         links["prev"] = page_link(number - 1)
     meta = {"current_page": number, "last_page": last, "per_page": size, "total": total}
     data = [sparse(render(item), query.fields) for item in window]
+    if metadata == "links":
+        return compound(data, query, lookup, links=links)
+    if metadata == "meta":
+        return compound(data, query, lookup, meta=meta)
     return compound(data, query, lookup, meta=meta, links=links)
 
 

@@ -223,6 +223,32 @@ async def test_identical_reads_at_once_send_one_request_and_trip_no_identical_re
         anny.set_rate_limits(enabled=False)
 
 
+@pytest.mark.parametrize("metadata", ["links and meta", "links", "meta"])
+async def test_a_long_booking_list_is_read_whole_and_once_whatever_its_pages_say_of_the_next(
+        app: Live, metadata: str) -> None:
+    """anny documents its page metadata inconsistently: `links.next`, page counters in `meta`, or
+    both. With the counters the pages after the first are read side by side; either way every
+    booking comes once, and each page is asked for once."""
+    from sync.anny import PAGE_SIZE
+
+    anny = app.stack.anny
+    slug = f"paging-{metadata.replace(' ', '-')}"
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=1)
+    count = 2 * PAGE_SIZE + 10
+    seeded = anny.seed({"resources": [{"name": f"Room {slug}", "slug": slug}], "bookings": [
+        {"resource": slug, "start": (day + timedelta(hours=k)).isoformat(),
+         "end": (day + timedelta(hours=k, minutes=30)).isoformat()} for k in range(count)]})
+    anny.configure(page_metadata=metadata)
+    anny.reset_counters()
+    try:
+        async with anny_client(app) as client:
+            listed = await client.list_bookings([seeded["resources"][slug]], day, day + timedelta(days=4))
+    finally:
+        anny.configure(page_metadata="links and meta")
+    assert sorted(b.id for b in listed) == sorted(seeded["bookings"])
+    assert anny.counters() == {"GET /api/v1/bookings": 3}
+
+
 async def test_anny_client_refuses_dot_segments(app: Live) -> None:
     from sync.errors import InputError
 
