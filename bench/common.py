@@ -122,6 +122,19 @@ def percentile(values: list[float], pct: float) -> float:
     return statistics.quantiles(ordered, n=100, method="inclusive")[int(pct) - 1]
 
 
+def least_time_s(requests: int, limit: int, window_s: float) -> float:
+    """The least time from the first to the last of `requests` requests when at most `limit` may
+    fall in any `window_s` seconds (anny's limits, a rolling window: the strictest reading).
+
+    Requests i and i + limit can never be less than a window apart (else that window held
+    limit + 1 of them), so the last comes at least ⌊(requests − 1) / limit⌋ windows after the
+    first; sending each as early as that allows reaches it. (The benchmarks once took
+    (requests − limit) / limit windows, less than any client can reach unless requests is a
+    multiple of limit: 12.6 s instead of 18 s for 310 writes at 100 per 6 s; and the big room
+    requests / limit windows, more: 60 s instead of 54 s for 1,000.)"""
+    return (max(requests, 1) - 1) // limit * window_s
+
+
 def emit(result: dict) -> None:
     print(json.dumps({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}))
     sys.stdout.flush()
