@@ -15,7 +15,7 @@ from typing import TypeVar
 from zoneinfo import ZoneInfo
 
 from sync import changes_log
-from sync.anny import AnnyClient
+from sync.anny import AnnyClient, AnnyResource
 from sync.brake import brake_trips, hold_rule
 from sync.budget import BACKFILL, LIVE, priority
 from sync.decide import (
@@ -219,6 +219,12 @@ class InboundFlow:
         fresh = SyncWindow(max(covered, ctx.window.start), ctx.window.end)
         return [e for e in await self.graph.calendar_view(state.room, fresh, self.settings.delta_page_size)
                 if e.id not in seen]
+
+    @staticmethod
+    def remember_zones(resources: Sequence[AnnyResource]) -> None:
+        """The time zones a list of the resources has just shown: a comparison of many rules then
+        reads no resource alone before its room's delta read."""
+        _resource_zones.update((resource.id, resource.time_zone) for resource in resources)
 
     async def resource_zone(self, rule: Rule) -> str:
         """The anny resource's time zone (all-day blockers are whole days there), read once per process."""

@@ -239,6 +239,7 @@ async def reconcile_rule(worker: Flows, rule: Rule, run: RunLog, resources: list
     `allow_deletions` (the admin confirmed). A held rule is skipped and reported as held.
     `report`: filled as the run goes, so a caller still has what was done when the run fails."""
     report = report or RuleReport(rule)
+    worker.inbound.remember_zones(resources)
     if rule.held and not allow_deletions:
         report.held = rule.held
         return report
@@ -285,6 +286,7 @@ async def reconcile_rules(worker: Flows, rules: list[Rule], run: RunLog, resourc
 async def preview_rule(worker: Flows, rule: Rule, resources: list[AnnyResource]) -> RuleReport:
     """What `reconcile_rule` would do, per direction, without writing anything."""
     report = RuleReport(rule, held=rule.held)
+    worker.inbound.remember_zones(resources)
     scan = await scan_outbound(worker, rule, resources)
     for booking, actions in scan.decisions:
         report.add(OUTBOUND, actions, **_item(booking))

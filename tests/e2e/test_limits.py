@@ -10,6 +10,7 @@ import uuid
 
 import pytest
 
+from sync import inbound
 from tests.e2e.conftest import World
 from tests.e2e.test_outbound import post_webhook, single
 from tests.fixtures import graph_utc as utc
@@ -44,6 +45,19 @@ async def test_a_change_to_a_linked_booking_costs_no_anny_read(world: World) -> 
     await world.settle()
     assert world.mirror_events() == []
     assert world.stack.anny.counters() == {}  # the payloads were newer than the link: no request at all
+
+
+async def test_a_resync_reads_no_resource_alone_when_the_list_showed_its_time_zone(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A comparison of every rule lists anny's resources first; each room's delta read needs its
+    resource's time zone, which that list has: it is not read again one resource at a time (in a
+    fresh process, before each room's first delta read)."""
+    monkeypatch.setattr(inbound, "_resource_zones", {})  # as in a fresh process
+    world.stack.anny.reset_counters()
+    await world.admin("resync")
+    counts = world.stack.anny.counters()
+    assert counts.get("GET /api/v1/resources") == 1 and "GET /api/v1/resources/{id}" not in counts
+    assert inbound._resource_zones[world.resource] == "Europe/Berlin"
 
 
 async def test_a_stale_payload_is_checked_against_anny_and_loses(world: World) -> None:
