@@ -21,9 +21,9 @@ answered its instance knows better: each token spent counts until W after its ow
 (rounded up to ANSWER_GRAIN_S, so a slice's answers share a few log entries), and unspent
 tokens are given back. The instance writes its finished slices back so with its next claim (no
 extra Table operation): every instance sees them end early. Those ends were read on the writer's
-clock, so every other instance counts them CLOCK_SKEW_S longer, the most two clocks may differ. A request still
-unanswered keeps its slice counting whole until at least W from now (a stalled event loop
-cannot slip a late request into a full window). So any W-second interval sees at most L
+clock, so every other instance counts them CLOCK_SKEW_S longer, the most two clocks may differ.
+A request still unanswered keeps its slice counting whole until at least W from now (a stalled
+event loop cannot slip a late request into a full window). So any W-second interval sees at most L
 requests, whatever anny's window is, and at saturation a token holds its place in the window
 for W plus its own answer time.
 
