@@ -1,6 +1,6 @@
 """A big room: a room calendar with many meetings (1k, 5k). Prints one JSON line per size.
 
-Both emulators answer with 100 ms latency, and anny allows WRITES writes per WINDOW_S seconds
+Both emulators answer with 100 ms latency, and anny allows ANNY_WRITES writes per ANNY_WINDOW_S seconds
 (as `make bench-initial`). Measured on the runner's own loop, as its queue worker would run
 them, with the clock set to the first of next month: the baseline (the room run, then the
 backfill items it queued until every meeting is blocked in anny), the next day's run (the sync
@@ -20,7 +20,7 @@ import math
 import time
 from datetime import UTC, date, datetime, timedelta
 
-from bench.common import ROOM, emit, least_time_s, map_room, quiesce, running_stack
+from bench.common import ANNY_WINDOW_S, ANNY_WRITES, ROOM, emit, least_time_s, map_room, quiesce, running_stack
 from devhost.stack import LocalStack
 from sync.inbound import RoomRunResult
 from sync.model import SyncWindow, add_months
@@ -29,7 +29,6 @@ from sync.settings import Settings
 from sync.worker import Worker
 
 LATENCY_MS = 100
-WRITES, WINDOW_S = 100, 6  # anny's write limit for the benchmark: 100 per 6 s instead of 60 s
 
 
 class Clock:
@@ -76,8 +75,8 @@ def graph_reads(stack: LocalStack) -> int:
 async def measure(size: int, clock: Clock) -> dict[str, float]:
     first = add_months(datetime.now(UTC).date().replace(day=1), 1)
     clock.set(first)
-    with running_stack(graph_latency_ms=LATENCY_MS, anny_latency_ms=LATENCY_MS, ANNY_WRITE_LIMIT=str(WRITES),
-                       ANNY_LIMIT_WINDOW_SECONDS=str(WINDOW_S)) as stack:
+    with running_stack(graph_latency_ms=LATENCY_MS, anny_latency_ms=LATENCY_MS, ANNY_WRITE_LIMIT=str(ANNY_WRITES),
+                       ANNY_LIMIT_WINDOW_SECONDS=str(ANNY_WINDOW_S)) as stack:
         await map_room(stack, subscribe_graph=False)
         meetings = seed_meetings(stack, size, first)
         began = time.perf_counter()
@@ -96,8 +95,8 @@ async def measure(size: int, clock: Clock) -> dict[str, float]:
         pages = math.ceil(size / Settings.from_env(stack.env).delta_page_size)
     return {"events": size, "blockers": blockers, "baseline_s": baseline_s, "baseline_room_run_s": run_s,
             "daily_s": daily_s, "daily_graph_reads": daily_reads, "monthly_s": monthly_s, "per_change_s": change_s,
-            "read_bound_s": pages * LATENCY_MS / 1000, "write_bound_s": least_time_s(size, WRITES, WINDOW_S),
-            "anny_write_limit": f"{WRITES} per {WINDOW_S} s"}
+            "read_bound_s": pages * LATENCY_MS / 1000, "write_bound_s": least_time_s(size, ANNY_WRITES, ANNY_WINDOW_S),
+            "anny_write_limit": f"{ANNY_WRITES} per {ANNY_WINDOW_S} s"}
 
 
 def main() -> None:

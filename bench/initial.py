@@ -30,7 +30,17 @@ from typing import Any
 import httpx
 from azure.storage.queue.aio import QueueClient
 
-from bench.common import app_table_operations, emit, graph_time, least_time_s, percentile, running_stack
+from bench.common import (
+    ANNY_READS,
+    ANNY_WINDOW_S,
+    ANNY_WRITES,
+    app_table_operations,
+    emit,
+    graph_time,
+    least_time_s,
+    percentile,
+    running_stack,
+)
 from bench.instance import disabled_settings, instance_running
 from devhost.logs import configure_logging
 from devhost.stack import LocalStack
@@ -45,9 +55,9 @@ BACKFILL_FUNCTION = "sync_backfill"  # function_app's worker of the backfill que
 class Scale:
     rooms: int = 20
     per_room: int = 300
-    reads: int = 400
-    writes: int = 100
-    window_s: int = 6
+    reads: int = ANNY_READS
+    writes: int = ANNY_WRITES
+    window_s: int = ANNY_WINDOW_S
     latency_ms: int = 100
     live: int = 10
     backfill_apart: bool = True  # sync_backfill in an instance of its own, as Flex Consumption runs it
