@@ -27,7 +27,7 @@ import httpx
 from sync import anny_wire as wire
 from sync.budget import OrgBudget, current_priority, kind_of
 from sync.errors import RemoteGone, RemoteThrottled, RemoteUnavailable, error_for_status
-from sync.model import AnnyBooking, DesiredBlocker, SeenBooking, booking_version
+from sync.model import AnnyBooking, DesiredBlocker, SeenBooking, booking_version, is_newer
 from sync.throttling import retry_after_s
 from sync.validation import url_path
 
@@ -94,9 +94,12 @@ class AnnyClient:
         anny documents them for its bookings list
         (https://developers.anny.co/apis/customer-api/tag/bookings/get/api/v1/bookings).
 
-        Bookings of the resources overlapping [start, end), following every page. Quirk: anny
+        Bookings of the resources overlapping [start, end), following every page. Quirks: anny
         does not say whether its date filters select overlap or start-within, so the query asks
-        for a margin around the span and the answer is filtered precisely here.
+        for a margin around the span and the answer is filtered precisely here; its pages are
+        offsets, so a booking made or removed while they are read moves the rest by a place and one
+        may come on two pages (kept once, in its later state). One moved onto a page read already
+        is missed: if linked, the comparison re-reads it as unlisted; if not, the next run has it.
         `filter[hide_blocker]=1` leaves blockers out.
         """
         params: dict[str, Any] = {
@@ -108,7 +111,7 @@ class AnnyClient:
             params["filter[hide_blocker]"] = 1
         found = [parse_booking(item, _included(document))
                  for document in await self._every_page(url_path("bookings"), params) for item in _items(document)]
-        return [b for b in found if b.start < end and b.end > start]
+        return [b for b in _once_each(found) if b.start < end and b.end > start]
 
     async def bookings_changed_since(self, since: datetime, max_pages: int) -> tuple[list[AnnyBooking], bool]:
         """Bookings changed at or after `since` (anny's `updated_at`), newest first, and whether that is all.
@@ -342,6 +345,16 @@ def _last_page(document: wire.CollectionDocument) -> int | None:
         return int(last) if last is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _once_each(bookings: list[AnnyBooking]) -> list[AnnyBooking]:
+    """Each booking once, in its latest state, in the order first listed."""
+    latest: dict[str, AnnyBooking] = {}
+    for booking in bookings:
+        seen = latest.get(booking.id)
+        if seen is None or is_newer(booking.version, seen.version):
+            latest[booking.id] = booking
+    return list(latest.values())
 
 
 def _data(document: wire.Document) -> wire.ResourceObject:

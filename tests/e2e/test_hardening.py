@@ -23,6 +23,7 @@ from devhost.stack import WEBHOOK_SECRET, WEBHOOK_SECRET_HEADER, Emulators, Loca
 from sync.settings import StorageSettings
 from sync.state import Subscription, SubscriptionsTable
 from sync.work import WORK_QUEUE
+from tests.e2e.test_backfill import until
 from tests.state_tables import AllTables
 
 ROOM = "room.hardening@contoso.example"
@@ -247,6 +248,35 @@ async def test_a_long_booking_list_is_read_whole_and_once_whatever_its_pages_say
         anny.configure(page_metadata="links and meta")
     assert sorted(b.id for b in listed) == sorted(seeded["bookings"])
     assert anny.counters() == {"GET /api/v1/bookings": 3}
+
+
+async def test_a_booking_made_while_a_list_is_read_leaves_no_other_booking_listed_twice(app: Live) -> None:
+    """anny pages by offset: a booking made while a list is read, sorting before the rest, moves
+    every later booking down a place, so the first page's last booking comes again at the top of
+    the second. Each booking is listed once: one listed twice was compared twice, and in an
+    activation its two creates raced each other and failed the room's run."""
+    from sync.anny import PAGE_SIZE
+
+    anny = app.stack.anny
+    day = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) + timedelta(days=2)
+    seeded = anny.seed({"resources": [{"name": "Room paging-shifted", "slug": "paging-shifted"}], "bookings": [
+        {"resource": "paging-shifted", "start": (day + timedelta(hours=k)).isoformat(),
+         "end": (day + timedelta(hours=k, minutes=30)).isoformat()} for k in range(2 * PAGE_SIZE + 10)]})
+    resource = seeded["resources"]["paging-shifted"]
+    anny.set_latency(300)  # anny computes each page after the wait: the new booking lands between pages 1 and 2
+    anny.reset_counters()
+    try:
+        async with anny_client(app) as client:
+            listing = asyncio.ensure_future(client.list_bookings([resource], day, day + timedelta(days=4)))
+            await until(lambda: anny.counters().get("GET /api/v1/bookings", 0) >= 2, 10,
+                        "page 2 asked for (page 1 answered)")
+            anny.person_create_booking(resource, (day - timedelta(minutes=30)).isoformat(),
+                                       (day - timedelta(minutes=10)).isoformat())
+            listed = await listing
+    finally:
+        anny.set_latency(0)
+    ids = [b.id for b in listed]
+    assert sorted(ids) == sorted(seeded["bookings"])
 
 
 async def test_anny_client_refuses_dot_segments(app: Live) -> None:
