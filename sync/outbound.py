@@ -117,6 +117,21 @@ class OutboundFlow:
         return await self._carry_out_all(booking_id, booking, rule, actions, link,
                                          booking.version if booking is not None else "", observed)
 
+    async def sync_in_run(self, booking_id: str, listed: AnnyBooking | None = None) -> OutboundResult:
+        """`sync_booking` for a run through many bookings (the nightly run, an activation, a sweep).
+
+        A live worker may write the booking's link between the run's read of it and the run's own
+        write (the webhook of a booking the run is about to create, while the run waits for anny's
+        budget): the run then decides once more on the link as it is now, as the inbound direction
+        does, instead of failing the room's run. A create it made first is undone by `_create`;
+        an update that reached Outlook after the other worker's is put right by its echo (the
+        mirror no longer shows what the link says: restored)."""
+        try:
+            return await self.sync_booking(booking_id, listed=listed)
+        except ConcurrencyError:
+            log.info("booking's link changed meanwhile; syncing it again", extra={"booking_id": booking_id})
+            return await self.sync_booking(booking_id, listed=listed)
+
     async def _create_unlinked(self, booking_id: str, seen: SeenBooking
                                ) -> tuple[OutboundResult | None, bool, AnnyBooking | None]:
         """A booking that webhooked `bookings.created` has no link yet (unless this is a redelivery).

@@ -20,6 +20,7 @@ from sync.anny import AnnyClient
 from sync.graph import ANNY_PROPERTY_ID, GraphGateway
 from sync.model import SyncWindow
 from sync.nightly import run_nightly
+from sync.outbound import OutboundFlow
 from sync.services import Services, get_services
 from sync.settings import Settings
 from sync.worker import Worker
@@ -197,6 +198,32 @@ async def test_booking_cancelled_while_the_nightly_run_works_stays_cancelled(
     monkeypatch.setattr(AnnyClient, "list_bookings", original)
     await world.settle()
     assert mirrors(world) == []
+
+
+async def test_booking_mirrored_by_a_live_webhook_while_the_nightly_run_creates_it_is_mirrored_once(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A booking whose webhook was lost is the nightly run's to create. The person moves it
+    meanwhile, and that webhook's worker mirrors it between the run's read of its link and the
+    run's own create: the run decides once more on the link as it is now (nothing left to do),
+    as the inbound direction does, instead of failing the room's run (and the whole night's)."""
+    [booking_id] = world.stack.anny.seed({"bookings": [
+        {"resource": world.resource, "start": world.at(2, 9), "end": world.at(2, 10)}]})["bookings"]
+    original = OutboundFlow._create
+    live = {"left": 1}
+
+    async def mirrored_by_a_webhook_first(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if live["left"]:
+            live["left"] -= 1
+            world.stack.anny.person_move_booking(booking_id, world.at(2, 11), world.at(2, 12))
+            await world.settle()
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OutboundFlow, "_create", mirrored_by_a_webhook_first)
+    await nightly_run(world)
+    monkeypatch.setattr(OutboundFlow, "_create", original)
+    await world.settle()
+    [event] = mirrors(world)
+    assert utc(event["start"]["dateTime"]) == world.utc(2, 11)
 
 
 # --- 6. removing a rule while a room run is in flight (§3.4) -------------------------------------------------------
