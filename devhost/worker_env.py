@@ -98,7 +98,8 @@ def ensure(progress: bool = True) -> Path:
         _run([interpreter, "-m", "venv", str(VENV)])
         requirements = [arg for path in REQUIREMENTS for arg in ("-r", str(path))]
         if UV.exists():  # the installer the Makefile pins: a fraction of pip's time on a fresh machine
-            _run([str(UV), "pip", "install", "--quiet", "--python", str(venv_python()), *requirements])
+            _run([str(UV), "pip", "install", "--quiet", "--compile-bytecode", "--python", str(venv_python()),
+                  *requirements])  # compiled as pip compiles (see the Makefile)
         else:
             _run([str(venv_python()), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
                   *requirements])
