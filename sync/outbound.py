@@ -117,20 +117,21 @@ class OutboundFlow:
         return await self._carry_out_all(booking_id, booking, rule, actions, link,
                                          booking.version if booking is not None else "", observed)
 
-    async def sync_in_run(self, booking_id: str, listed: AnnyBooking | None = None) -> OutboundResult:
-        """`sync_booking` for a run through many bookings (the nightly run, an activation, a sweep).
-
-        A live worker may write the booking's link between the run's read of it and the run's own
-        write (the webhook of a booking the run is about to create, while the run waits for anny's
-        budget): the run then decides once more on the link as it is now, as the inbound direction
-        does, instead of failing the room's run. A create it made first is undone by `_create`;
-        an update that reached Outlook after the other worker's is put right by its echo (the
-        mirror no longer shows what the link says: restored)."""
+    async def sync_booking_once_more_if_raced(self, booking_id: str, observed: str | None = None,
+                                              listed: AnnyBooking | None = None,
+                                              seen: SeenBooking | None = None) -> OutboundResult:
+        """`sync_booking`; when another worker wrote the booking's link between this one's read of
+        it and its own write (a run beside a live webhook of a booking it is about to create, or a
+        new booking's `created` and `updated` webhooks in one batch), decided once more on the link
+        as it is now, as the inbound direction does, instead of failing the room's run or leaving
+        the work item to the queue's retry. A create made first is undone by `_create`; an update
+        that reached Outlook after the other worker's is put right by its echo (the mirror no longer
+        shows what the link says: restored)."""
         try:
-            return await self.sync_booking(booking_id, listed=listed)
+            return await self.sync_booking(booking_id, observed, listed=listed, seen=seen)
         except ConcurrencyError:
             log.info("booking's link changed meanwhile; syncing it again", extra={"booking_id": booking_id})
-            return await self.sync_booking(booking_id, listed=listed)
+            return await self.sync_booking(booking_id, observed, listed=listed, seen=seen)
 
     async def _create_unlinked(self, booking_id: str, seen: SeenBooking
                                ) -> tuple[OutboundResult | None, bool, AnnyBooking | None]:

@@ -226,6 +226,32 @@ async def test_booking_mirrored_by_a_live_webhook_while_the_nightly_run_creates_
     assert utc(event["start"]["dateTime"]) == world.utc(2, 11)
 
 
+async def test_webhook_whose_booking_another_worker_mirrors_first_settles_without_a_failed_attempt(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two workers for one new booking (its `created` and `updated` webhooks in one batch): the one
+    whose create finds the link written meanwhile decides once more on it (nothing left to do)
+    instead of failing and leaving the change to the queue's retry, seconds later."""
+    [booking_id] = world.stack.anny.seed({"bookings": [
+        {"resource": world.resource, "start": world.at(2, 9), "end": world.at(2, 10)}]})["bookings"]
+    original = OutboundFlow._create
+    raced = {"left": 1}
+
+    async def another_worker_first(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if raced["left"]:
+            raced["left"] -= 1
+            await self.sync_booking(booking_id)  # the other worker, between this one's link read and its create
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OutboundFlow, "_create", another_worker_first)
+    failures = sum(world.stack.host.failures.values())
+    world.stack.anny.person_move_booking(booking_id, world.at(2, 11), world.at(2, 12))
+    await world.settle()
+    assert raced["left"] == 0
+    assert sum(world.stack.host.failures.values()) == failures
+    [event] = mirrors(world)
+    assert utc(event["start"]["dateTime"]) == world.utc(2, 11)
+
+
 # --- 6. removing a rule while a room run is in flight (§3.4) -------------------------------------------------------
 
 
