@@ -8,6 +8,7 @@ at that moment; nothing else is replaced.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from datetime import datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -200,28 +201,46 @@ async def test_booking_cancelled_while_the_nightly_run_works_stays_cancelled(
     assert mirrors(world) == []
 
 
+def raced_before_the_first_create(monkeypatch: pytest.MonkeyPatch,
+                                  race: Callable[[OutboundFlow], Awaitable[object]]) -> dict:
+    """`race` runs once, right before the first create of a mirror event: after that worker has
+    read the booking's link, before it writes its own. Returns a counter of races left."""
+    original = OutboundFlow._create
+    races = {"left": 1}
+
+    async def racing(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+        if races["left"]:
+            races["left"] -= 1
+            await race(self)
+        return await original(self, *args, **kwargs)
+
+    monkeypatch.setattr(OutboundFlow, "_create", racing)
+    return races
+
+
+def unmirrored_booking(world: World) -> str:
+    """A booking whose webhook was lost (seeded: no webhook), on day 2 at 9."""
+    [booking_id] = world.stack.anny.seed({"bookings": [
+        {"resource": world.resource, "start": world.at(2, 9), "end": world.at(2, 10)}]})["bookings"]
+    return str(booking_id)
+
+
 async def test_booking_mirrored_by_a_live_webhook_while_the_nightly_run_creates_it_is_mirrored_once(
         world: World, monkeypatch: pytest.MonkeyPatch) -> None:
     """A booking whose webhook was lost is the nightly run's to create. The person moves it
     meanwhile, and that webhook's worker mirrors it between the run's read of its link and the
     run's own create: the run decides once more on the link as it is now (nothing left to do),
     as the inbound direction does, instead of failing the room's run (and the whole night's)."""
-    [booking_id] = world.stack.anny.seed({"bookings": [
-        {"resource": world.resource, "start": world.at(2, 9), "end": world.at(2, 10)}]})["bookings"]
-    original = OutboundFlow._create
-    live = {"left": 1}
+    booking_id = unmirrored_booking(world)
 
-    async def mirrored_by_a_webhook_first(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if live["left"]:
-            live["left"] -= 1
-            world.stack.anny.person_move_booking(booking_id, world.at(2, 11), world.at(2, 12))
-            await world.settle()
-        return await original(self, *args, **kwargs)
+    async def moved_and_mirrored_by_its_webhook(_: OutboundFlow) -> None:
+        world.stack.anny.person_move_booking(booking_id, world.at(2, 11), world.at(2, 12))
+        await world.settle()
 
-    monkeypatch.setattr(OutboundFlow, "_create", mirrored_by_a_webhook_first)
+    races = raced_before_the_first_create(monkeypatch, moved_and_mirrored_by_its_webhook)
     await nightly_run(world)
-    monkeypatch.setattr(OutboundFlow, "_create", original)
     await world.settle()
+    assert races["left"] == 0
     [event] = mirrors(world)
     assert utc(event["start"]["dateTime"]) == world.utc(2, 11)
 
@@ -231,22 +250,12 @@ async def test_webhook_whose_booking_another_worker_mirrors_first_settles_withou
     """Two workers for one new booking (its `created` and `updated` webhooks in one batch): the one
     whose create finds the link written meanwhile decides once more on it (nothing left to do)
     instead of failing and leaving the change to the queue's retry, seconds later."""
-    [booking_id] = world.stack.anny.seed({"bookings": [
-        {"resource": world.resource, "start": world.at(2, 9), "end": world.at(2, 10)}]})["bookings"]
-    original = OutboundFlow._create
-    raced = {"left": 1}
-
-    async def another_worker_first(self, *args, **kwargs):  # type: ignore[no-untyped-def]
-        if raced["left"]:
-            raced["left"] -= 1
-            await self.sync_booking(booking_id)  # the other worker, between this one's link read and its create
-        return await original(self, *args, **kwargs)
-
-    monkeypatch.setattr(OutboundFlow, "_create", another_worker_first)
+    booking_id = unmirrored_booking(world)
+    races = raced_before_the_first_create(monkeypatch, lambda flow: flow.sync_booking(booking_id))
     failures = sum(world.stack.host.failures.values())
     world.stack.anny.person_move_booking(booking_id, world.at(2, 11), world.at(2, 12))
     await world.settle()
-    assert raced["left"] == 0
+    assert races["left"] == 0
     assert sum(world.stack.host.failures.values()) == failures
     [event] = mirrors(world)
     assert utc(event["start"]["dateTime"]) == world.utc(2, 11)
