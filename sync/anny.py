@@ -96,10 +96,9 @@ class AnnyClient:
 
         Bookings of the resources overlapping [start, end), following every page. Quirks: anny
         does not say whether its date filters select overlap or start-within, so the query asks
-        for a margin around the span and the answer is filtered precisely here; its pages are
-        offsets, so a booking made or removed while they are read moves the rest by a place and one
-        may come on two pages (kept once, in its later state). One moved onto a page read already
-        is missed: if linked, the comparison re-reads it as unlisted; if not, the next run has it.
+        for a margin around the span and the answer is filtered precisely here; a list that
+        changed while it was read (`_every_page`) may show a booking twice: it is kept once, in
+        its later state.
         `filter[hide_blocker]=1` leaves blockers out.
         """
         params: dict[str, Any] = {
@@ -194,10 +193,25 @@ class AnnyClient:
         each stating its parent in `meta.parent_id`. Every page is read (`links.next`, else the
         page counters in `meta`)."""
         params = {"filter[exclude_child_resources]": "false", "page[size]": PAGE_SIZE}
-        return [parse_resource(item) for document in await self._every_page(url_path("resources"), params)
-                for item in _items(document)]
+        resources = [parse_resource(item) for document in await self._every_page(url_path("resources"), params)
+                     for item in _items(document)]
+        return list({resource.id: resource for resource in resources}.values())  # each once (see `_every_page`)
 
     async def _every_page(self, path: str, params: Mapping[str, Any]) -> list[wire.CollectionDocument]:
+        """Every page of a collection (`_pages`), each item on at least one of them.
+
+        Quirk: anny's pages are offsets. An item added or removed while they are read moves every
+        later one by a place, so one may come on two pages, or move onto a page read already and
+        come on none. When the pages' `meta` totals disagree, the collection changed while it was
+        read: it is read once more, and both reads' pages are returned (callers keep each item
+        once). Without totals (`links.next` alone) a change cannot be seen here."""
+        pages = await self._pages(path, params)
+        if len({_total(page) for page in pages} - {None}) > 1:
+            log.info("an anny list changed while it was read; reading it once more", extra={"path": path})
+            pages += await self._pages(path, params)
+        return pages
+
+    async def _pages(self, path: str, params: Mapping[str, Any]) -> list[wire.CollectionDocument]:
         """Every page of a collection, in order (`page[number]` from 1). When the first page states
         the last one (`meta` page counters), the rest are read PAGES_AT_ONCE at a time instead of
         one after another (a room of 300 bookings is 10 pages: 1 s at anny's 100 ms each); with
@@ -345,6 +359,14 @@ def _last_page(document: wire.CollectionDocument) -> int | None:
         return int(last) if last is not None else None
     except (TypeError, ValueError):
         return None
+
+
+def _total(document: wire.CollectionDocument) -> int | None:
+    """The collection's size as a page states it (`meta.total` or `meta.page.total`); None when it does not."""
+    meta = document.get("meta") or {}
+    nested = meta.get("page")
+    total = (nested if isinstance(nested, dict) else meta).get("total")
+    return total if isinstance(total, int) and not isinstance(total, bool) else None
 
 
 def _once_each(bookings: list[AnnyBooking]) -> list[AnnyBooking]:

@@ -96,6 +96,7 @@ PageMeta = TypedDict("PageMeta", {
     "last_page": int,
     "last-page": int,
     "lastPage": int,
+    "total": int,  # the collection's size: pages that disagree on it were read while it changed
 }, total=False)
 
 
