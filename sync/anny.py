@@ -349,24 +349,26 @@ def _has_next_page(document: wire.CollectionDocument, page: int) -> bool:
 
 
 def _last_page(document: wire.CollectionDocument) -> int | None:
-    """The last page's number from the page counters in `meta` (or `meta.page`), spelt `last_page`,
-    `last-page` or `lastPage`; None when the page does not say."""
-    meta = document.get("meta") or {}
-    nested = meta.get("page")
-    counters: wire.PageMeta = nested if isinstance(nested, dict) else meta
-    last = counters.get("last_page", counters.get("last-page", counters.get("lastPage")))
-    try:
-        return int(last) if last is not None else None
-    except (TypeError, ValueError):
-        return None
+    """The last page's number from the page counters, spelt `last_page`, `last-page` or `lastPage`."""
+    return _page_counter(document, "last_page", "last-page", "lastPage")
 
 
 def _total(document: wire.CollectionDocument) -> int | None:
-    """The collection's size as a page states it (`meta.total` or `meta.page.total`); None when it does not."""
+    """The collection's size as the page counters state it."""
+    return _page_counter(document, "total")
+
+
+def _page_counter(document: wire.CollectionDocument, *names: str) -> int | None:
+    """The first of `names` in the page counters (in `meta`, or in `meta.page`) as a number; None
+    when the page does not say."""
     meta = document.get("meta") or {}
     nested = meta.get("page")
-    total = (nested if isinstance(nested, dict) else meta).get("total")
-    return total if isinstance(total, int) and not isinstance(total, bool) else None
+    counters = cast(dict[str, Any], nested if isinstance(nested, dict) else meta)
+    value = next((counters[name] for name in names if name in counters), None)
+    try:
+        return int(value) if value is not None and not isinstance(value, bool) else None
+    except (TypeError, ValueError):
+        return None
 
 
 def _once_each(bookings: list[AnnyBooking]) -> list[AnnyBooking]:
