@@ -67,19 +67,35 @@ class OutboundFlow:
     categories_ensured: set[str]
 
     async def sync_booking(self, booking_id: str, observed: str | None = None,
-                           booking: AnnyBooking | None = None, listed: AnnyBooking | None = None,
-                           seen: SeenBooking | None = None) -> OutboundResult:
-        """Bring the booking's mirror event in line with anny. `booking` skips the read (it is current).
+                           listed: AnnyBooking | None = None, seen: SeenBooking | None = None) -> OutboundResult:
+        """Bring the booking's mirror event in line with anny.
 
         `listed`: the booking as a list read earlier showed it (the nightly run). It saves the read
         when nothing is to be written; anything else is decided again on a fresh read, since the
         booking may have changed since the list was read (behaviour: anny → Outlook: read before writing).
         `seen`: the booking as a webhook's payload showed it; it also stands for a write when it
         is newer than what the link saw (`payload_suffices`), so a change costs no anny read.
+
+        When another worker wrote the booking's link between this one's read of it and its own
+        write (a run beside a live webhook of a booking it is about to create, or a new booking's
+        `created` and `updated` webhooks in one batch), the booking is decided once more on the
+        link as it is now, as the inbound direction does, instead of failing a room's run or
+        leaving a work item to the queue's retry. A create made first is undone by `_create`; an
+        update that reached Outlook after the other worker's is put right by its echo (the mirror
+        no longer shows what the link says: restored).
         """
+        try:
+            return await self._sync_once(booking_id, observed, listed, seen)
+        except ConcurrencyError:
+            log.info("booking's link changed meanwhile; syncing it again", extra={"booking_id": booking_id})
+            return await self._sync_once(booking_id, observed, listed, seen)
+
+    async def _sync_once(self, booking_id: str, observed: str | None, listed: AnnyBooking | None,
+                         seen: SeenBooking | None) -> OutboundResult:
         link: Link | None = None
-        read_link, read_booking = True, booking is None
-        if booking is None and seen is not None and seen.created and observed is None:
+        booking: AnnyBooking | None = None
+        read_link, read_booking = True, True
+        if seen is not None and seen.created and observed is None:
             created, read, booking = await self._create_unlinked(booking_id, seen)
             if created is not None:
                 return created
@@ -116,22 +132,6 @@ class OutboundFlow:
         actions = decide_booking(booking, room, link, outbound_context(self.settings, rule=rule), observed)
         return await self._carry_out_all(booking_id, booking, rule, actions, link,
                                          booking.version if booking is not None else "", observed)
-
-    async def sync_booking_once_more_if_raced(self, booking_id: str, observed: str | None = None,
-                                              listed: AnnyBooking | None = None,
-                                              seen: SeenBooking | None = None) -> OutboundResult:
-        """`sync_booking`; when another worker wrote the booking's link between this one's read of
-        it and its own write (a run beside a live webhook of a booking it is about to create, or a
-        new booking's `created` and `updated` webhooks in one batch), decided once more on the link
-        as it is now, as the inbound direction does, instead of failing the room's run or leaving
-        the work item to the queue's retry. A create made first is undone by `_create`; an update
-        that reached Outlook after the other worker's is put right by its echo (the mirror no longer
-        shows what the link says: restored)."""
-        try:
-            return await self.sync_booking(booking_id, observed, listed=listed, seen=seen)
-        except ConcurrencyError:
-            log.info("booking's link changed meanwhile; syncing it again", extra={"booking_id": booking_id})
-            return await self.sync_booking(booking_id, observed, listed=listed, seen=seen)
 
     async def _create_unlinked(self, booking_id: str, seen: SeenBooking
                                ) -> tuple[OutboundResult | None, bool, AnnyBooking | None]:

@@ -133,7 +133,7 @@ async def _outbound(worker: Flows, rule: Rule, scan: OutboundScan, run: RunLog, 
 
     async def one(booking: AnnyBooking) -> None:
         async with limit:  # re-read before writing: the list may be minutes old
-            result = await flow.sync_booking_once_more_if_raced(booking.id, listed=booking)
+            result = await flow.sync_booking(booking.id, listed=booking)
         report.add(OUTBOUND, result.actions, **_item(booking))
         run.actions(rule.room, result.actions, booking_id=booking.id)
         done[0] += 1
@@ -146,7 +146,7 @@ async def _outbound(worker: Flows, rule: Rule, scan: OutboundScan, run: RunLog, 
             raise outcome
     await progress.advance(status, rule.room, "to_outlook", done[0] % PROGRESS_EVERY)
     for link in [*scan.unlisted, *scan.unlisted_blockers]:  # re-read: gone, moved or cancelled
-        result = await flow.sync_booking_once_more_if_raced(link.anny_id)
+        result = await flow.sync_booking(link.anny_id)
         report.add(OUTBOUND, result.actions, booking_id=link.anny_id)
         run.actions(rule.room, result.actions, booking_id=link.anny_id)
     run.count("bookings checked", len(scan.decisions) + len(scan.unlisted))

@@ -52,7 +52,7 @@ async def _anny_changes(worker: Worker, rules: list[Rule], status: IntegrationSt
     mapped = {r.anny_resource_id for r in rules}
     for booking in changed:
         if mapped.intersection(booking.resource_ids):
-            result = await worker.outbound.sync_booking_once_more_if_raced(booking.id, listed=booking)
+            result = await worker.outbound.sync_booking(booking.id, listed=booking)
             rule_room = next((r.room for r in rules if r.anny_resource_id in booking.resource_ids), "")
             run.actions(rule_room, result.actions, booking_id=booking.id)
     run.count("anny bookings read", len(changed))

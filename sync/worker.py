@@ -85,8 +85,8 @@ class Worker:
             return []
         match work:
             case BookingWork(booking_id=booking_id, anny_event_id=event_id, observed=observed, seen=seen):
-                await self.outbound.sync_booking_once_more_if_raced(booking_id, observed=observed,
-                                                                    seen=seen_booking(seen) if seen else None)
+                await self.outbound.sync_booking(booking_id, observed=observed,
+                                                 seen=seen_booking(seen) if seen else None)
                 if event_id:
                     keep = timedelta(hours=self.services.settings.processed_event_hours)
                     await processed.mark_processed(self.services.processed, event_id, seen is not None, keep)
