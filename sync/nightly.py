@@ -14,7 +14,7 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from sync.reconcile import reconcile_rules
-from sync.runs import RunLog, claim, recorded
+from sync.runs import RunLog, claim, every_part, recorded
 from sync.state import IntegrationStatus, RunRecord
 from sync.worker import Worker
 
@@ -46,11 +46,20 @@ async def run_nightly(worker: Worker, now: datetime | None = None) -> RunRecord 
                        lambda s: setattr(s, "nightly_claimed_at", now)):
         return None
     async with recorded(services.status, RunLog("nightly")) as run:
-        run.count("subscriptions renewed", await worker.subscriptions.renew_due())
-        run.count("webhook ids forgotten", await services.processed.purge_processed())
-        resources = await services.anny.list_resources()
-        rules = [rule for rule in await services.rules.list_rules() if not rule.removing]
-        await reconcile_rules(worker, rules, run, resources)
+        async def renew() -> None:
+            run.count("subscriptions renewed", await worker.subscriptions.renew_due())
+
+        async def purge() -> None:
+            run.count("webhook ids forgotten", await services.processed.purge_processed())
+
+        async def reconcile() -> None:
+            resources = await services.anny.list_resources()
+            rules = [rule for rule in await services.rules.list_rules() if not rule.removing]
+            await reconcile_rules(worker, rules, run, resources)
+
+        # housekeeping that fails must not cost the night its comparison
+        await every_part(("subscription renewals", renew), ("forgetting old webhook ids", purge),
+                         ("reconciliation", reconcile))
     await mark_nightly_done(worker, local_day(now, zone))
     return run.record
 

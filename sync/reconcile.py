@@ -262,7 +262,8 @@ async def reconcile_rule(worker: Flows, rule: Rule, run: RunLog, resources: list
 async def side_by_side(rules: list[Rule], sync: Callable[[Rule], Awaitable[T]]) -> list[T]:
     """`sync` for each rule, ROOMS_IN_PARALLEL rooms side by side: Graph allows 4 requests at once
     per mailbox, so rooms one after another would leave it idle, and anny's budget paces the rest.
-    Every rule has its turn before a failure is raised; the results keep the rules' order."""
+    Every rule has its turn before the first failure is raised (each one is logged with its room);
+    the results keep the rules' order."""
     limit = asyncio.Semaphore(ROOMS_IN_PARALLEL)
 
     async def one(rule: Rule) -> T:
@@ -270,9 +271,13 @@ async def side_by_side(rules: list[Rule], sync: Callable[[Rule], Awaitable[T]]) 
             return await sync(rule)
 
     outcomes = await asyncio.gather(*(one(rule) for rule in rules), return_exceptions=True)
-    for outcome in outcomes:
-        if isinstance(outcome, BaseException):
-            raise outcome
+    failed = [(rule, outcome) for rule, outcome in zip(rules, outcomes, strict=True)
+              if isinstance(outcome, BaseException)]
+    for rule, outcome in failed:
+        log.warning("the run of room %s failed: %s", rule.room, outcome,
+                    extra={"room": rule.room, "error": str(outcome)})
+    if failed:
+        raise failed[0][1]
     return cast(list[T], outcomes)
 
 

@@ -9,7 +9,7 @@ blocker, a subscription that had vanished. `RunLog` collects those items and sto
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -141,6 +141,21 @@ async def recorded(status: StatusTable, run: RunLog) -> AsyncIterator[RunLog]:
         record = await run.save(status, error)
         log.info("run done", extra={"run": run.kind, "repaired": record.repaired, "checked": record.checked,
                                     "held": record.held, "error": error or None})
+
+
+async def every_part(*parts: tuple[str, Callable[[], Awaitable[object]]]) -> None:
+    """A run's parts one after another, each even when an earlier one failed; each failure is
+    logged with its part, and the first is raised once all had their turn (so the run's record
+    shows it and the timer's next run tries again)."""
+    first: Exception | None = None
+    for name, part in parts:
+        try:
+            await part()
+        except Exception as exc:
+            log.warning("%s failed: %s", name, exc, extra={"part": name, "error": str(exc)})
+            first = first or exc
+    if first is not None:
+        raise first
 
 
 async def claim(status: StatusTable, due: Callable[[IntegrationStatus], bool],

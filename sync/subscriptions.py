@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from urllib.parse import urlencode
 
-from sync.errors import RemoteConflict, RemoteGone, RemoteThrottled
+from sync.errors import RemoteConflict, RemoteError, RemoteGone, RemoteThrottled
 from sync.graph import GraphGateway
 from sync.settings import Settings
 from sync.state import Subscription, SubscriptionsTable
@@ -71,18 +71,26 @@ class SubscriptionManager:
 
         Graph throttling that outlasted the SDK's retries stops this run's renewals, not the run
         (the nightly run's reconciliation, an activation): a subscription has two days of margin
-        and one that expires meanwhile is recreated by the sweep (its room read by delta)."""
+        and one that expires meanwhile is recreated by the sweep (its room read by delta). Any
+        other failure (a room Graph refuses or cannot reach, a new subscription whose validation
+        failed) costs that room's renewal only, not the other rooms' nor the run."""
         due = [s for s in await self.table.list_subscriptions()
                if s.expires_at - datetime.now(UTC) < RENEW_BEFORE]
-        for renewed, sub in enumerate(due):
+        renewed = 0
+        for tried, sub in enumerate(due):
             try:
                 await self.renew(sub)
+                renewed += 1
             except RemoteThrottled as exc:
                 log.warning("Graph throttled subscription renewals; the rest wait for the next run", extra={
-                    "room": sub.room, "subscription_id": sub.subscription_id, "left": len(due) - renewed,
+                    "room": sub.room, "subscription_id": sub.subscription_id, "left": len(due) - tried,
                     "retry_after_s": exc.context.get("retry_after_s")})
                 return renewed
-        return len(due)
+            except RemoteError as exc:
+                log.warning("subscription of room %s not renewed (%s); the next run tries again and the sweep "
+                            "re-creates it if it lapses", sub.room, exc,
+                            extra={"room": sub.room, "subscription_id": sub.subscription_id, "error": str(exc)})
+        return renewed
 
     async def reauthorize(self, sub: Subscription) -> None:
         try:

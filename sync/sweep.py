@@ -13,8 +13,8 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime, timedelta
 
-from sync.reconcile import run_room
-from sync.runs import SUBSCRIPTION_RECREATED, RunLog, claim, recorded
+from sync.reconcile import run_room, side_by_side
+from sync.runs import SUBSCRIPTION_RECREATED, RunLog, claim, every_part, recorded
 from sync.state import IntegrationStatus, Rule, RunRecord
 from sync.worker import Worker
 
@@ -39,9 +39,10 @@ async def run_sweep(worker: Worker, now: datetime | None = None) -> RunRecord | 
         return None
     async with recorded(services.status, RunLog("sweep")) as run:
         rules = [r for r in await services.rules.list_rules() if not r.removing and not r.held]
-        await _anny_changes(worker, rules, await services.status.get_status(), run)
-        for rule in rules:
-            await _room(worker, rule, run)
+        status = await services.status.get_status()
+        # anny out of reach or one room refused by Graph must not cost the other rooms their catch-up
+        await every_part(("anny's changes", lambda: _anny_changes(worker, rules, status, run)),
+                         ("the rooms' catch-up", lambda: side_by_side(rules, lambda rule: _room(worker, rule, run))))
     return run.record
 
 
@@ -57,8 +58,8 @@ async def _anny_changes(worker: Worker, rules: list[Rule], status: IntegrationSt
             run.actions(rule_room, result.actions, booking_id=booking.id)
     run.count("anny bookings read", len(changed))
     if not complete:
-        log.warning("more anny changes than one sweep reads; the next sweep and the nightly run continue",
-                    extra={"since": since.isoformat()})
+        log.warning("more anny changes since %s than one sweep reads; the older ones wait for the nightly run",
+                    since.isoformat(), extra={"since": since.isoformat()})
     newest = max((b.updated_at for b in changed if b.updated_at), default=None)
     if newest is not None and newest > since:
         mark = newest.isoformat()

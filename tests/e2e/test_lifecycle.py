@@ -12,10 +12,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from sync.cli import main
+from sync.errors import RemoteUnavailable
 from sync.state import IntegrationStatus
-from tests.e2e.conftest import World
+from tests.e2e.conftest import World, run_admin
 from tests.e2e.test_inbound import blockers, meeting
-from tests.e2e.test_rules import manage
+from tests.e2e.test_rules import BETA, manage
 
 
 async def fire(world: World, timer: str) -> None:
@@ -241,6 +242,52 @@ async def test_sweep_repairs_a_lost_webhook_and_a_lost_notification_and_reports_
     quiet = await sweep_now(world)  # nothing changed since: one read of anny, nothing repaired
     assert quiet["repaired"] == {} and world.stack.anny.counters().get("GET /api/v1/bookings", 0) == 1
     assert len(world.mirror_events()) == 1
+
+
+async def test_a_sweep_catches_up_every_room_it_can_reach_when_anny_and_another_room_fail(world: World) -> None:
+    """anny answering 503 to the sweep's list, and Graph 503 for one room beyond the SDK's retries:
+    the other room's lost notification is repaired all the same, and the run says what failed."""
+    beta = world.stack.anny.add_resource("Room Beta", timezone="Europe/Berlin")
+    world.stack.graph.add_room(BETA, "Room Beta")
+    await run_admin(world.stack, "rules.add", anny_resource=beta["id"], room=BETA)
+    await world.settle()
+    world.stack.graph.set_notification_faults(drop_next=1)
+    start = world.utc(3, 9)
+    world.stack.graph.person_create_event(BETA, start=start.isoformat()[:19],
+                                          end=(start + timedelta(hours=1)).isoformat()[:19], time_zone="UTC",
+                                          organizer="grace@contoso.example", subject="Lost in Beta")
+    await world.settle()
+    assert blocker_titles(world) == []
+    world.stack.anny.fail_next(503, count=50, route="GET /api/v1/bookings")
+    world.stack.graph.add_fault(503, route="*", mailbox=world.room, count=50, retry_after=None)
+    await world.state.update_status(lambda s: setattr(s, "last_sweep_at", None))
+    with pytest.raises(RemoteUnavailable):
+        await world.stack.host.run(world.stack.host.fire_timer("sweep"))
+    await world.settle()
+    assert blocker_titles(world) == ["Lost in Beta"]
+    sweep = (await manage(world, "GET", "status")).json()["last_sweep"]
+    assert sweep["repaired"] == {"missed meeting": 1} and "503" in sweep["error"]
+
+
+async def test_a_nightly_run_whose_renewal_graph_refuses_still_renews_the_others_and_reconciles(
+        world: World) -> None:
+    beta = world.stack.anny.add_resource("Room Beta", timezone="Europe/Berlin")
+    world.stack.graph.add_room(BETA, "Room Beta")
+    await run_admin(world.stack, "rules.add", anny_resource=beta["id"], room=BETA)
+    await world.settle()
+    subs = await world.state.list_subscriptions()
+    for sub in subs:
+        sub.expires_at = datetime.now(UTC) + timedelta(days=1)  # due for renewal
+        await world.state.save_subscription(sub)
+    world.stack.graph.add_fault(503, route="PATCH /subscriptions/*", count=4, retry_after=1)  # the 1st: 4 tries
+    world.stack.anny.set_webhook_faults(drop_next=1)  # a lost webhook: the nightly run repairs it
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    nightly = await nightly_now(world)
+    assert nightly["checked"]["subscriptions renewed"] == 1
+    assert nightly["repaired"] == {"missed booking": 1} and len(world.mirror_events()) == 1
+    renewed = [s.expires_at > datetime.now(UTC) + timedelta(days=2) for s in await world.state.list_subscriptions()]
+    assert sorted(renewed) == [False, True]  # the other room's renewal went ahead
 
 
 async def test_sweep_waits_for_its_interval_and_recreates_a_lost_subscription(world: World) -> None:
