@@ -29,6 +29,11 @@ async def _ingress(handler: Handler, req: func.HttpRequest, work: WorkOut) -> fu
     return answer.response
 
 
+async def _graph_ingress(handler: Handler, req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
+    handshake = ingress.graph_handshake(req)
+    return handshake.response if handshake is not None else await _ingress(handler, req, work)
+
+
 @app.route(route="anny/webhook", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
 async def anny_webhook(req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
@@ -38,13 +43,13 @@ async def anny_webhook(req: func.HttpRequest, work: WorkOut) -> func.HttpRespons
 @app.route(route="graph/notify", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
 async def graph_notify(req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
-    return await _ingress(ingress.graph_notify, req, work)
+    return await _graph_ingress(ingress.graph_notify, req, work)
 
 
 @app.route(route="graph/lifecycle", methods=["POST"])
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
 async def graph_lifecycle(req: func.HttpRequest, work: WorkOut) -> func.HttpResponse:
-    return await _ingress(ingress.graph_lifecycle, req, work)
+    return await _graph_ingress(ingress.graph_lifecycle, req, work)
 
 
 @app.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection=STORAGE)

@@ -78,13 +78,17 @@ def _refusing(endpoint: str) -> Callable[[Handler], Handler]:
             try:
                 return await handler(req, settings, tables)
             except InputError as exc:
-                log.warning("%s request refused (%s): %s", endpoint, exc.status, exc,
-                            extra={"field": exc.field, "problem": exc.problem})
-                return _json_answer(exc.status, error=str(exc), field=exc.field, problem=exc.problem)
+                return _refused(endpoint, exc)
 
         return guarded
 
     return wrap
+
+
+def _refused(endpoint: str, exc: InputError) -> Answer:
+    log.warning("%s request refused (%s): %s", endpoint, exc.status, exc,
+                extra={"field": exc.field, "problem": exc.problem})
+    return _json_answer(exc.status, error=str(exc), field=exc.field, problem=exc.problem)
 
 
 def _body(req: func.HttpRequest, limit: int) -> bytes:
@@ -171,6 +175,16 @@ def _validation(req: func.HttpRequest) -> Answer | None:
     headers = {"X-Content-Type-Options": "nosniff"}
     return Answer(func.HttpResponse(token, status_code=200, mimetype="text/plain", charset="utf-8",
                                     headers=headers))
+
+
+def graph_handshake(req: func.HttpRequest) -> Answer | None:
+    """Graph's validation handshake of either Graph endpoint, answered before anything else is
+    opened: it needs no setting, table or token, and Graph waits only 10 s for it (a cold
+    instance, or storage slow or out of reach, must not fail a subscription's creation)."""
+    try:
+        return _validation(req)
+    except InputError as exc:
+        return _refused("Graph validation", exc)
 
 
 def notification_items(payload: Any) -> list[graph_wire.ChangeNotification]:

@@ -9,6 +9,7 @@ import httpx
 import pytest
 
 from sandbox.graph.person import recurrence
+from sync.errors import StateError
 from tests.e2e.conftest import BERLIN, World, crash_once
 
 UTC = ZoneInfo("UTC")
@@ -336,6 +337,22 @@ async def test_validation_token_is_echoed_as_plain_text_only(world: World, route
     assert answer.status_code == 200 and answer.text == hostile
     assert answer.headers["content-type"].startswith("text/plain")
     assert answer.headers["x-content-type-options"] == "nosniff"
+    assert (await post(world, route, None, validationToken="x" * 5000)).status_code == 400
+
+
+@pytest.mark.parametrize("route", ["graph/notify", "graph/lifecycle"])
+async def test_validation_handshake_needs_neither_storage_nor_settings(
+        world: World, route: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graph waits 10 s for the handshake: an instance whose storage is out of reach (or whose
+    settings are broken) still answers it, so a subscription can be created once both are back."""
+    import function_app
+
+    async def out_of_reach() -> None:
+        raise StateError("Table Storage did not answer")
+
+    monkeypatch.setattr(function_app, "get_services", out_of_reach)
+    answer = await post(world, route, None, validationToken="token-1")
+    assert answer.status_code == 200 and answer.text == "token-1"
     assert (await post(world, route, None, validationToken="x" * 5000)).status_code == 400
 
 
