@@ -486,12 +486,29 @@ MAX_SNAPSHOT_TEXT = 4096  # longer texts: the worker reads the booking instead (
 
 def webhook_snapshot(payload: Mapping[str, Any]) -> wire.BookingSnapshot | None:
     """What the worker needs of a booking webhook's `data` to act without reading the booking;
-    None when the payload is incomplete (then the worker reads it). `payload` is the delivery as
-    received (`wire.WebhookDelivery`, https://developers.anny.co/guides/webhooks).
+    None when the payload is incomplete or a field of it unusable (then the worker reads the
+    booking: the delivery itself is sound, only its copy of the booking cannot stand in for a
+    read). `payload` is the delivery as received (`wire.WebhookDelivery`,
+    https://developers.anny.co/guides/webhooks).
 
-    Complete means: id, start and end, `updated_at` (to order it against what the link saw),
-    and the nested resource with its parent stated (a child's booking is mapped by its parent).
+    Complete means: id, start and end (with their offsets), `updated_at` (to order it against
+    what the link saw), the nested resource with its parent stated (a child's booking is mapped
+    by its parent), and what a mirror's title shows: the booking's number and its nested service
+    (a blocker has neither; `booking.json` makes both optional).
     """
+    try:
+        snapshot = _snapshot(payload)
+        return snapshot if snapshot is not None and _usable(snapshot) else None
+    except (TypeError, ValueError, AttributeError, KeyError):
+        return None  # a field of a type or format anny does not send
+
+
+def _usable(snapshot: wire.BookingSnapshot) -> bool:
+    booking = parse_booking(snapshot)
+    return booking.start.tzinfo is not None and booking.end.tzinfo is not None
+
+
+def _snapshot(payload: Mapping[str, Any]) -> wire.BookingSnapshot | None:
     data = payload.get("data")
     if not isinstance(data, dict) or isinstance(data.get("data"), dict):
         return None  # JSON:API-wrapped: relationships without the resource's parent
@@ -500,8 +517,10 @@ def webhook_snapshot(payload: Mapping[str, Any]) -> wire.BookingSnapshot | None:
     if not isinstance(resource, dict) or resource.get("id") is None or not _states_parent(resource):
         return None
     if not (attrs.get("id") and attrs.get("start_date") and attrs.get("end_date") and
-            booking_version(attrs.get("updated_at"))):
+            booking_version(attrs.get("updated_at"))) or not isinstance(resource["id"], (str, int)):
         return None
+    if not attrs.get("is_blocker") and not (attrs.get("number") and isinstance(attrs.get("service"), dict)):
+        return None  # the mirror's title would lack them
     snapshot = {name: attrs.get(name) for name in SNAPSHOT_FIELDS}
     if any(isinstance(v, str) and len(v) > MAX_SNAPSHOT_TEXT for v in snapshot.values()):
         return None

@@ -27,7 +27,7 @@ from sync.errors import InputError
 from sync.room_runs import signal_run_here
 from sync.settings import Settings
 from sync.state import ProcessedEvents, Subscription, SubscriptionsTable
-from sync.work import BookingWork, LifecycleWork, RoomWork, Work, encode
+from sync.work import BookingWork, LifecycleWork, RoomWork, Work, encode, fits_queue
 
 log = logging.getLogger(__name__)
 MAX_VALIDATION_TOKEN = 1024
@@ -157,8 +157,11 @@ async def anny_webhook(req: func.HttpRequest, settings: Settings, tables: Ingres
     event_id = validation.anny_event_id(event_id, "event_id") if event_id not in (None, "") else ""
     if event_id and await processed.is_processed(tables.processed, event_id, has_snapshot=snapshot is not None):
         return _json_answer(202, status="duplicate", event_id=event_id)
+    work = BookingWork(booking_id=booking_id, anny_event_id=event_id, seen=snapshot)
+    if not fits_queue(work):  # long texts in many non-ASCII characters: the worker reads the booking
+        work = BookingWork(booking_id=booking_id, anny_event_id=event_id)
     answer = _json_answer(202, status="queued", booking_id=booking_id)
-    answer.work.append(BookingWork(booking_id=booking_id, anny_event_id=event_id, seen=snapshot))
+    answer.work.append(work)
     return answer
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
@@ -24,6 +25,7 @@ BACKFILL_QUEUE = "sync-backfill"
 BACKFILL_POISON_QUEUE = f"{BACKFILL_QUEUE}-poison"
 POISON_QUEUES = (POISON_QUEUE, BACKFILL_POISON_QUEUE)
 EVENTS_PER_BACKFILL_ITEM = 10
+MAX_QUEUE_MESSAGE_BYTES = 64 * 1024  # Azure Storage queue messages
 
 
 class BadWorkItem(SyncError):
@@ -127,6 +129,12 @@ Work = BookingWork | RoomWork | LifecycleWork | EventsBackfill | RuleSync
 _KINDS: dict[str, type[Work]] = {"booking": BookingWork, "room": RoomWork, "lifecycle": LifecycleWork,
                                  "events-backfill": EventsBackfill, "rule-sync": RuleSync}
 _NAMES = {cls: name for name, cls in _KINDS.items()}
+
+
+def fits_queue(work: Work) -> bool:
+    """Whether the item fits a queue message: 64 KiB, after host.json's base64 encoding (a third
+    more), of JSON in which every non-ASCII character takes 6 bytes (12 outside the BMP)."""
+    return 4 * math.ceil(len(encode(work).encode()) / 3) <= MAX_QUEUE_MESSAGE_BYTES
 
 
 def encode(work: Work) -> str:

@@ -110,9 +110,26 @@ def test_a_complete_payload_becomes_the_booking():
     {"resource": None},
     {"resource": {"id": "desk-1", "name": "Desk 1"}},  # whether it has a parent is not said
     {"note": "x" * 5000},  # too long for a queue message: read instead
+    # what the title shows: without them the mirror's title would lose its service or number
+    {"service": None},
+    {"number": None},
+    # fields of a type or format anny does not send (the delivery is still taken: the booking is read)
+    {"start_date": "soon"},
+    {"start_date": 1},
+    {"end_date": "2026-12-01T11:00:00"},  # no offset: cannot be compared with anything else
+    {"attributes": [1]},
+    {"resource": {"id": "desk-1", "meta": [1]}},
+    {"resource": {"id": "desk-1", "relationships": "x", "meta": {"parent_id": "room-1"}}},
+    {"resource": {"id": {"nested": 1}, "meta": {"parent_id": "room-1"}}},
+    {"service": {"id": "s1", "attributes": [1]}},
 ])
 def test_an_incomplete_payload_means_a_read(broken):
     assert webhook_snapshot(flat_payload(**broken)) is None
+
+
+def test_a_blocker_needs_neither_number_nor_service():
+    blocker = webhook_snapshot(flat_payload(is_blocker=True, number=None, service=None))
+    assert blocker is not None and seen_booking(blocker).booking is not None
 
 
 def test_a_jsonapi_wrapped_payload_means_a_read():

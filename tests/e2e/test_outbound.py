@@ -242,6 +242,49 @@ async def test_malformed_json_is_400(world: World) -> None:
     assert answer.status_code == 400 and await queued(world) == []
 
 
+@pytest.mark.parametrize("start", ["soon", 1, "2026-12-01T10:00:00"])
+async def test_an_authentic_webhook_whose_booking_copy_is_unusable_is_taken_and_the_booking_read(
+        world: World, start: object) -> None:
+    """anny's delivery is sound, only its copy of the booking has a start that is no time (or one
+    without its offset): answered 2xx like any authentic delivery, never 500 (anny would retry
+    and in the end switch the webhook off), and the worker reads the booking instead."""
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    [mirror] = world.mirror_events()
+    world.stack.anny.person_move_booking(booking["id"], world.at(2, 11), world.at(2, 12))
+    data = {"id": booking["id"], "type": "bookings", "number": booking["number"], "status": "accepted",
+            "start_date": start, "end_date": world.at(2, 12), "updated_at": datetime.now(UTC).isoformat(),
+            "resource": {"id": world.resource, "name": "Room Alpha", "meta": {"parent_id": None}},
+            "service": {"id": "s-1", "name": "Meeting"}}
+    body = {**envelope(booking["id"], "bookings.updated", f"evt-unusable-{start}"), "data": data}
+    answer = await post_webhook(world, body)
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    await world.settle()
+    [moved] = world.mirror_events()
+    assert moved["id"] == mirror["id"]
+    assert utc(moved["start"]["dateTime"]) == world.utc(2, 11)
+    assert await world.stack.host.run(world.stack.host.queue_messages("sync-work-poison")) == []
+
+
+async def test_a_webhook_whose_booking_copy_would_not_fit_a_queue_message_is_taken_and_the_booking_read(
+        world: World) -> None:
+    """Texts within anny's lengths, in characters that JSON escapes to 6 bytes each: the copy would
+    make the work item larger than a queue message (64 KiB after base64)."""
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    world.stack.anny.person_move_booking(booking["id"], world.at(2, 11), world.at(2, 12))
+    data = {"id": booking["id"], "type": "bookings", "number": booking["number"], "status": "accepted",
+            "start_date": world.at(2, 11), "end_date": world.at(2, 12), "updated_at": datetime.now(UTC).isoformat(),
+            "description": "ж" * 4000, "note": "ж" * 4000, "title": "ж" * 4000,
+            "resource": {"id": world.resource, "name": "Room Alpha", "meta": {"parent_id": None}},
+            "service": {"id": "s-1", "name": "Meeting"}}
+    answer = await post_webhook(world, {**envelope(booking["id"], "bookings.updated", "evt-long"), "data": data})
+    assert answer.status_code == 202 and answer.json()["status"] == "queued"
+    await world.settle()
+    [moved] = world.mirror_events()
+    assert utc(moved["start"]["dateTime"]) == world.utc(2, 11)
+
+
 async def test_oversized_body_is_413(world: World) -> None:
     answer = await post_webhook(world, b"{" + b" " * 300_000 + b"}")
     assert answer.status_code == 413 and await queued(world) == []
