@@ -1,7 +1,7 @@
 """Live logs of `make run`: one readable line per event, the structured fields where they help.
 
-In Azure the `extra=` fields become custom dimensions. Here they follow the message in brackets,
-as JSON for warnings and errors (which need the room or booking to act on) and with -v.
+The app's own lines carry their `extra=` fields in the message (`sync.logs`, as in Azure, whose
+Python worker keeps the message only); with -v they follow it as JSON too.
 No-op syncs are logged at DEBUG by the app, so they show with -v only.
 """
 
@@ -10,9 +10,7 @@ from __future__ import annotations
 import json
 import logging
 
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
-SELF_EXPLAINING = ("sync.changes",)  # their message already says what the fields say
-QUIET_LOGGERS = ("azure", "httpx", "httpcore", "kiota_http", "msal", "aiohttp.access")
+from sync.logs import IN_MESSAGE, SELF_EXPLAINING, context_of, quiet_sdk_loggers
 
 
 class ReadableFormatter(logging.Formatter):
@@ -24,13 +22,15 @@ class ReadableFormatter(logging.Formatter):
         text = super().format(record)
         if record.levelno >= logging.WARNING:
             text = text.replace(" ", f" {record.levelname}: ", 1)
-        extras = {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        extras = context_of(record)
         if not extras:
             return text
-        if self.verbose or record.levelno >= logging.WARNING:
+        if self.verbose:
             return f"{text}  {json.dumps(extras, default=str, ensure_ascii=False)}"
-        if record.name in SELF_EXPLAINING:
-            return text
+        if record.name in SELF_EXPLAINING or getattr(record, IN_MESSAGE, False):
+            return text  # the app's own lines carry their fields in the message (sync.logs)
+        if record.levelno >= logging.WARNING:
+            return f"{text}  {json.dumps(extras, default=str, ensure_ascii=False)}"
         return f"{text} ({', '.join(f'{k} {v}' for k, v in extras.items() if v not in (None, '', [], {}))})"
 
 
@@ -38,8 +38,7 @@ def configure_logging(verbose: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(ReadableFormatter(verbose))
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, handlers=[handler], force=True)
-    for name in QUIET_LOGGERS:  # the SDKs' request logging is noise here
-        logging.getLogger(name).setLevel(logging.WARNING)
+    quiet_sdk_loggers()  # the SDKs' request logging is noise here
     logging.getLogger("asyncio").setLevel(logging.WARNING)
 
 

@@ -4,7 +4,7 @@
     Outlook meeting "Board" (room-berlin@contoso.com, Tue 1 Dec 13:00–14:30) → anny blocker 50013: created
 
 No-ops (echoes of our own writes, bookings of unmapped resources) are logged at DEBUG.
-The same facts go into `extra=` for structured logs (custom dimensions in Azure).
+The same facts go into `extra=` for handlers that keep fields (Azure's Python worker keeps the message only).
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from sync.anny import AnnyClient
 from sync.budget import Limits, OrgBudget
 from sync.graph import GraphGateway
+from sync.logs import put_context_in_messages, quiet_sdk_loggers
 from sync.queues import WorkQueues
 from sync.settings import Settings
 from sync.state import (
@@ -90,11 +91,15 @@ _locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
 
 async def get_services(env: Mapping[str, str] | None = None) -> Services:
-    """The services of the running loop; the first call validates the settings."""
+    """The services of the running loop; the first call validates the settings. Every call sees
+    that the app's log lines carry their fields (`sync.logs`: the worker's handler keeps only the
+    message)."""
+    put_context_in_messages()
     loop = asyncio.get_running_loop()
     lock = _locks.setdefault(loop, asyncio.Lock())
     async with lock:
         if loop not in _by_loop:
+            quiet_sdk_loggers()
             _by_loop[loop] = await Services.open(Settings.from_env(os.environ if env is None else env))
     return _by_loop[loop]
 
