@@ -591,7 +591,9 @@ def _failure(response: httpx.Response) -> GraphFailure:
 
 
 def _mapped(exc: GraphFailure, **context: Any) -> RemoteError:
-    if exc.status == 429:  # the SDK's retries are used up; the worker re-queues the work item
+    # the SDK's retries are used up; the worker puts the work item back after what Graph asked
+    asked = exc.status >= 500 and any(name.lower() == "retry-after" for name in exc.headers or {})
+    if exc.status == 429 or asked:
         context["retry_after_s"] = retry_after_s(exc.headers, source="Graph",
                                                  default_s=GRAPH_DEFAULT_RETRY_AFTER_S, max_s=GRAPH_MAX_RETRY_AFTER_S)
     return error_for_status(exc.status)(str(exc), status=exc.status, code=exc.code, **context)

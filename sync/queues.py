@@ -46,10 +46,10 @@ class WorkQueues:
         self._clients: dict[str, tuple[QueueClient, Any]] = {}
         self._creating = asyncio.Lock()  # rooms synced side by side must not each open a client
 
-    async def send(self, work: Work, delay_s: float = 0, queue: str = WORK_QUEUE) -> None:
+    async def send(self, work: Work, delay_s: float = 0, queue: str = WORK_QUEUE, outages: int = 0) -> None:
         client = await self._client(queue)
         visibility = min(max(0, round(delay_s)), MAX_VISIBILITY_S)
-        await client.send_message(encode(work).encode(), visibility_timeout=visibility or None)
+        await client.send_message(encode(work, outages).encode(), visibility_timeout=visibility or None)
 
     async def _client(self, name: str) -> QueueClient:
         if name not in self._clients:

@@ -137,13 +137,24 @@ def fits_queue(work: Work) -> bool:
     return 4 * math.ceil(len(encode(work).encode()) / 3) <= MAX_QUEUE_MESSAGE_BYTES
 
 
-def encode(work: Work) -> str:
-    return json.dumps({"kind": _NAMES[type(work)], **asdict(work)}, separators=(",", ":"))
+def encode(work: Work, outages: int = 0) -> str:
+    """The item as a queue message; `outages`: how often it was put back because anny or Graph was
+    unavailable (`outages_of`), kept beside the item so that the put-backs stay bounded."""
+    extra = {"outages": outages} if outages else {}
+    return json.dumps({"kind": _NAMES[type(work)], **asdict(work), **extra}, separators=(",", ":"))
+
+
+def outages_of(text: str | bytes) -> int:
+    try:
+        return int(json.loads(text).get("outages") or 0)
+    except (ValueError, TypeError, AttributeError):
+        return 0
 
 
 def decode(text: str | bytes) -> Work:
     try:
         data = json.loads(text)
+        data.pop("outages", None)
         cls = _KINDS[data.pop("kind")]
         if cls is EventsBackfill:
             data["event_ids"] = tuple(str(i) for i in data["event_ids"])

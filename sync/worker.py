@@ -10,7 +10,7 @@ from sync import processed, progress
 from sync.anny import seen_booking
 from sync.budget import BACKFILL, LIVE, priority
 from sync.continuation import continue_rule_sync
-from sync.errors import RemoteAuthError, RemoteThrottled, SyncError
+from sync.errors import RemoteAuthError, RemoteThrottled, RemoteUnavailable, SyncError
 from sync.inbound import InboundFlow, RoomRunResult
 from sync.model import OutlookEvent
 from sync.outbound import OutboundFlow
@@ -29,11 +29,14 @@ from sync.work import (
     Work,
     backfill_items,
     decode,
+    outages_of,
     signal_time,
     span_of,
 )
 
 log = logging.getLogger(__name__)
+OUTAGE_BACKOFF_S = 30.0  # the first wait after an outage; doubled at each put-back
+OUTAGE_PUT_BACKS = 6  # after 30 s, 1, 2, 4, 8 and 16 min: an outage of half an hour poisons nothing
 
 
 @dataclass
@@ -73,11 +76,26 @@ class Worker:
             log.warning("throttled; work item put back on the queue", extra={
                 "work": repr(work), "delay_s": round(delay, 1), "error": str(exc)[:300]})
             return []
+        except RemoteUnavailable as exc:
+            return await self._after_outage(work, queue, outages_of(body), exc)
         except RemoteAuthError as exc:
             log.error("anny or Graph refused our credentials; fix them, then replay the poison queue",
                       extra={"error": str(exc), **exc.context})
             await self._record_error(str(exc))
             raise
+
+    async def _after_outage(self, work: Work, queue: str, outages: int, exc: RemoteUnavailable) -> list[Work]:
+        """anny or Graph unavailable beyond their clients' retries (5xx, timeouts): the item is put
+        back after a growing wait (or what Retry-After asked), OUTAGE_PUT_BACKS times, so an outage
+        of about half an hour poisons nothing; after that the queue's own retries and poison queue
+        take over, so an item that cannot succeed still reaches the admin."""
+        if outages >= OUTAGE_PUT_BACKS:
+            raise exc
+        delay = max(OUTAGE_BACKOFF_S * 2 ** outages, float(exc.context.get("retry_after_s") or 0))
+        await self.services.queues.send(work, delay_s=delay, queue=queue, outages=outages + 1)
+        log.warning("anny or Graph unavailable; work item put back", extra={
+            "work": repr(work), "delay_s": round(delay, 1), "put_back": outages + 1, "error": str(exc)[:300]})
+        return []
 
     async def handle(self, work: Work, message_id: str = "") -> list[Work]:
         if not await self.services.is_active():

@@ -5,7 +5,16 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from sync.model import OutlookEvent
-from sync.work import EVENTS_PER_BACKFILL_ITEM, EventsBackfill, backfill_items, decode, encode, span_of
+from sync.work import (
+    EVENTS_PER_BACKFILL_ITEM,
+    BookingWork,
+    EventsBackfill,
+    backfill_items,
+    decode,
+    encode,
+    outages_of,
+    span_of,
+)
 
 ROOM = "room.alpha@contoso.example"
 DAY = datetime(2026, 12, 7, tzinfo=UTC)
@@ -38,3 +47,10 @@ def test_an_item_without_a_usable_span_has_its_events_read_one_by_one() -> None:
     undated = OutlookEvent(id="e9")
     [item] = backfill_items(ROOM, [event(1, 8), undated])
     assert set(item.event_ids) == {"e1", "e9"} and span_of(item) is None
+
+
+def test_an_item_put_back_after_an_outage_keeps_its_count_and_stays_the_same_item():
+    work = BookingWork("50012", "evt-1")
+    assert decode(encode(work, outages=3)) == work and outages_of(encode(work, outages=3)) == 3
+    assert outages_of(encode(work)) == 0 and "outages" not in encode(work)  # as items were written before
+    assert outages_of(b"not json") == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import AsyncIterator
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from devhost.stack import WEBHOOK_SECRET, WEBHOOK_SECRET_HEADER
+from sync import worker as worker_module
 from sync.graph import ANNY_PROPERTY_ID
 from tests.e2e.conftest import World, crash_once
 from tests.fixtures import graph_utc as utc
@@ -199,6 +201,28 @@ async def test_booking_of_an_unmapped_resource_is_a_no_op(world: World) -> None:
     await world.settle()
     assert world.stack.graph.call_counts().get("total", 0) == 0
     assert world.stack.graph.events(world.room) == []
+
+
+async def test_a_graph_outage_longer_than_the_queues_retries_poisons_no_change(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Graph answers 500 to a cancelled booking's delete for longer than the queue's retries (5
+    attempts; the SDK does not retry a 500): the work item is put back after growing waits instead
+    of going to the poison queue (where the sweep, which cannot see deletions, would never find it)."""
+    monkeypatch.setattr(worker_module, "OUTAGE_BACKOFF_S", 0.3)  # seconds, not the half hour of production
+    booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    assert len(world.mirror_events()) == 1
+    world.stack.graph.add_fault(500, route="DELETE /users/{mailbox}/events/*", count=5, retry_after=None)
+    world.stack.anny.person_cancel_booking(booking["id"])
+    for _ in range(60):  # the runner works the queue while it settles; put-back items wait their delay
+        await world.settle()
+        if world.mirror_events() == []:
+            break
+        await asyncio.sleep(0.5)
+    assert world.mirror_events() == []
+    [fault] = world.stack.graph.list_faults()
+    assert fault["hits"] == 5  # every 500 was met: 5 attempts, then the 6th went through
+    assert await world.stack.host.run(world.stack.host.queue_messages("sync-work-poison")) == []
 
 
 # --- bad input at the webhook --------------------------------------------------------------------
