@@ -55,14 +55,16 @@ async def graph_lifecycle(req: func.HttpRequest, work: WorkOut) -> func.HttpResp
 @app.queue_trigger(arg_name="msg", queue_name=WORK_QUEUE, connection=STORAGE)
 @app.queue_output(arg_name="work", queue_name=WORK_QUEUE, connection=STORAGE)
 async def sync_worker(msg: func.QueueMessage, work: WorkOut) -> None:
-    follow_up = await Worker(await get_services()).handle_message(msg.get_body(), msg.id or "")
+    follow_up = await Worker(await get_services()).handle_message(msg.get_body(), msg.id or "",
+                                                                  dequeue_count=msg.dequeue_count or 1)
     work.set([encode(w) for w in follow_up])
 
 
 @app.queue_trigger(arg_name="msg", queue_name=BACKFILL_QUEUE, connection=STORAGE)
 @app.queue_output(arg_name="work", queue_name=BACKFILL_QUEUE, connection=STORAGE)
 async def sync_backfill(msg: func.QueueMessage, work: WorkOut) -> None:
-    follow_up = await Worker(await get_services()).handle_message(msg.get_body(), msg.id or "", BACKFILL_QUEUE)
+    follow_up = await Worker(await get_services()).handle_message(msg.get_body(), msg.id or "", BACKFILL_QUEUE,
+                                                                  msg.dequeue_count or 1)
     work.set([encode(w) for w in follow_up])
 
 

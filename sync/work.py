@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 from sync.anny_wire import BookingSnapshot
 from sync.errors import SyncError
@@ -26,6 +28,20 @@ BACKFILL_POISON_QUEUE = f"{BACKFILL_QUEUE}-poison"
 POISON_QUEUES = (POISON_QUEUE, BACKFILL_POISON_QUEUE)
 EVENTS_PER_BACKFILL_ITEM = 10
 MAX_QUEUE_MESSAGE_BYTES = 64 * 1024  # Azure Storage queue messages
+
+
+HOST_JSON = Path(__file__).resolve().parents[1] / "host.json"
+
+
+@functools.cache
+def max_dequeue_count(host_json: Path = HOST_JSON) -> int:
+    """host.json's `extensions.queues.maxDequeueCount` (the host's default, 5, without one): the
+    attempt after which the host moves an item that failed to the poison queue."""
+    try:
+        queues = json.loads(host_json.read_text()).get("extensions", {}).get("queues", {})
+        return int(queues.get("maxDequeueCount", 5))
+    except (OSError, ValueError, AttributeError):
+        return 5
 
 
 class BadWorkItem(SyncError):

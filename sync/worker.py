@@ -29,6 +29,7 @@ from sync.work import (
     Work,
     backfill_items,
     decode,
+    max_dequeue_count,
     outages_of,
     signal_time,
     span_of,
@@ -58,7 +59,8 @@ class Worker:
     def subscriptions(self) -> SubscriptionManager:
         return SubscriptionManager(self.services.settings, self.services.subscriptions, self.services.graph)
 
-    async def handle_message(self, body: str | bytes, message_id: str = "", queue: str = WORK_QUEUE) -> list[Work]:
+    async def handle_message(self, body: str | bytes, message_id: str = "", queue: str = WORK_QUEUE,
+                             dequeue_count: int = 1) -> list[Work]:
         """Carry out one queue message; returns follow-up work. Raising makes the queue retry it
         (up to maxDequeueCount, then the poison queue keeps it for the admin). Messages of the
         backfill queue are worked on at backfill priority (sync.budget)."""
@@ -77,6 +79,8 @@ class Worker:
                 "work": repr(work), "delay_s": round(delay, 1), "error": str(exc)[:300]})
             return []
         except RemoteUnavailable as exc:
+            if dequeue_count < max_dequeue_count():
+                raise  # a blip: the queue's own retry, visibilityTimeout later
             return await self._after_outage(work, queue, outages_of(body), exc)
         except RemoteAuthError as exc:
             log.error("anny or Graph refused our credentials; fix them, then replay the poison queue",
@@ -85,10 +89,11 @@ class Worker:
             raise
 
     async def _after_outage(self, work: Work, queue: str, outages: int, exc: RemoteUnavailable) -> list[Work]:
-        """anny or Graph unavailable beyond their clients' retries (5xx, timeouts): the item is put
-        back after a growing wait (or what Retry-After asked), OUTAGE_PUT_BACKS times, so an outage
-        of about half an hour poisons nothing; after that the queue's own retries and poison queue
-        take over, so an item that cannot succeed still reaches the admin."""
+        """anny or Graph unavailable beyond their clients' retries (5xx, timeouts) at the queue's
+        last attempt, which would send the item to the poison queue: it is put back after a growing
+        wait (or what Retry-After asked) instead, OUTAGE_PUT_BACKS times, each time with the queue's
+        attempts anew, so an outage of about half an hour poisons nothing; after that the poison
+        queue takes it, so an item that cannot succeed still reaches the admin."""
         if outages >= OUTAGE_PUT_BACKS:
             raise exc
         delay = max(OUTAGE_BACKOFF_S * 2 ** outages, float(exc.context.get("retry_after_s") or 0))
