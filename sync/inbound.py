@@ -129,6 +129,7 @@ class RoomRunResult:
     failures: list[str] = field(default_factory=list)
     deferred: list[OutlookEvent] = field(default_factory=list)  # baseline events left to backfill (EventsBackfill)
     queued: int = 0  # how many of them were queued as backfill items
+    census_done: bool = False  # the window was compared whole (`_census`) in one of the runs
 
 
 @dataclass
@@ -145,23 +146,25 @@ class InboundFlow:
     # -- the room's runs (sync.room_runs) ---------------------------------------------------------------
 
     async def sync_room(self, room: str, run_id: str = "", allow_deletions: bool = False,
-                        signalled_at: datetime | None = None) -> RoomRunResult:
+                        signalled_at: datetime | None = None, census: bool = False) -> RoomRunResult:
         """Run the room's delta until no signal arrived meanwhile; return at once if another run holds
         it, or if a round that began to read after `signalled_at` covered the signal already.
 
         `run_id` should be the queue message's id: a message redelivered after its worker died
         takes its own lease back instead of waiting for it to expire. `allow_deletions`: the
         admin confirmed them (`resync --confirm-deletions`); otherwise the brake applies.
+        `census`: compare the whole window once besides the changes (`_census`; the nightly run).
         """
         result = RoomRunResult(room)
         outcome = await RoomLease(self.rooms).run(
-            room, lambda state: self._run_once(state, result, allow_deletions), run_id, signalled_at)
+            room, lambda state: self._run_once(state, result, allow_deletions, census), run_id, signalled_at)
         result.skipped_busy, result.rerun_later = outcome.skipped_busy, outcome.rerun_later
         return result
 
     # -- one delta round ------------------------------------------------------------------------------
 
-    async def _run_once(self, state: RoomState, result: RoomRunResult, allow_deletions: bool) -> RoomState:
+    async def _run_once(self, state: RoomState, result: RoomRunResult, allow_deletions: bool,
+                        census: bool = False) -> RoomState:
         result.runs += 1
         rule = await self.rules.get_rule_for_room(state.room, cached=True)
         if rule is None or rule.removing or rule.held:
@@ -188,14 +191,18 @@ class InboundFlow:
                 await self.links.add_time_keys(state.room)
                 state.time_keys = True
             unseen = [] if link else await self._unseen(state.room, ctx, seen)
-            entered = await self._entered_window(state, ctx, seen) if link else []
+            entered: list[OutlookEvent] = []
+            if link and census and not result.census_done:
+                entered, unseen = await self._census(state.room, ctx, seen)
+                result.census_done = True
+            elif link:
+                entered = await self._entered_window(state, ctx, seen)
             if not allow_deletions and await self._brake(rule, ctx, [*events, *unseen]):
                 result.held = True
                 return state  # nothing written and the delta link kept: the changes are read again on release
             await self._sync_events(state.room, rule, ctx, [*events, *entered], result, baseline=not link)
-            if not link:
-                await self._sync_events(state.room, rule, ctx, unseen, result)
-            else:
+            await self._sync_events(state.room, rule, ctx, unseen, result)
+            if link:
                 await self._follow_beyond_window(state.room, rule, query, seen, result, ctx)
         if result.deferred and self.backfill is not None:
             # Queued before the new delta link is saved: a crash in between repeats the baseline.
@@ -219,6 +226,22 @@ class InboundFlow:
         fresh = SyncWindow(max(covered, ctx.window.start), ctx.window.end)
         return [e for e in await self.graph.calendar_view(state.room, fresh, self.settings.delta_page_size)
                 if e.id not in seen]
+
+    async def _census(self, room: str, ctx: InboundContext, seen: set[str]
+                      ) -> tuple[list[OutlookEvent], list[OutlookEvent]]:
+        """The nightly run's comparison of the whole sync window, which delta cannot replace: it
+        drops some changes (deletions and deleted occurrences, microsoft-graph-docs #11728, #3121),
+        and only a full comparison finds what the feed never said. One calendarView read of the
+        window: its events not among this round's changes are decided again (an unchanged one costs
+        nothing, its link knows it), and linked events in the window that it does not show are
+        checked (a GET each) and their blockers removed when they are gone. The delta link is kept:
+        no new baseline and no backfill. Returns (events to decide, linked events not shown)."""
+        listed = await self.graph.calendar_view(room, ctx.window, self.settings.delta_page_size)
+        shown = seen | {e.id for e in listed}
+        gone = [OutlookEvent(id=link.event_id, removed=True) for link in await self.links.links_of_room(room)
+                if link.event_id and link.event_id not in shown and not link.ended_before(ctx.window.start)
+                and not link.starts_after(ctx.window.end)]
+        return [e for e in listed if e.id not in seen], gone
 
     @staticmethod
     def remember_zones(resources: Sequence[AnnyResource]) -> None:

@@ -186,14 +186,16 @@ async def scan_inbound(worker: Flows, rule: Rule) -> InboundScan:
     return InboundScan(decisions, mirrors)
 
 
-async def run_room(worker: Flows, rule: Rule, run: RunLog, allow_deletions: bool = False
+async def run_room(worker: Flows, rule: Rule, run: RunLog, allow_deletions: bool = False, census: bool = False
                    ) -> list[RoomRunResult]:
     """The room's delta run, here and now. If a queued run holds the room, wait for it and run after
-    it (bounded), so that what this run reports has really been compared."""
+    it (bounded), so that what this run reports has really been compared. `census`: the whole
+    window compared once as well (a reconciliation; `InboundFlow._census`)."""
     results: list[RoomRunResult] = []
     waits = 0
     while len(results) < MAX_ROOM_RUNS:
-        result = await worker.inbound.sync_room(rule.room, allow_deletions=allow_deletions)
+        result = await worker.inbound.sync_room(rule.room, allow_deletions=allow_deletions,
+                                                census=census and not any(r.census_done for r in results))
         if result.skipped_busy and waits < MAX_BUSY_WAITS:
             waits += 1
             await asyncio.sleep(BUSY_WAIT_S)
@@ -213,7 +215,7 @@ async def _inbound(worker: Flows, rule: Rule, run: RunLog, report: RuleReport, a
     services = worker.services
     if baseline:  # compare the whole window, not only the changes since the last delta link
         await services.rooms.update_room_state(rule.room, lambda s: setattr(s, "delta_link", ""))
-    for result in await run_room(worker, rule, run, allow_deletions):
+    for result in await run_room(worker, rule, run, allow_deletions, census=True):
         report.add(INBOUND, result.actions)
         if result.queued:  # blockers written in the background, at backfill priority (see `status`)
             queued = report.directions[INBOUND].get(BACKFILL_QUEUED, 0) + result.queued

@@ -48,6 +48,7 @@ ROUTES: list[tuple[str, str, str, str | None]] = [
     ("GET", "/_control/mailboxes/{mailbox}/categories", "categories", None),
     ("POST", "/_control/mailboxes/{mailbox}/delta/expire", "expire_delta_tokens", None),
     ("POST", "/_control/delta/expire", "expire_delta_tokens", None),
+    ("POST", "/_control/delta/faults", "set_delta_faults", None),
     ("GET", "/_control/subscriptions", "subscriptions", None),
     ("POST", SUBSCRIPTION + "/lifecycle", "fire_lifecycle", None),
     ("POST", SUBSCRIPTION + "/expire", "expire_subscription", None),

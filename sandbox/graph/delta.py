@@ -49,6 +49,7 @@ class DeltaStore:
         self.rounds: OrderedDict[str, DeltaRound] = OrderedDict()
         self.baselines: dict[str, Baseline] = {}
         self.ttl: timedelta | None = None
+        self.omit_removals = 0  # the next N deletions a round would report are never reported
 
     def begin(
         self,
@@ -61,7 +62,10 @@ class DeltaStore:
         snapshot = {inst.id: inst.change_key for inst in current}
         old = previous.snapshot if previous else {}
         items: list[Instance | Removed] = [inst for inst in current if old.get(inst.id) != inst.change_key]
-        items += [Removed(item_id) for item_id in old if item_id not in snapshot]
+        removed = [Removed(item_id) for item_id in old if item_id not in snapshot]
+        omitted = min(self.omit_removals, len(removed))  # gone from the snapshot: never reported later
+        self.omit_removals -= omitted
+        items += removed[omitted:]
         found = DeltaRound(secrets.token_urlsafe(18), Baseline(mailbox_key, window, snapshot, now), items)
         self.rounds[found.id] = found
         while len(self.rounds) > MAX_ROUNDS:

@@ -399,6 +399,13 @@ class GraphEmulator:
     def reset_counters(self) -> None:
         self.counters.reset()
 
+    @on_loop
+    def set_delta_faults(self, omit_removals: int = 0) -> dict:
+        """The next `omit_removals` deletions are never reported by any delta round, as real
+        Graph drops some (microsoft-graph-docs #11728, #3121: deletes missing from delta)."""
+        self.state.delta.omit_removals = int(omit_removals)
+        return {"omit_removals": self.state.delta.omit_removals}
+
     # notification faults and deliveries -------------------------------------------------
     @on_loop
     def set_notification_faults(self, **faults: Any) -> dict:
