@@ -23,13 +23,13 @@ from sync.rules import add_rule
 from sync.runs import RunLog
 from sync.services import STATUS_TTL_S, Services
 from sync.state import Link, Rule
-from sync.status import rule_view, status_view
+from sync.status import poison_count, rule_view, status_view
 from sync.validation import anny_id, mailbox, text
 from sync.worker import Worker
 
 log = logging.getLogger(__name__)
 COMMANDS = ("rooms", "resources", "rules.list", "rules.add", "rules.remove", "activate", "deactivate", "resync",
-            "delete", "status")
+            "delete", "status", "replay-poison")
 
 
 DELETION_GRACE_S = STATUS_TTL_S
@@ -225,4 +225,7 @@ async def run_command(command: str, params: dict[str, str], worker: Worker) -> A
         return await delete_integration(worker, params.get("confirm", ""))
     if command == "status":
         return await status_view(services, drift=flag(params, "drift"), budget=services.budget)
+    if command == "replay-poison":  # as the app's identity: the admin needs no storage role
+        moved = await services.queues.replay_poison()
+        return {"moved back": moved, "still in the poison queues": await poison_count(services.settings.storage)}
     raise RuleError(f"unknown command; expected one of {', '.join(COMMANDS)}", command=command)

@@ -29,6 +29,7 @@ ROUTES: dict[str, tuple[str, str]] = {
     "resync": ("POST", "resync"),
     "delete": ("POST", "delete"),
     "status": ("GET", "status"),
+    "replay-poison": ("POST", "poison/replay"),
 }
 
 

@@ -113,6 +113,10 @@ def _parser() -> argparse.ArgumentParser:
     status.add_argument("--drift", action="store_true", help="also list the items the last runs repaired")
     status.add_argument("--watch", action="store_true",
                         help="redraw every 2 s until the initial sync is done (progress bars in a terminal)")
+    _add(commands, "replay-poison", "move the work items the poison queues keep back to their queues",
+         "python -m sync replay-poison", common,
+         "Once the cause is fixed (see `last error` in `status`). Runs as the app's identity, so you\n"
+         "need no storage role; each item is worked on again as it was first queued.")
     return parser
 
 

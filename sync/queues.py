@@ -1,4 +1,5 @@
-"""Storage queues the app writes to directly (output bindings cannot delay a message).
+"""Storage queues the app writes to directly (output bindings cannot delay a message), and the
+poison queues' replay.
 
 A work item throttled by anny or Graph is put back with a visibility delay of the
 `Retry-After` it got: a new message, so the wait never counts towards `maxDequeueCount`
@@ -17,10 +18,12 @@ from azure.storage.queue import BinaryBase64DecodePolicy, BinaryBase64EncodePoli
 from azure.storage.queue.aio import QueueClient
 
 from sync.settings import StorageSettings, environment_proxy
-from sync.work import WORK_QUEUE, Work, encode
+from sync.work import BACKFILL_POISON_QUEUE, BACKFILL_QUEUE, POISON_QUEUE, WORK_QUEUE, Work, encode
 
 log = logging.getLogger(__name__)
 MAX_VISIBILITY_S = 7 * 24 * 3600  # Azure Queue Storage's limit
+REPLAY_LIMIT = 1000  # poison items moved back per `replay-poison` (the command says how many are left)
+REPLAY_LEASE_S = 60  # a poison item being moved is invisible this long (another replay does not take it too)
 
 
 def queue_client(storage: StorageSettings, name: str) -> tuple[QueueClient, Any]:
@@ -50,6 +53,24 @@ class WorkQueues:
         client = await self._client(queue)
         visibility = min(max(0, round(delay_s)), MAX_VISIBILITY_S)
         await client.send_message(encode(work, outages).encode(), visibility_timeout=visibility or None)
+
+    async def replay_poison(self, limit: int = REPLAY_LIMIT) -> dict[str, int]:
+        """Move the items the poison queues keep back to their queues (`replay-poison`, once the
+        cause is fixed), at most `limit` per call: each is sent anew (as it was written) before it
+        is deleted from the poison queue, so a crash in between replays it twice, never loses it
+        (every work item is idempotent). Returns how many went back to each queue."""
+        moved: dict[str, int] = {}
+        for poison, target in ((POISON_QUEUE, WORK_QUEUE), (BACKFILL_POISON_QUEUE, BACKFILL_QUEUE)):
+            source, destination = await self._client(poison), await self._client(target)
+            moved[target] = 0
+            async for message in source.receive_messages(messages_per_page=32, visibility_timeout=REPLAY_LEASE_S):
+                if sum(moved.values()) >= limit:
+                    break
+                await destination.send_message(message.content)
+                await source.delete_message(message)
+                moved[target] += 1
+        log.info("poison queue replayed", extra={"moved": moved})
+        return moved
 
     async def _client(self, name: str) -> QueueClient:
         if name not in self._clients:

@@ -22,10 +22,11 @@ from sync.work import BACKFILL_POISON_QUEUE, BACKFILL_QUEUE, POISON_QUEUE, POISO
 
 log = logging.getLogger(__name__)
 POISON_ADVICE = (f"work items that kept failing (host.json maxDequeueCount) wait in the queues `{POISON_QUEUE}` and "
-                 f"`{BACKFILL_POISON_QUEUE}`. Read `last error` below, fix its cause, then move the messages back "
-                 f"to `{WORK_QUEUE}` and `{BACKFILL_QUEUE}` "
-                 "(Azure portal → storage account → Queues, or Azure Storage Explorer); `resync` "
-                 "also repairs whatever they were about")
+                 f"`{BACKFILL_POISON_QUEUE}`. Read `last error` below, fix its cause, then move them back "
+                 f"to `{WORK_QUEUE}` and `{BACKFILL_QUEUE}` with `python -m sync replay-poison` (as the app's "
+                 "identity; in the portal or Storage Explorer your own account would need the role Storage "
+                 "Queue Data Contributor, since the template turns shared keys off); `resync` also repairs "
+                 "whatever they were about")
 
 
 def iso(value: datetime | None) -> str | None:

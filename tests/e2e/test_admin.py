@@ -138,3 +138,21 @@ async def _cli(argv: list[str]) -> int:
     import asyncio
 
     return await asyncio.to_thread(main, argv)
+
+
+async def test_replay_poison_puts_parked_work_back_as_the_app_and_loses_nothing(world: World) -> None:
+    """The template turns shared keys off, so the portal would need a data role of the admin's
+    own: `replay-poison` moves the parked items back through the admin API, as the app."""
+    world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
+    await world.stack.anny.settle()
+    world.stack.anny.force_status(401)  # the token was revoked: the work item is parked
+    await world.settle()
+    world.stack.anny.force_status(None)  # ... and fixed
+    assert len(await world.stack.poison_messages()) == 1 and world.mirror_events() == []
+    answer = await manage(world, "POST", "poison/replay")
+    assert answer.status_code == 200
+    assert answer.json() == {"moved back": {"sync-work": 1, "sync-backfill": 0}, "still in the poison queues": 0}
+    await world.settle()
+    assert len(world.mirror_events()) == 1 and await world.stack.poison_messages() == []
+    again = (await manage(world, "POST", "poison/replay")).json()
+    assert again == {"moved back": {"sync-work": 0, "sync-backfill": 0}, "still in the poison queues": 0}

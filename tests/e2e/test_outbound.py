@@ -393,7 +393,9 @@ async def test_hmac_signature_is_checked_when_a_signing_key_is_set(world: World)
     assert (await post_webhook(world, body, headers={"x-anny-signature": good})).status_code == 202
 
 
-async def test_anny_5xx_is_retried_by_the_queue_then_poisoned(world: World) -> None:
+async def test_anny_5xx_is_retried_by_the_queue_put_back_while_it_lasts_then_poisoned(
+        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(worker_module, "OUTAGE_BACKOFF_S", 0.01)  # put-backs at once, not after half an hour
     booking = world.stack.anny.person_create_booking(world.resource, world.at(2, 9), world.at(2, 10))
     await world.stack.anny.settle()
     world.stack.anny.fail_next(503, count=2, route="GET /api/v1/bookings/{id}")
@@ -401,9 +403,9 @@ async def test_anny_5xx_is_retried_by_the_queue_then_poisoned(world: World) -> N
     assert len(world.mirror_events()) == 1  # two failures, third attempt succeeded
     world.stack.anny.person_create_booking(world.resource, world.at(3, 11), world.at(3, 12))
     await world.stack.anny.settle()
-    world.stack.anny.fail_next(503, count=50, route="GET /api/v1/bookings/{id}")  # a new booking is read first
-    await world.settle()
-    assert len(await world.stack.poison_messages()) == 1
+    world.stack.anny.fail_next(503, count=500, route="GET /api/v1/bookings/{id}")  # a new booking is read first
+    await world.settle(rounds=40)
+    assert len(await world.stack.poison_messages()) == 1  # after every put-back, the admin gets it
     assert utc(single(world)["start"]["dateTime"]) == world.utc(2, 9)  # nothing lost or half-written
     assert booking["id"] == single(world)["singleValueExtendedProperties"][0]["value"]
 
