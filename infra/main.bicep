@@ -49,6 +49,11 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
+@description('HTTP invocations one instance serves at once. Flex Consumption defaults to 1 for Python, which gives every webhook, notification and Graph validation handshake an instance of its own (a long admin command holds one the whole time); the app\'s HTTP handlers are async and light.')
+@minValue(1)
+@maxValue(1000)
+param httpPerInstanceConcurrency int = 16
+
 @description('Days Log Analytics keeps telemetry.')
 @minValue(30)
 @maxValue(730)
@@ -402,6 +407,11 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
       scaleAndConcurrency: {
         instanceMemoryMB: instanceMemoryMB
         maximumInstanceCount: maximumInstanceCount
+        triggers: {
+          http: {
+            perInstanceConcurrency: httpPerInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

@@ -15,6 +15,7 @@ param appName = 'annysync'
 param pythonVersion = '3.11'
 param instanceMemoryMB = 2048
 param maximumInstanceCount = 40
+param httpPerInstanceConcurrency = 16
 param enablePurgeProtection = true
 
 param annyBaseUrl = readEnvironmentVariable('ANNY_BASE_URL', 'https://b.anny.co')

@@ -100,7 +100,10 @@ def test_template_offers_only_the_python_versions_the_tests_run_on(template: Tem
 def test_instance_memory_and_maximum_instances_are_parameters(template: Template):
     _, site = template.only("Microsoft.Web/sites")
     scale = site["properties"]["functionAppConfig"]["scaleAndConcurrency"]
-    assert scale == {"instanceMemoryMB": "instanceMemoryMB", "maximumInstanceCount": "maximumInstanceCount"}
+    assert scale == {"instanceMemoryMB": "instanceMemoryMB", "maximumInstanceCount": "maximumInstanceCount",
+                     "triggers": {"http": {"perInstanceConcurrency": "httpPerInstanceConcurrency"}}}
+    # Python's default of 1 would give every webhook and handshake an instance of its own
+    assert template.params["httpPerInstanceConcurrency"]["default"] > 1
     assert template.decorators("instanceMemoryMB")["allowed"] == [512, 2048, 4096]
     assert template.params["instanceMemoryMB"]["default"] == 2048
     limits = template.decorators("maximumInstanceCount")
