@@ -44,7 +44,7 @@ async def test_a_message_redelivered_after_its_worker_died_takes_its_lease_back(
     await hold_lease(store, "message-a")
     runs = []
 
-    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False, census=False):  # type: ignore[no-untyped-def]
         runs.append(state.run_id)
         result.runs += 1
         return state
@@ -59,7 +59,7 @@ async def test_an_expired_lease_of_a_dead_run_is_taken_over(store: AllTables, mo
                                                             ) -> None:
     await hold_lease(store, "dead", since=datetime.now(UTC) - room_runs.LEASE - timedelta(seconds=1))
 
-    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False, census=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         return state
 
@@ -69,7 +69,7 @@ async def test_an_expired_lease_of_a_dead_run_is_taken_over(store: AllTables, mo
 
 async def test_signals_that_never_stop_end_in_a_released_lease_and_one_more_signal(
         store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False, census=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         await flow(store).sync_room(ROOM, run_id=f"signal-{result.runs}")  # a signal arrives meanwhile
         return await store.get_room_state(ROOM)
@@ -94,7 +94,7 @@ async def test_a_notification_for_a_room_whose_run_this_process_holds_queues_not
     a queue message, so they do not fill the queue that live changes wait in."""
     queued: list[list[RoomWork]] = []
 
-    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False, census=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         if result.runs == 1:
             queued.append(notified(ROOM))
@@ -107,7 +107,7 @@ async def test_a_notification_for_a_room_whose_run_this_process_holds_queues_not
 
 
 async def test_a_failed_run_releases_its_lease(store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False, census=False):  # type: ignore[no-untyped-def]
         raise RuntimeError("anny is down")
 
     monkeypatch.setattr(InboundFlow, "_run_once", run_once)
@@ -127,7 +127,7 @@ def test_items_that_ended_before_the_window_are_left_alone_by_the_nightly_baseli
 
 async def test_signals_of_this_process_during_a_run_cost_no_table_request_and_one_more_run(
         store: AllTables, monkeypatch: pytest.MonkeyPatch) -> None:
-    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False, census=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         if result.runs == 1:
             before = store.operations
@@ -144,7 +144,7 @@ async def test_signals_of_this_process_during_a_run_cost_no_table_request_and_on
 
 async def test_a_batch_of_signals_for_an_idle_room_starts_one_run(store: AllTables,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
-    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False, census=False):  # type: ignore[no-untyped-def]
         result.runs += 1
         return state
 
@@ -161,7 +161,7 @@ async def test_a_queued_signal_that_the_rooms_last_round_read_after_costs_no_rou
     given after it (or within the margin for clock skew), or of unknown time, gets its round."""
     runs: list[str] = []
 
-    async def run_once(self, state, result, allow_deletions=False):  # type: ignore[no-untyped-def]
+    async def run_once(self, state, result, allow_deletions=False, census=False):  # type: ignore[no-untyped-def]
         runs.append(state.run_id)
         result.runs += 1
         return state
