@@ -113,16 +113,32 @@ def _authentic(req: func.HttpRequest, body: bytes, settings: Settings) -> bool:
 
 
 def _check_fresh(req: func.HttpRequest, payload: dict[str, Any], settings: Settings) -> None:
-    """Refuse replays: the delivery's timestamp (header, else `triggered_at`) must be near now."""
-    header = req.headers.get("x-anny-timestamp")
-    where, stamp = ("x-anny-timestamp", header) if header else ("triggered_at", payload.get("triggered_at"))
-    if stamp is None:
+    """Refuse replays: the delivery's timestamp must be near now. anny names the `x-anny-timestamp`
+    header but not its format (Unix time, ISO 8601 and HTTP dates are read): a header none of them
+    fits gives way to the envelope's `triggered_at` or `timestamp` (date-time in webhook.json), so
+    an authentic delivery is never refused for the header's format alone."""
+    given = [(where, stamp) for where, stamp in (("x-anny-timestamp", req.headers.get("x-anny-timestamp")),
+                                                 ("triggered_at", payload.get("triggered_at")),
+                                                 ("timestamp", payload.get("timestamp"))) if stamp not in (None, "")]
+    if not given:
         raise InputError("x-anny-timestamp", "missing; anny stamps every delivery (header or triggered_at)")
-    sent = validation.instant(stamp, where)
+    sent, where = _first_instant(given)
     tolerance = timedelta(minutes=settings.anny_webhook_tolerance_minutes)
     if abs(datetime.now(UTC) - sent) > tolerance:
         raise StaleDelivery(where, f"outside the replay tolerance of {settings.anny_webhook_tolerance_minutes} "
                                    "minutes (ANNY_WEBHOOK_TOLERANCE_MINUTES)")
+
+
+def _first_instant(given: list[tuple[str, Any]]) -> tuple[datetime, str]:
+    """The first readable of the stamps, and where it was; the first one's error if none is."""
+    refusal: InputError | None = None
+    for where, stamp in given:
+        try:
+            return validation.instant(stamp, where), where
+        except InputError as exc:
+            refusal = refusal or exc
+    assert refusal is not None
+    raise refusal
 
 
 def booking_id_of(payload: dict[str, Any]) -> str:

@@ -8,6 +8,7 @@ it is safe to log and to answer with.
 
 from __future__ import annotations
 
+import email.utils
 import json
 import re
 from datetime import UTC, datetime
@@ -32,6 +33,7 @@ MAX_CLIENT_STATE = 255  # Graph allows 128 characters; anything longer cannot be
 MAX_TEXT = 1024  # admin free text such as a time zone name; also the Table key limit
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ISO_INSTANT = re.compile(r"\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}.{0,40}")
+_HTTP_DATE = re.compile(r"[A-Z][a-z]{2}, \d{2} [A-Z][a-z]{2} \d{4} \d{2}:\d{2}:\d{2} GMT")
 
 
 MAX_JSON_DEPTH = 64  # anny's and Graph's bodies nest a handful of levels
@@ -145,7 +147,8 @@ def client_state(value: Any, field: str) -> str:
 
 
 def instant(value: Any, field: str) -> datetime:
-    """A point in time: Unix seconds (or milliseconds), or ISO 8601; without a zone it is UTC."""
+    """A point in time: Unix seconds (or milliseconds), ISO 8601 (without a zone it is UTC), or an
+    HTTP date (RFC 9110, `Tue, 01 Dec 2026 08:00:00 GMT`)."""
     if isinstance(value, str) and re.fullmatch(r"\d{1,16}(\.\d{1,9})?", value):
         value = float(value)
     if isinstance(value, (int, float)) and not isinstance(value, bool):
@@ -161,6 +164,11 @@ def instant(value: Any, field: str) -> datetime:
             pass
         else:
             return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+    if isinstance(value, str) and _HTTP_DATE.fullmatch(value):
+        try:
+            return email.utils.parsedate_to_datetime(value).astimezone(UTC)
+        except (TypeError, ValueError):
+            pass
     raise InputError(field, "expected a timestamp: Unix seconds or ISO 8601 such as 2026-11-30T08:00:00Z")
 
 

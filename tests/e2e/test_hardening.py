@@ -7,9 +7,11 @@ active room with its real Graph subscription, so verified notifications reach th
 from __future__ import annotations
 
 import asyncio
+import email.utils
 import itertools
 import json
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -411,9 +413,20 @@ def test_a_retry_hours_later_is_still_accepted(app: Live) -> None:
     assert answer.status_code == 202 and len(app.queued()) == 1
 
 
-def test_unreadable_timestamp_is_400(app: Live) -> None:
-    assert_refused(app.webhook(envelope(), **{"x-anny-timestamp": "yesterday"}), "x-anny-timestamp")
-    assert app.queued() == []
+def test_a_timestamp_header_in_another_format_never_refuses_an_authentic_delivery(app: Live) -> None:
+    """anny names the header, not its format: an HTTP date is read, and a header no format fits
+    gives way to the envelope's own stamps (still checked for age); none readable is a 400."""
+    http_date = email.utils.format_datetime(datetime.now(UTC), usegmt=True)
+    assert app.webhook(envelope(event_id=str(uuid.uuid4())), **{"x-anny-timestamp": http_date}).status_code == 202
+    assert app.webhook(envelope(event_id=str(uuid.uuid4())), **{"x-anny-timestamp": "yesterday"}).status_code == 202
+    old = (datetime.now(UTC) - timedelta(hours=25)).isoformat()
+    stale = envelope(event_id=str(uuid.uuid4()), triggered_at=old, timestamp=old)
+    assert app.webhook(stale, **{"x-anny-timestamp": "yesterday"}).status_code == 401
+    assert len(app.queued()) == 2
+    unstamped = envelope(event_id=str(uuid.uuid4()))
+    unreadable = {k: v for k, v in unstamped.items() if k not in ("triggered_at", "timestamp")}
+    assert_refused(app.webhook(unreadable, **{"x-anny-timestamp": "yesterday"}), "x-anny-timestamp")
+    assert len(app.queued()) == 2
 
 
 # --- admin API input ------------------------------------------------------------------------------------
