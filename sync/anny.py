@@ -492,8 +492,9 @@ def webhook_snapshot(payload: Mapping[str, Any]) -> wire.BookingSnapshot | None:
     https://developers.anny.co/guides/webhooks).
 
     Complete means: id, start and end (with their offsets), `updated_at` (to order it against
-    what the link saw), the nested resource with its parent stated (a child's booking is mapped
-    by its parent), and what a mirror's title shows: the booking's number and its nested service
+    what the link saw), the nested resource (a child's booking is mapped by its parent: a
+    resource that does not state whether it has one is marked, `SeenBooking.parent_known`), and
+    what a mirror's title shows: the booking's number and its nested service
     (a blocker has neither; `booking.json` makes both optional).
     """
     try:
@@ -514,7 +515,7 @@ def _snapshot(payload: Mapping[str, Any]) -> wire.BookingSnapshot | None:
         return None  # JSON:API-wrapped: relationships without the resource's parent
     attrs = _booking_fields(cast(wire.BookingFields, data))  # a delivery's booking: flat
     resource = attrs.get("resource")
-    if not isinstance(resource, dict) or resource.get("id") is None or not _states_parent(resource):
+    if not isinstance(resource, dict) or resource.get("id") is None:
         return None
     if not (attrs.get("id") and attrs.get("start_date") and attrs.get("end_date") and
             booking_version(attrs.get("updated_at"))) or not isinstance(resource["id"], (str, int)):
@@ -525,8 +526,11 @@ def _snapshot(payload: Mapping[str, Any]) -> wire.BookingSnapshot | None:
     if any(isinstance(v, str) and len(v) > MAX_SNAPSHOT_TEXT for v in snapshot.values()):
         return None
     parent = parse_resource(resource).parent_id
-    snapshot["resource"] = {"id": str(resource["id"]), "name": str(_attributes(resource).get("name") or ""),
-                            "meta": {"parent_id": parent or None}}
+    shown: dict[str, Any] = {"id": str(resource["id"]), "name": str(_attributes(resource).get("name") or ""),
+                             "meta": {"parent_id": parent or None}}
+    if not _states_parent(resource):  # resource.json makes `parent` optional: see `SeenBooking.parent_known`
+        shown["parent_unknown"] = True
+    snapshot["resource"] = shown
     service = attrs.get("service")
     if isinstance(service, dict):
         snapshot["service"] = {"id": str(service.get("id") or ""), "name": str(_attributes(service).get("name") or "")}
@@ -546,7 +550,8 @@ def seen_booking(snapshot: wire.BookingSnapshot) -> SeenBooking:
     """The booking a `webhook_snapshot` shows."""
     booking = parse_booking(snapshot)
     return SeenBooking(None if snapshot.get("deleted") else booking, booking.version,
-                       created=bool(snapshot.get("created")))
+                       created=bool(snapshot.get("created")),
+                       parent_known=not (snapshot.get("resource") or {}).get("parent_unknown"))
 
 
 def _blocker_document(blocker: DesiredBlocker, note: str) -> dict[str, Any]:

@@ -148,8 +148,8 @@ class WebhookDelivery(TypedDict, total=False):
 
 class BookingSnapshot(BookingFields, total=False):
     """A booking webhook's `data` as the work item carries it (`sync.anny.webhook_snapshot`): the
-    fields the worker needs, the resource with its parent stated, and whether it was deleted or
-    just created."""
+    fields the worker needs, the resource with its parent (or `parent_unknown`), and whether it
+    was deleted or just created."""
 
     deleted: bool
     created: bool

@@ -89,6 +89,10 @@ class SeenBooking:
     booking: AnnyBooking | None
     version: str
     created: bool = False  # delivered as `bookings.created`: almost surely without a link yet
+    # False: the payload's resource does not say whether it has a parent (resource.json makes
+    # `parent` optional). It stands for the booking only where a rule maps that resource itself
+    # (rules map parents only); a child's booking would otherwise look unmapped.
+    parent_known: bool = True
 
 
 @dataclass(frozen=True)

@@ -92,6 +92,8 @@ class OutboundFlow:
 
     async def _sync_once(self, booking_id: str, observed: str | None, listed: AnnyBooking | None,
                          seen: SeenBooking | None) -> OutboundResult:
+        if seen is not None and not await self._mapping_known(seen):
+            seen = None  # read instead: the booking may be a child's of a mapped parent
         link: Link | None = None
         booking: AnnyBooking | None = None
         read_link, read_booking = True, True
@@ -183,6 +185,14 @@ class OutboundFlow:
         if observed is None and link is not None and link.etag is not None and is_newer(version, link.anny_version):
             link.anny_version = version
             await self.links.save_link(link, index=False)  # no reader of index copies looks at the version
+
+    async def _mapping_known(self, seen: SeenBooking) -> bool:
+        """Whether the payload tells which rule (if any) maps its booking: its resource stated its
+        parent, or a rule maps that resource itself (then it is a parent), or it says deleted."""
+        if seen.parent_known or seen.booking is None:
+            return True
+        rule = await self.rules.get_rule(seen.booking.resource_id, cached=True)
+        return rule is not None and not rule.removing
 
     async def _rule_of(self, booking: AnnyBooking) -> Rule | None:
         for resource_id in booking.resource_ids:

@@ -108,7 +108,6 @@ def test_a_complete_payload_becomes_the_booking():
     {"updated_at": "last tuesday"},
     {"start_date": None},
     {"resource": None},
-    {"resource": {"id": "desk-1", "name": "Desk 1"}},  # whether it has a parent is not said
     {"note": "x" * 5000},  # too long for a queue message: read instead
     # what the title shows: without them the mirror's title would lose its service or number
     {"service": None},
@@ -125,6 +124,14 @@ def test_a_complete_payload_becomes_the_booking():
 ])
 def test_an_incomplete_payload_means_a_read(broken):
     assert webhook_snapshot(flat_payload(**broken)) is None
+
+
+def test_a_resource_that_does_not_say_whether_it_has_a_parent_is_marked():
+    """resource.json makes `parent` optional: the worker uses such a payload only where a rule maps
+    that resource itself (OutboundFlow._mapping_known)."""
+    unsaid = seen_booking(webhook_snapshot(flat_payload(resource={"id": "room-1", "name": "Room 1"})))
+    assert not unsaid.parent_known and unsaid.booking is not None and unsaid.booking.resource_ids == ("room-1",)
+    assert seen_booking(webhook_snapshot(flat_payload())).parent_known
 
 
 def test_a_blocker_needs_neither_number_nor_service():

@@ -291,6 +291,29 @@ async def test_an_authentic_webhook_whose_booking_copy_is_unusable_is_taken_and_
     assert await world.stack.host.run(world.stack.host.queue_messages("sync-work-poison")) == []
 
 
+@pytest.mark.parametrize("on_child", [False, True])
+async def test_a_webhook_whose_resource_does_not_say_whether_it_has_a_parent(world: World, on_child: bool) -> None:
+    """resource.json makes `parent` optional: anny's own delivery of a move, without its resource's
+    parent fields. On the mapped resource itself the copy still stands for the booking (no anny
+    read); on another resource it might be a mapped parent's child, so the booking is read."""
+    resource = world.child if on_child else world.resource
+    booking = world.stack.anny.person_create_booking(resource, world.at(2, 9), world.at(2, 10))
+    await world.settle()
+    world.stack.anny.set_webhook_faults(drop_next=1)
+    world.stack.anny.person_move_booking(booking["id"], world.at(2, 11), world.at(2, 12))
+    await world.settle()
+    payload = world.stack.anny.deliveries()[-1]["payload"]
+    [unmoved] = world.mirror_events()
+    assert payload["event"] == "bookings.updated" and utc(unmoved["start"]["dateTime"]) == world.utc(2, 9)
+    payload["data"]["resource"] = {k: v for k, v in payload["data"]["resource"].items() if k not in ("parent", "meta")}
+    world.stack.anny.reset_counters()
+    assert (await post_webhook(world, {**payload, "event_id": f"evt-no-parent-{on_child}"})).status_code == 202
+    await world.settle()
+    [moved] = world.mirror_events()
+    assert utc(moved["start"]["dateTime"]) == world.utc(2, 11)
+    assert world.stack.anny.counters().get("GET /api/v1/bookings/{id}", 0) == (1 if on_child else 0)
+
+
 async def test_a_webhook_whose_booking_copy_would_not_fit_a_queue_message_is_taken_and_the_booking_read(
         world: World) -> None:
     """Texts within anny's lengths, in characters that JSON escapes to 6 bytes each: the copy would
