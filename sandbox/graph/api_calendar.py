@@ -78,9 +78,9 @@ def _window(ctx: Context) -> tuple[datetime, datetime]:
 async def calendar_view(ctx: Context) -> GraphResponse:
     start, end = _window(ctx)
     keep = odata.where(ctx.request.query.get("$filter"))
-    items = [_render(ctx, inst) for inst in calendar.view(ctx.mailbox, start, end) if keep(inst)]
+    found = [inst for inst in calendar.view(ctx.mailbox, start, end) if keep(inst)]
     context = ctx.context_url(f"users('{ctx.mailbox.address}')/calendarView")
-    return page(ctx.request, items, ctx.config.events_page_size, context)
+    return page(ctx.request, found, ctx.config.events_page_size, context, lambda inst: _render(ctx, inst))
 
 
 async def instances(ctx: Context) -> GraphResponse:

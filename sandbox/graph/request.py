@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import urllib.parse
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -108,11 +109,14 @@ class GraphResponse:
         return cls(error.status, error.body(), dict(error.headers))
 
 
-def page(request: GraphRequest, items: list[Any], default_size: int, context: str) -> GraphResponse:
-    """A `{"value": [...]}` page with `@odata.nextLink` by `$skip`, like Graph's list answers."""
+def page(request: GraphRequest, items: list[Any], default_size: int, context: str,
+         render: Callable[[Any], Any] | None = None) -> GraphResponse:
+    """A `{"value": [...]}` page with `@odata.nextLink` by `$skip`, like Graph's list answers.
+    `render`: applied to the page's items only (a long list's pages cost a page each, not the list)."""
     size = request.page_size(default_size)
     skip = request.int_query("$skip") or 0
-    body: dict[str, Any] = {"@odata.context": context, "value": items[skip : skip + size]}
+    shown = items[skip : skip + size]
+    body: dict[str, Any] = {"@odata.context": context, "value": [render(i) for i in shown] if render else shown}
     if skip + size < len(items):
         query = {k: v for k, v in request.query.items() if k != "$skip"} | {"$skip": str(skip + size)}
         body["@odata.nextLink"] = request.link(query)
