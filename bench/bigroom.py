@@ -4,7 +4,8 @@ Both emulators answer with 100 ms latency, and anny allows ANNY_WRITES writes pe
 (as `make bench-initial`). Measured on the runner's own loop, as its queue worker would run
 them, with the clock set to the first of next month: the baseline (the room run, then the
 backfill items it queued until every meeting is blocked in anny), the next day's run (the sync
-window has moved on by a day), the next month's run (the delta window rolls: the room is read
+window has moved on by a day), that day's nightly comparison of the whole window (a calendarView
+read beside the delta round), the next month's run (the delta window rolls: the room is read
 again), and one changed meeting. The later runs start once the backfill is done: a baseline
 during a backfill is backfill work too and waits its turn for anny's budget.
 
@@ -55,12 +56,13 @@ def seed_meetings(stack: LocalStack, count: int, after: date) -> list[dict]:
     return stack.graph.seed({"events": events})["events"]
 
 
-async def room_run(stack: LocalStack) -> tuple[float, RoomRunResult]:
-    """One room run to its end (follow-up runs included), on the runner's loop; its wall time."""
+async def room_run(stack: LocalStack, census: bool = False) -> tuple[float, RoomRunResult]:
+    """One room run to its end (follow-up runs included), on the runner's loop; its wall time.
+    `census`: the nightly run's, which compares the whole window as well."""
     async def run() -> tuple[float, RoomRunResult]:
         worker = Worker(await get_services())
         began = time.perf_counter()
-        result = await worker.inbound.sync_room(ROOM)
+        result = await worker.inbound.sync_room(ROOM, census=census)
         while result.rerun_later:
             result = await worker.inbound.sync_room(ROOM)
         return time.perf_counter() - began, result
@@ -88,13 +90,17 @@ async def measure(size: int, clock: Clock) -> dict[str, float]:
         stack.graph.reset_counters()
         daily_s, _ = await room_run(stack)
         daily_reads = graph_reads(stack)
+        stack.graph.reset_counters()
+        census_s, _ = await room_run(stack, census=True)
+        census_reads = graph_reads(stack)
         clock.set(add_months(first, 1))
         monthly_s, _ = await room_run(stack)
         stack.graph.person_update_event(ROOM, meetings[-1]["id"], subject="Moved meeting")
         change_s, _ = await room_run(stack)
         pages = math.ceil(size / Settings.from_env(stack.env).delta_page_size)
     return {"events": size, "blockers": blockers, "baseline_s": baseline_s, "baseline_room_run_s": run_s,
-            "daily_s": daily_s, "daily_graph_reads": daily_reads, "monthly_s": monthly_s, "per_change_s": change_s,
+            "daily_s": daily_s, "daily_graph_reads": daily_reads, "nightly_census_s": census_s,
+            "nightly_census_graph_reads": census_reads, "monthly_s": monthly_s, "per_change_s": change_s,
             "read_bound_s": pages * LATENCY_MS / 1000, "write_bound_s": least_time_s(size, ANNY_WRITES, ANNY_WINDOW_S),
             "anny_write_limit": f"{ANNY_WRITES} per {ANNY_WINDOW_S} s"}
 
