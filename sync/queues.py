@@ -59,13 +59,15 @@ class WorkQueues:
         cause is fixed), at most `limit` per call: each is sent anew (as it was written) before it
         is deleted from the poison queue, so a crash in between replays it twice, never loses it
         (every work item is idempotent). Returns how many went back to each queue."""
-        moved: dict[str, int] = {}
+        moved: dict[str, int] = {WORK_QUEUE: 0, BACKFILL_QUEUE: 0}
         for poison, target in ((POISON_QUEUE, WORK_QUEUE), (BACKFILL_POISON_QUEUE, BACKFILL_QUEUE)):
+            left = limit - sum(moved.values())
+            if left <= 0:
+                break  # not even received: a received item stays invisible for REPLAY_LEASE_S
             source, destination = await self._client(poison), await self._client(target)
-            moved[target] = 0
-            async for message in source.receive_messages(messages_per_page=32, visibility_timeout=REPLAY_LEASE_S):
-                if sum(moved.values()) >= limit:
-                    break
+            page = min(32, left)
+            async for message in source.receive_messages(messages_per_page=page, visibility_timeout=REPLAY_LEASE_S,
+                                                         max_messages=left):
                 await destination.send_message(message.content)
                 await source.delete_message(message)
                 moved[target] += 1

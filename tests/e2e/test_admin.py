@@ -3,15 +3,20 @@ against it, deactivate, delete."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import AsyncIterator
 
 import azure.functions as func
 import httpx
 import pytest
+from azure.core.exceptions import ResourceExistsError
 
 from sync.admin_api import command_params
 from sync.cli import main
+from sync.queues import WorkQueues, queue_client
+from sync.settings import StorageSettings
+from sync.work import BookingWork, encode
 from tests.e2e.conftest import World
 from tests.e2e.test_inbound import blockers, meeting
 
@@ -156,3 +161,20 @@ async def test_replay_poison_puts_parked_work_back_as_the_app_and_loses_nothing(
     assert len(world.mirror_events()) == 1 and await world.stack.poison_messages() == []
     again = (await manage(world, "POST", "poison/replay")).json()
     assert again == {"moved back": {"sync-work": 0, "sync-backfill": 0}, "still in the poison queues": 0}
+
+
+async def test_replay_poison_stops_at_its_limit_and_leaves_the_rest_ready_for_the_next_call(world: World) -> None:
+    storage = StorageSettings(connection_string=world.stack.azurite.connection_string)
+    queues = WorkQueues(storage)
+    try:
+        for queue, booking_id in (("sync-work-poison", "1"), ("sync-work-poison", "2"), ("sync-backfill-poison", "3")):
+            client, _ = queue_client(storage, queue)
+            async with client:
+                with contextlib.suppress(ResourceExistsError):
+                    await client.create_queue()
+                await client.send_message(encode(BookingWork(booking_id)).encode())
+        assert await queues.replay_poison(limit=2) == {"sync-work": 2, "sync-backfill": 0}
+        # the backfill item was not even received, so it is not leased away from the next call
+        assert await queues.replay_poison(limit=2) == {"sync-work": 0, "sync-backfill": 1}
+    finally:
+        await queues.close()
