@@ -171,11 +171,11 @@ async def anny_webhook(req: func.HttpRequest, settings: Settings, tables: Ingres
         return _json_answer(202, status="ignored", reason="a blocker this app made", booking_id=booking_id)
     event_id = payload.get("event_id")
     event_id = validation.anny_event_id(event_id, "event_id") if event_id not in (None, "") else ""
-    if event_id and await processed.is_processed(tables.processed, event_id, has_snapshot=snapshot is not None):
-        return _json_answer(202, status="duplicate", event_id=event_id)
     work = BookingWork(booking_id=booking_id, anny_event_id=event_id, seen=snapshot)
     if not fits_queue(work):  # long texts in many non-ASCII characters: the worker reads the booking
         work = BookingWork(booking_id=booking_id, anny_event_id=event_id)
+    if event_id and await processed.is_processed(tables.processed, event_id, has_snapshot=work.seen is not None):
+        return _json_answer(202, status="duplicate", event_id=event_id)
     answer = _json_answer(202, status="queued", booking_id=booking_id)
     answer.work.append(work)
     return answer

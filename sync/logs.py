@@ -35,8 +35,12 @@ class ContextInMessage(logging.Filter):
         setattr(record, IN_MESSAGE, True)
         fields = {k: v for k, v in context_of(record).items() if v not in (None, "", [], {})}
         if fields and record.name not in SELF_EXPLAINING:
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                return True  # left as it is: the handler reports the bad format, not the app's caller
             shown = ", ".join(f"{k}={_short(v)}" for k, v in fields.items())
-            record.msg, record.args = f"{record.getMessage()} ({shown})", None
+            record.msg, record.args = f"{message} ({shown})", None
         return True
 
 

@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from sync.logs import put_context_in_messages, quiet_sdk_loggers
+from sync.logs import ContextInMessage, put_context_in_messages, quiet_sdk_loggers
 
 
 @pytest.fixture
@@ -54,3 +54,10 @@ def test_the_sdks_request_lines_stay_out(worker_handler: io.StringIO) -> None:
     logging.getLogger("httpx").info("HTTP Request: POST https://graph.microsoft.com/v1.0/…")
     logging.getLogger("azure.core.pipeline.policies.http_logging_policy").warning("kept: a warning")
     assert worker_handler.getvalue().splitlines() == ["kept: a warning"]
+
+
+def test_a_line_whose_format_does_not_fit_its_arguments_is_left_to_logging_not_raised_at_the_caller() -> None:
+    record = logging.LogRecord("sync.worker", logging.WARNING, __file__, 1, "%d items", ("not a number",), None)
+    record.room = "r1"
+    assert ContextInMessage().filter(record)  # the filter runs inside the caller's log call: it must not raise
+    assert (record.msg, record.args) == ("%d items", ("not a number",))  # logging's handler reports the format
