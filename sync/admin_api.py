@@ -97,7 +97,7 @@ async def handle(req: func.HttpRequest, worker: Worker) -> func.HttpResponse:
     except RemoteThrottled as exc:
         # What an admin command syncs continues in the background after a 429 (sync.continuation);
         # what reaches here is a read the answer needs (a preview, a listing): say when to ask again.
-        wait = max(1, math.ceil(float(exc.context.get("retry_after_s") or 0)))
+        wait = max(1, math.ceil(exc.retry_after_s))
         log.warning("admin command throttled", extra={"command": command, "retry_after_s": wait})
         return _json(503, {"error": f"{exc}: try again in {wait} s", **exc.context, "retry_after_s": wait},
                      headers={"Retry-After": str(wait)})

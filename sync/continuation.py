@@ -119,7 +119,7 @@ class InlineSync:
                     return report.view()
                 self._answer_now(rule)
             except RemoteThrottled as exc:
-                wait = float(exc.context.get("retry_after_s") or DEFAULT_WAIT_S)
+                wait = exc.retry_after_s or DEFAULT_WAIT_S
                 self.continues_at = max(self.continues_at or datetime.now(UTC),
                                         datetime.now(UTC) + timedelta(seconds=wait))
                 self.reason, self.throttled = exc.message, True

@@ -65,6 +65,11 @@ class RuleError(SyncError):
 class RemoteError(SyncError):
     """A call to anny or Graph failed."""
 
+    @property
+    def retry_after_s(self) -> float:
+        """What the remote's `Retry-After` asked for, as the client read it (0: nothing asked)."""
+        return float(self.context.get("retry_after_s") or 0)
+
 
 class RemoteGone(RemoteError):
     """The item no longer exists on the remote side (404 / 410)."""

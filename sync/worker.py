@@ -10,7 +10,7 @@ from sync import processed, progress
 from sync.anny import seen_booking
 from sync.budget import BACKFILL, LIVE, priority
 from sync.continuation import continue_rule_sync
-from sync.errors import RemoteAuthError, RemoteThrottled, RemoteUnavailable, SyncError
+from sync.errors import RemoteAuthError, RemoteError, RemoteThrottled, RemoteUnavailable, SyncError
 from sync.inbound import InboundFlow, RoomRunResult
 from sync.model import OutlookEvent
 from sync.outbound import OutboundFlow
@@ -73,11 +73,7 @@ class Worker:
             with priority(BACKFILL if queue == BACKFILL_QUEUE else LIVE):
                 return await self.handle(work, message_id)
         except RemoteThrottled as exc:
-            delay = float(exc.context.get("retry_after_s") or 0)
-            await self.services.queues.send(work, delay_s=delay, queue=queue)
-            log.warning("throttled; work item put back on the queue", extra={
-                "work": repr(work), "delay_s": round(delay, 1), "error": str(exc)[:300]})
-            return []
+            return await self._put_back(work, queue, exc.retry_after_s, outages_of(body), "throttled", exc)
         except RemoteUnavailable as exc:
             if dequeue_count < max_dequeue_count():
                 raise  # a blip: the queue's own retry, visibilityTimeout later
@@ -96,10 +92,16 @@ class Worker:
         queue takes it, so an item that cannot succeed still reaches the admin."""
         if outages >= OUTAGE_PUT_BACKS:
             raise exc
-        delay = max(OUTAGE_BACKOFF_S * 2 ** outages, float(exc.context.get("retry_after_s") or 0))
-        await self.services.queues.send(work, delay_s=delay, queue=queue, outages=outages + 1)
-        log.warning("anny or Graph unavailable; work item put back", extra={
-            "work": repr(work), "delay_s": round(delay, 1), "put_back": outages + 1, "error": str(exc)[:300]})
+        delay = max(OUTAGE_BACKOFF_S * 2 ** outages, exc.retry_after_s)
+        return await self._put_back(work, queue, delay, outages + 1, "anny or Graph unavailable", exc)
+
+    async def _put_back(self, work: Work, queue: str, delay_s: float, outages: int, why: str,
+                        exc: RemoteError) -> list[Work]:
+        """The item back on its queue as a new message, invisible for `delay_s`: the wait never
+        counts towards maxDequeueCount. `outages` travels with it (`work.outages_of`)."""
+        await self.services.queues.send(work, delay_s=delay_s, queue=queue, outages=outages)
+        log.warning("%s; work item put back on the queue", why, extra={
+            "work": repr(work), "delay_s": round(delay_s, 1), "outages": outages, "error": str(exc)[:300]})
         return []
 
     async def handle(self, work: Work, message_id: str = "") -> list[Work]:
@@ -171,3 +173,4 @@ class Worker:
         await self.services.status.update_status(change)
         if room:
             await self.services.rooms.update_room_state(room, change)
+
